@@ -1,0 +1,247 @@
+"""The check chain: presets, a supervised process pool with hard per-item limits, the funnel.
+
+Workers run every check of the chain on each sample they are given. Before each check a worker
+writes (item, check, start time) to shared memory; the parent kills a worker whose current check
+overran its `timeout_s`, gives that check a `timeout` verdict, replaces the worker and re-queues the
+item without that check. A worker that dies (segfault, OOM kill, memory rlimit) is handled the same
+way. So every item gets a verdict for every check, and no single answer can stall the run for more
+than its limit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+
+import yaml
+
+from cotforge.checks.base import Check, Verdict, create
+from cotforge.io.errors import CotforgeError
+
+FILTERS_DIR = Path(__file__).resolve().parents[1] / "filters"
+DEFAULT_WORKER_MEMORY = 4 * 1024**3
+BATCH = 16
+
+
+@dataclass
+class CheckSpec:
+    name: str
+    options: dict = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+def preset_path(name: str) -> Path | None:
+    for folder in (Path.cwd() / "filters", FILTERS_DIR):
+        candidate = folder / f"{name}.yaml"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def parse_specs(spec: str | list) -> list[CheckSpec]:
+    """A preset name (`r1`), a YAML path, or a comma list of check names (`format,answer`)."""
+    if isinstance(spec, list):
+        entries = spec
+    elif spec.endswith((".yaml", ".yml")) or preset_path(spec):
+        path = Path(spec) if spec.endswith((".yaml", ".yml")) else preset_path(spec)
+        if not path.exists():
+            raise CotforgeError(f"--checks {spec}: no such preset file")
+        entries = (yaml.safe_load(path.read_text()) or {}).get("checks", [])
+    else:
+        entries = [name.strip() for name in spec.split(",") if name.strip()]
+    specs = []
+    for entry in entries:
+        if isinstance(entry, str):
+            specs.append(CheckSpec(entry))
+            continue
+        entry = dict(entry)
+        name = entry.pop("check", None)
+        if not name:
+            raise CotforgeError(f"check entry {entry!r} has no 'check' name")
+        timeout = entry.pop("timeout_s", None)
+        specs.append(CheckSpec(name, entry, timeout))
+    if not specs:
+        raise CotforgeError(f"--checks {spec!r}: no checks")
+    return specs
+
+
+def build_checks(specs: list[CheckSpec]) -> list[Check]:
+    try:
+        return [create(s.name, **s.options) for s in specs]
+    except (KeyError, TypeError) as err:
+        raise CotforgeError(str(err).strip("\"'")) from None
+
+
+def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, status=None) -> list[Verdict]:
+    """All checks on one sample, in order; a check that raises gets a failing verdict."""
+    verdicts = []
+    for index, check in enumerate(checks):
+        if skip and index in skip:
+            verdicts.append(skip[index])
+            continue
+        if status is not None:
+            status[1], status[2] = index, time.monotonic()
+        try:
+            verdict = check.check(sample)
+        except MemoryError:
+            verdict = Verdict.fail("memory limit exceeded")
+        except Exception as err:  # noqa: BLE001 - a broken check must not lose the row
+            verdict = Verdict.fail(f"error: {type(err).__name__}: {str(err)[:200]}")
+        if status is not None:
+            status[2] = 0.0
+        verdicts.append(Verdict(*verdict))
+    return verdicts
+
+
+def _worker_main(conn, specs: list[CheckSpec], status, memory_bytes: int) -> None:
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    checks = build_checks(specs)
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        for item, sample, skip in message:
+            status[0] = item
+            verdicts = run_checks(checks, sample, skip, status)
+            conn.send((item, verdicts, sample.get("answer")))
+
+
+class _Worker:
+    def __init__(self, ctx, specs, memory_bytes):
+        self.status = ctx.RawArray("d", 3)
+        parent, child = ctx.Pipe()
+        self.conn = parent
+        self.process = ctx.Process(target=_worker_main, args=(child, specs, self.status, memory_bytes),
+                                   daemon=True)
+        self.process.start()
+        child.close()
+        self.inflight: dict[int, tuple] = {}
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+@dataclass
+class Result:
+    verdicts: list[Verdict]
+    answer: str | None
+
+    @property
+    def accepted(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+
+class Chain:
+    """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
+
+    def __init__(self, specs: list[CheckSpec], jobs: int | None = None,
+                 worker_memory: int = DEFAULT_WORKER_MEMORY):
+        self.specs = specs
+        self.checks = build_checks(specs)
+        self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(specs, self.checks)]
+        self.jobs = (os.cpu_count() or 1) if jobs is None else jobs
+        self.worker_memory = worker_memory
+        self._workers: list[_Worker] = []
+        self._ctx = None
+
+    @classmethod
+    def from_spec(cls, spec: str | list, jobs: int | None = None) -> Chain:
+        return cls(parse_specs(spec), jobs)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def config(self) -> list[dict]:
+        return [{"check": s.name, **c.options(), "timeout_s": t}
+                for s, c, t in zip(self.specs, self.checks, self.timeouts)]
+
+    # pool lifecycle
+    def _start(self) -> None:
+        if self._workers or self.jobs <= 0:
+            return
+        self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["cotforge.chain", "cotforge.checks"])
+        self._workers = [self._spawn() for _ in range(self.jobs)]
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._ctx, self.specs, self.worker_memory)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.kill()
+        self._workers = []
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # judging
+    def run(self, samples: list[dict]) -> list[Result]:
+        if self.jobs <= 0:
+            return [Result(run_checks(self.checks, s), s.get("answer")) for s in samples]
+        self._start()
+        results: list[Result | None] = [None] * len(samples)
+        queue: deque = deque((i, s, None) for i, s in enumerate(samples))
+        crashes: Counter = Counter()
+        while queue or any(w.inflight for w in self._workers):
+            for worker in self._workers:
+                if not worker.inflight and queue:
+                    batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
+                    worker.inflight = {item: (sample, skip) for item, sample, skip in batch}
+                    worker.status[0], worker.status[2] = batch[0][0], 0.0
+                    worker.conn.send(batch)
+            busy = [w for w in self._workers if w.inflight]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.05)
+            for worker in busy:
+                if worker.conn in ready:
+                    try:
+                        while worker.conn.poll():
+                            item, verdicts, answer = worker.conn.recv()
+                            worker.inflight.pop(item, None)
+                            results[item] = Result(verdicts, answer)
+                    except (EOFError, OSError):
+                        pass
+                self._supervise(worker, queue, crashes, results)
+        return results  # type: ignore[return-value]
+
+    def _supervise(self, worker: _Worker, queue: deque, crashes: Counter, results: list) -> None:
+        item, check_index, started = int(worker.status[0]), int(worker.status[1]), worker.status[2]
+        overran = started > 0 and time.monotonic() - started > self.timeouts[check_index]
+        died = not worker.process.is_alive()
+        if not (overran or died) or not worker.inflight:
+            return
+        if overran:
+            verdict = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s")
+        else:
+            verdict = Verdict.fail(f"worker died (exit code {worker.process.exitcode}) in this check")
+        worker.kill()
+        index = self._workers.index(worker)
+        self._workers[index] = self._spawn()
+        for pending, (sample, skip) in worker.inflight.items():
+            if pending == item and (started > 0 or overran):
+                skip = dict(skip or {})
+                skip[check_index] = verdict
+            elif pending == item:
+                crashes[item] += 1
+                if crashes[item] > 2:  # died outside any check, repeatedly: give up on this item
+                    results[item] = Result([Verdict.fail("worker crashed repeatedly")] * len(self.checks), None)
+                    continue
+            queue.appendleft((pending, sample, skip))

@@ -1,0 +1,109 @@
+"""The `cotforge` command: a thin typer layer over the library (no logic lives only here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cotforge import __version__
+from cotforge.io.errors import CotforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "
+                       "-> train.")
+
+BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the first bad row; quarantine: keep "
+                                                          "it in the run's quarantine table and go on")]
+Fields = Annotated[Optional[list[str]], typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
+
+
+def not_built(stage: str, issue: int) -> None:
+    print(f"cotforge {stage}: not built yet (tracked in issue {issue}); nothing was done", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cotforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                       help="print the version and exit")] = False) -> None:
+    pass
+
+
+@app.command()
+def generate(prompts: Annotated[Optional[Path], typer.Argument()] = None,
+             out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+    """Rejection-sample k completions per prompt in adaptive rounds (vLLM, OpenAI-compatible, embedded CPU)."""
+    not_built("generate", 5)
+
+
+@app.command("filter")
+def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files or folders")],
+               out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
+               checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
+               jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes (default: all cores)")]
+               = None,
+               bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False) -> None:
+    """Run the R1 check chain over samples; every rejection is kept with its reason."""
+    from cotforge.filtering import filter_samples
+    from cotforge.io.normalize import parse_field_overrides
+    from cotforge.stats import format_summary
+
+    counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
+                            fields=parse_field_overrides(field or []), overwrite=overwrite, argv=sys.argv[1:])
+    print(format_summary(counts))
+
+
+@app.command()
+def mix(recipe: Annotated[Optional[Path], typer.Argument()] = None,
+        out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+    """Mix sources by quota with dedup and decontamination (the 600K/200K SFT mix)."""
+    not_built("mix", 6)
+
+
+@app.command()
+def export(run: Annotated[Optional[Path], typer.Argument()] = None,
+           out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+    """Export accepted samples as a Hugging Face dataset folder with a data card."""
+    not_built("export", 6)
+
+
+@app.command()
+def query(run: Annotated[Path, typer.Argument(help="a run folder")],
+          sql: Annotated[str, typer.Argument(help="SQL over views samples, accepted, rejected, verdicts, "
+                                                  "prompts, quarantine")],
+          fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
+    """Query a run with DuckDB."""
+    from cotforge.query import render, run_query
+
+    columns, rows = run_query(run, sql)
+    print(render(columns, rows, fmt))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    """Thin TRL backend: `train sft` on the mix, `train grpo` with the checks as rewards."""
+    not_built("train", 7)
+
+
+def main() -> None:
+    try:
+        app()
+    except CotforgeError as err:
+        print(str(err), file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("cotforge: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Raw row readers for JSONL, Parquet, CSV, `datasets.save_to_disk` folders and cotforge runs.
+
+Each reader yields `RawRow`s: a dict, or the `BadRow` that explains why the row could not be read.
+Nothing is skipped silently except blank JSONL lines (they are not rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cotforge.io.errors import BadRow, CotforgeError
+
+MAX_ROW_BYTES = 32 * 1024 * 1024  # one JSONL line / CSV record
+ARROW_BATCH_ROWS = 2048
+
+
+@dataclass
+class RawRow:
+    file: str
+    line: int
+    data: dict | None
+    error: BadRow | None = None
+    raw: bytes | str | None = None
+
+
+def _first_surrogate_field(value, path: str = "") -> str | None:
+    """Name of the first field whose text holds undecodable bytes (surrogate escapes)."""
+    if isinstance(value, str):
+        return path or "<row>" if any("\udc80" <= ch <= "\udcff" for ch in value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _first_surrogate_field(key) is not None:
+                return path or "<row>"
+            found = _first_surrogate_field(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_surrogate_field(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _utf8_problem(raw: bytes) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})"
+    return ""
+
+
+def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRow]:
+    name = str(path)
+    with open(path, "rb") as handle:
+        line_no = 0
+        while True:
+            raw = handle.readline(max_row_bytes + 1)
+            if not raw:
+                return
+            line_no += 1
+            if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
+                size = len(raw)
+                while raw and not raw.endswith(b"\n"):  # drain the rest of the line unbuffered
+                    raw = handle.readline(1 << 20)
+                    size += len(raw)
+                yield RawRow(name, line_no, None, BadRow(
+                    name, line_no, "<row>", f"row of {size:,} bytes is over the {max_row_bytes:,}-byte limit"),
+                    raw=None)
+                continue
+            if not raw.strip():
+                continue
+            text = raw.decode("utf-8", "surrogateescape")
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield RawRow(name, line_no, None, BadRow(name, line_no, "<row>", f"invalid JSON: {err.msg} "
+                                                          f"at column {err.colno}", raw), raw)
+                continue
+            if not isinstance(data, dict):
+                yield RawRow(name, line_no, None, BadRow(
+                    name, line_no, "<row>", f"expected a JSON object, got {type(data).__name__}", raw), raw)
+                continue
+            bad_field = _first_surrogate_field(data)
+            if bad_field:
+                yield RawRow(name, line_no, None, BadRow(name, line_no, bad_field, _utf8_problem(raw), raw), raw)
+                continue
+            yield RawRow(name, line_no, data, raw=raw)
+
+
+def read_csv(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRow]:
+    name = str(path)
+    csv.field_size_limit(max(max_row_bytes, 1 << 20))
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle)
+        start = 2
+        while True:
+            try:
+                data = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield RawRow(name, reader.line_num, None, BadRow(name, reader.line_num, "<row>", f"invalid CSV: {err}"))
+                start = reader.line_num + 1
+                continue
+            line, start = start, reader.line_num + 1
+            if None in data:
+                yield RawRow(name, line, None, BadRow(name, line, "<row>", "more values than header columns",
+                                                      repr(data)))
+                continue
+            bad_field = _first_surrogate_field(data)
+            if bad_field:
+                raw = bytes(str(data.get(bad_field, "")), "utf-8", "surrogateescape")
+                yield RawRow(name, line, None, BadRow(name, line, bad_field, _utf8_problem(raw), raw), raw)
+                continue
+            # CSV has no nulls: an empty cell is a missing value.
+            yield RawRow(name, line, {k: (v if v != "" else None) for k, v in data.items()})
+
+
+def _read_batches(name: str, batches: Iterator[pa.RecordBatch]) -> Iterator[RawRow]:
+    row_no = 0
+    for batch in batches:
+        for data in batch.to_pylist():
+            row_no += 1
+            yield RawRow(name, row_no, data)
+
+
+def read_parquet(path: Path) -> Iterator[RawRow]:
+    parquet = pq.ParquetFile(path)
+    yield from _read_batches(str(path), parquet.iter_batches(batch_size=ARROW_BATCH_ROWS))
+
+
+def _arrow_stream_batches(files: list[Path]) -> Iterator[pa.RecordBatch]:
+    for file in files:
+        with pa.memory_map(str(file)) as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+            except pa.ArrowInvalid:
+                reader = pa.ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i)
+                continue
+            yield from reader
+
+
+def read_datasets_folder(path: Path, split: str | None = None) -> Iterator[RawRow]:
+    """A folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`)."""
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        chosen = split or ("train" if "train" in splits else splits[0])
+        path = path / chosen
+    state = json.loads((path / "state.json").read_text())
+    files = [path / entry["filename"] for entry in state["_data_files"]]
+    yield from _read_batches(str(path), _arrow_stream_batches(files))
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").exists()
+
+
+def read_run_samples(path: Path, accepted_only: bool = False) -> Iterator[RawRow]:
+    """Sample rows of a cotforge run folder, in shard order."""
+    for shard in sorted((path / "samples").glob("part-*.parquet")):
+        for raw in read_parquet(shard):
+            if not accepted_only or raw.data.get("accepted"):
+                yield raw
+
+
+def data_files(path: Path) -> list[Path]:
+    """Input files in `path`: itself, or the data files of a plain folder, sorted."""
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet", ".csv", ".json"}
+                   and not p.name.startswith("."))
+    if not files:
+        raise CotforgeError(f"{path}: no .jsonl, .parquet or .csv files in this folder")
+    return files
+
+
+def read_rows(path: str | Path, split: str | None = None) -> Iterator[RawRow]:
+    """Raw rows of any supported input: a file, a `datasets` folder, a run folder or a data folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CotforgeError(f"{path}: no such file or folder")
+    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        yield from read_datasets_folder(path, split)
+        return
+    if is_run_folder(path):
+        yield from read_run_samples(path)
+        return
+    for file in data_files(path):
+        suffix = file.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            yield from read_jsonl(file)
+        elif suffix == ".parquet":
+            yield from read_parquet(file)
+        elif suffix == ".csv":
+            yield from read_csv(file)
+        else:
+            raise CotforgeError(f"{file}: unsupported format '{suffix}' (use .jsonl, .parquet, .csv)")

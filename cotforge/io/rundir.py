@@ -1,0 +1,162 @@
+"""The run folder: the unit of resume.
+
+```
+RUN/manifest.json                 version, command, config + hash, input fingerprints, counts
+RUN/samples/part-000000.parquet   one shard per committed input chunk / generation batch
+RUN/prompts/part-*.parquet        prompts (generate) and per-prompt stats
+RUN/quarantine/part-*.parquet     bad input rows with file, line, reason and raw bytes
+```
+Shards are named by the chunk they cover, so a rerun skips committed chunks and rewrites a chunk
+whose shard never landed; every file is published with an atomic rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cotforge import __version__
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
+from cotforge.io.errors import CotforgeError
+
+TABLES = ("samples", "prompts", "quarantine")
+
+
+class RunConfigMismatch(CotforgeError):
+    pass
+
+
+def fingerprint(path: str | Path) -> dict:
+    """Content fingerprint of an input file or folder (blake2b over every file's bytes)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                and not p.name.startswith("."))
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+                size += len(chunk)
+    return {"path": str(path), "bytes": size, "blake2b": digest.hexdigest()}
+
+
+def config_hash(command: str, config: dict, inputs: list[dict]) -> str:
+    payload = json.dumps({"command": command, "config": config, "inputs": [i["blake2b"] for i in inputs]},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run folder opened for writing (see `open`) or reading (the constructor)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            raise CotforgeError(f"{self.path}: not a cotforge run folder (no manifest.json)") from None
+
+    @classmethod
+    def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
+             argv: list[str] | None = None, overwrite: bool = False) -> RunDir:
+        """Create a run folder, or reopen it to resume when the command and config match."""
+        run = cls(path)
+        fingerprints = [fingerprint(p) for p in inputs]
+        wanted = config_hash(command, config, fingerprints)
+        if run.manifest_path.exists():
+            old = run.manifest()
+            if old.get("config_hash") != wanted and not overwrite:
+                raise RunConfigMismatch(
+                    f"{run.path}: holds a '{old.get('command')}' run with another configuration "
+                    f"({_describe_change(old, command, config, fingerprints)}); "
+                    f"use another --out, or --overwrite to discard it")
+            if old.get("config_hash") != wanted or overwrite:
+                run._clear()
+        elif run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                raise CotforgeError(f"{run.path}: folder exists and is not a cotforge run; "
+                                    f"use --overwrite to replace its contents")
+            run._clear()
+        run.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run.path)
+        if not run.manifest_path.exists():
+            run.write_manifest({
+                "cotforge_version": __version__, "command": command, "argv": argv or [],
+                "config": config, "config_hash": wanted, "inputs": fingerprints,
+                "created": _now(), "status": "running", "counts": {},
+            })
+        return run
+
+    def _clear(self) -> None:
+        for name in (*TABLES, "manifest.json"):
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def write_manifest(self, manifest: dict) -> None:
+        manifest["updated"] = _now()
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=2, default=str).encode())
+
+    def update_manifest(self, **fields) -> dict:
+        manifest = self.manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    # shards
+    def shard_path(self, table: str, index: int) -> Path:
+        return self.path / table / f"part-{index:06d}.parquet"
+
+    def has_shard(self, table: str, index: int) -> bool:
+        return self.shard_path(table, index).exists()
+
+    def shards(self, table: str) -> list[Path]:
+        return sorted((self.path / table).glob("part-*.parquet"))
+
+    def next_shard_index(self, table: str) -> int:
+        shards = self.shards(table)
+        return int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
+
+    def write_shard(self, table: str, index: int, data: pa.Table) -> Path:
+        path = self.shard_path(table, index)
+        atomic_write_table(path, data)
+        return path
+
+    def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table | None:
+        shards = self.shards(table)
+        if not shards:
+            return None
+        return pa.concat_tables([pq.read_table(s, columns=columns) for s in shards], promote_options="default")
+
+    def count_rows(self, table: str) -> int:
+        return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def _describe_change(old: dict, command: str, config: dict, fingerprints: list[dict]) -> str:
+    if old.get("command") != command:
+        return f"command {old.get('command')!r} -> {command!r}"
+    changed = sorted(k for k in set(old.get("config", {})) | set(config)
+                     if old.get("config", {}).get(k) != config.get(k))
+    if changed:
+        return "changed: " + ", ".join(f"{k} {old['config'].get(k)!r} -> {config.get(k)!r}" for k in changed[:4])
+    return "input files changed"

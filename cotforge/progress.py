@@ -1,0 +1,51 @@
+"""Progress reporting: a rich progress bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """`with Progress("filter", total=n) as p: p.advance(k, accepted=...)`."""
+
+    def __init__(self, label: str, total: int | None = None, unit: str = "rows", every_s: float = 10.0,
+                 stream=None):
+        self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.fields: dict = {}
+        self._rich = None
+        self._task = None
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if self.stream.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+            from rich.progress import TimeRemainingColumn
+
+            self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self._rich.start()
+            self._task = self._rich.add_task(self.label, total=self.total, info="")
+        return self
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.done += n
+        self.fields.update(fields)
+        info = "  ".join(f"{k} {v}" for k, v in self.fields.items())
+        if self._rich is not None:
+            self._rich.update(self._task, advance=n, info=info)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            of = f"/{self.total}" if self.total else ""
+            rate = self.done / max(now - self._start, 1e-9)
+            print(f"{self.label}: {self.done}{of} {self.unit} ({rate:.0f}/s) {info}".rstrip(), file=self.stream,
+                  flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._rich is not None:
+            self._rich.stop()

@@ -1,0 +1,115 @@
+"""`cotforge query`: DuckDB views over a run folder's committed Parquet shards.
+
+Views: samples, accepted, rejected, verdicts (one row per sample and check), prompts, quarantine.
+Only published `part-*.parquet` files are read, so a run that another process is still writing can
+be queried: it shows the shards committed so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cotforge.io.errors import CotforgeError
+from cotforge.io.rundir import RunDir
+from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: pa.Schema) -> bool:
+    shards = run.shards(name)
+    if shards:
+        files = ", ".join(f"'{_sql_path(s)}'" for s in shards)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name=true)")
+        return True
+    con.register(f"_empty_{name}", schema.empty_table())
+    con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    return False
+
+
+def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the run's views defined."""
+    run = RunDir(run_path)
+    run.manifest()  # fails clearly on a folder that is not a run
+    con = duckdb.connect()
+    _table_view(con, run, "samples", SAMPLE_SCHEMA)
+    _table_view(con, run, "quarantine", QUARANTINE_SCHEMA)
+    con.execute("CREATE VIEW accepted AS SELECT * FROM samples WHERE accepted")
+    con.execute("CREATE VIEW rejected AS SELECT * FROM samples WHERE NOT accepted")
+    con.execute("""CREATE VIEW verdicts AS
+        SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed, v.score AS score,
+               v.reason AS reason
+        FROM (SELECT id, prompt_id, sample_idx, unnest(verdicts) AS v FROM samples)""")
+    if not _table_view(con, run, "prompts", PROMPT_SCHEMA):
+        con.execute("DROP VIEW prompts")
+        con.execute("""CREATE VIEW prompts AS
+            SELECT prompt_id AS id, any_value(prompt) AS prompt, any_value(gold) AS gold,
+                   any_value(domain) AS domain, any_value(language) AS language,
+                   any_value(source) AS source, count(*) AS samples,
+                   count(*) FILTER (WHERE accepted) AS accepted
+            FROM samples GROUP BY prompt_id""")
+    return con
+
+
+def run_query(run_path: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
+    con = connect(run_path)
+    try:
+        result = con.execute(sql)
+    except duckdb.Error as err:
+        raise CotforgeError(f"query failed: {str(err).splitlines()[0]}") from None
+    if result.description is None:
+        return [], []
+    columns = [d[0] for d in result.description]
+    return columns, result.fetchall()
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def render(columns: list[str], rows: list[tuple], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise CotforgeError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    records = [dict(zip(columns, map(_jsonable, row))) for row in rows]
+    if fmt == "json":
+        return json.dumps(records, ensure_ascii=False, indent=1)
+    if fmt == "jsonl":
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for record in records:
+            writer.writerow(json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                            for v in record.values())
+        return out.getvalue().rstrip("\n")
+    return _table(columns, records)
+
+
+def _table(columns: list[str], records: list[dict]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    for record in records:
+        table.add_row(*("" if v is None else str(v)[:200] for v in record.values()))
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(table)
+    console.print(f"({len(records)} rows)")
+    return console.file.getvalue().rstrip("\n")

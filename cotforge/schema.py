@@ -1,0 +1,93 @@
+"""The record schema: one pyarrow schema per record kind, documented field by field.
+
+Every stage reads and writes these. Free-form structures (`tests`, `metadata`) are stored as JSON
+strings so that heterogeneous rows share one Parquet schema.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+VERDICT = pa.struct(
+    [
+        ("check", pa.string()),  # registered check name, e.g. "answer"
+        ("passed", pa.bool_()),  # False rejects the sample
+        ("score", pa.float64()),  # in [0, 1]; null where the check does not apply
+        ("reason", pa.string()),  # what was measured against what, e.g. "answer 17 != gold 18"
+    ]
+)
+
+_PROMPT_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("id", pa.string(), "stable prompt id (given, or a hash of the prompt content)"),
+    ("prompt", pa.string(), "the prompt text (null when only `messages` is given)"),
+    ("messages", pa.list_(MESSAGE), "chat turns instead of / besides `prompt`"),
+    ("gold", pa.string(), "reference answer: bare, LaTeX or a worked solution ending in '#### N'"),
+    ("answer_type", pa.string(), "math | choice | numeric | code | text (null: inferred from domain)"),
+    ("domain", pa.string(), "math, code, science, logic, general, ..."),
+    ("language", pa.string(), "ISO 639-1 code of the expected answer language (null: detect)"),
+    ("source", pa.string(), "dataset or file the prompt came from"),
+    ("tests", pa.string(), "JSON: code tests, a list of {input, output} pairs or assert strings"),
+    ("metadata", pa.string(), "JSON object with any other columns of the input row"),
+]
+
+_SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("id", pa.string(), "sample id; '{prompt_id}-{sample_idx}' when generated"),
+    ("prompt_id", pa.string(), "id of the prompt this sample answers"),
+    ("sample_idx", pa.int32(), "index of the sample among its prompt's samples (stable key with prompt_id)"),
+    ("round", pa.int32(), "generation round that produced it (0-based)"),
+    ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained"),
+    ("gold", pa.string(), "reference answer copied from the prompt"),
+    ("domain", pa.string(), "domain copied from the prompt"),
+    ("language", pa.string(), "expected language copied from the prompt"),
+    ("source", pa.string(), "dataset or file the prompt came from"),
+    ("tests", pa.string(), "JSON code tests copied from the prompt"),
+    ("model", pa.string(), "model name or path"),
+    ("engine", pa.string(), "embedded | vllm | openai | import"),
+    ("temperature", pa.float64(), "sampling temperature"),
+    ("top_p", pa.float64(), "nucleus sampling p"),
+    ("max_tokens", pa.int32(), "generation limit"),
+    ("seed", pa.int64(), "deterministic per-sample seed"),
+    ("completion", pa.string(), "raw model text"),
+    ("reasoning", pa.string(), "chain of thought parsed out of the completion"),
+    ("summary", pa.string(), "the part after the reasoning (the user-facing answer)"),
+    ("answer", pa.string(), "final answer extracted by the answer check"),
+    ("finish_reason", pa.string(), "stop | length | ... as the engine reported"),
+    ("prompt_tokens", pa.int32(), "tokens in the rendered prompt"),
+    ("completion_tokens", pa.int32(), "tokens generated"),
+    ("verdicts", pa.list_(VERDICT), "one verdict per check, in chain order"),
+    ("accepted", pa.bool_(), "all checks passed"),
+    ("metadata", pa.string(), "JSON object with any other columns of the input row"),
+]
+
+_QUARANTINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("file", pa.string(), "input file"),
+    ("line", pa.int64(), "1-based line (JSONL/CSV) or row number (Parquet/datasets)"),
+    ("field", pa.string(), "offending field, or '<row>'"),
+    ("reason", pa.string(), "what is wrong"),
+    ("raw", pa.string(), "the raw row, non-UTF-8 bytes escaped as \\xNN, cut at 64 KiB"),
+]
+
+
+def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
+    return pa.schema([pa.field(name, typ, metadata={"doc": doc}) for name, typ, doc in fields])
+
+
+PROMPT_SCHEMA = _schema(_PROMPT_FIELDS)
+SAMPLE_SCHEMA = _schema(_SAMPLE_FIELDS)
+QUARANTINE_SCHEMA = _schema(_QUARANTINE_FIELDS)
+
+PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
+SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
+
+
+def describe(schema: pa.Schema) -> str:
+    """Field-by-field documentation, for `--help` texts and the data card."""
+    return "\n".join(f"{f.name:18} {str(f.type):40} {f.metadata[b'doc'].decode()}" for f in schema)
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts, missing keys = null) to a table of exactly `schema`."""
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)

@@ -1,0 +1,41 @@
+"""Counts and the funnel of a run, computed from its committed shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cotforge.query import connect
+
+
+def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> dict:
+    """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel."""
+    con = connect(run_path)
+    accepted, rejected = con.execute(
+        "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted) FROM samples").fetchone()
+    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    by_check = dict(con.execute(
+        'SELECT "check", count(*) FROM verdicts WHERE NOT passed GROUP BY "check"').fetchall())
+    first_fail = dict(con.execute("""
+        SELECT first_check, count(*) FROM (
+          SELECT list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check FROM samples WHERE NOT accepted)
+        GROUP BY first_check""").fetchall())
+    order = check_order or sorted(by_check)
+    remaining = accepted + rejected
+    funnel = [{"stage": "rows in", "rows": accepted + rejected + quarantined},
+              {"stage": "quarantined", "rows": quarantined}]
+    for name in order:
+        dropped = first_fail.get(name, 0)
+        remaining -= dropped
+        funnel.append({"stage": name, "rejected": dropped, "rejected_total": by_check.get(name, 0),
+                       "remaining": remaining})
+    return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
+            "quarantined": quarantined, "rejected_by_check": by_check, "funnel": funnel}
+
+
+def format_summary(counts: dict) -> str:
+    lines = [f"rows read {counts['rows_read']}: accepted {counts['accepted']}, rejected {counts['rejected']}, "
+             f"quarantined {counts['quarantined']}"]
+    for step in counts["funnel"][2:]:
+        lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
+                     f"in all)  remaining {step['remaining']:>8}")
+    return "\n".join(lines)
