@@ -1,16 +1,24 @@
-"""Checks: one small class each, registered by name (see `base.py`)."""
+"""Checks: one small class each, registered by name (see `base.py`).
+
+Every module and subpackage in this folder is imported by `load_all()`; defining a class with
+`@register` there is all it takes to make a check available to presets, `--checks` and rewards.
+"""
 
 import importlib
+import pkgutil
 
 from cotforge.checks.base import REGISTRY, Check, Verdict, create, register
 
-# Modules that define checks; importing them registers their classes.
-CHECK_MODULES = ["cotforge.checks.format"]
+_loaded = False
 
 
 def load_all() -> dict:
-    for module in CHECK_MODULES:
-        importlib.import_module(module)
+    global _loaded
+    if not _loaded:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name != "base":
+                importlib.import_module(f"{__name__}.{module.name}")
+        _loaded = True
     return REGISTRY
 
 
