@@ -10,6 +10,7 @@ than its limit.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import os
 import resource
@@ -34,6 +35,7 @@ class CheckSpec:
     name: str
     options: dict = field(default_factory=dict)
     timeout_s: float | None = None
+    module: str | None = None  # where the check class lives, so worker processes can import it
 
 
 def preset_path(name: str) -> Path | None:
@@ -72,10 +74,16 @@ def parse_specs(spec: str | list) -> list[CheckSpec]:
 
 
 def build_checks(specs: list[CheckSpec]) -> list[Check]:
+    for spec in specs:
+        if spec.module:
+            importlib.import_module(spec.module)
     try:
-        return [create(s.name, **s.options) for s in specs]
+        checks = [create(s.name, **s.options) for s in specs]
     except (KeyError, TypeError) as err:
         raise CotforgeError(str(err).strip("\"'")) from None
+    for spec, check in zip(specs, checks):
+        spec.module = type(check).__module__
+    return checks
 
 
 def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, status=None) -> list[Verdict]:

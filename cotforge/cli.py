@@ -51,14 +51,17 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
                checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
                jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes (default: all cores)")]
                = None,
-               bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False) -> None:
+               bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+               chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
+               = 2000) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
     from cotforge.stats import format_summary
 
     counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
-                            fields=parse_field_overrides(field or []), overwrite=overwrite, argv=sys.argv[1:])
+                            fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
+                            argv=sys.argv[1:])
     print(format_summary(counts))
 
 

@@ -77,7 +77,7 @@ def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRo
                 continue
             if not raw.strip():
                 continue
-            text = raw.decode("utf-8", "surrogateescape")
+            text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
