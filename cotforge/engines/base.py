@@ -24,6 +24,7 @@ class Request:
     n: int = 1  # samples wanted for this prompt in this call
     seed: int = 0  # deterministic seed of the first sample; sample j uses seed + j where per-sample seeds exist
     raw_prompt: str | None = None  # when set: a plain-text completion prompt, no chat template
+    first_index: int = 0  # sample_idx of the first sample asked for (replay and logging use it)
 
 
 @dataclass
