@@ -54,6 +54,7 @@ ENGINES = {
     "embedded": "cotforge.engines.embedded:EmbeddedEngine",
     "vllm": "cotforge.engines.vllm:VLLMEngine",
     "openai": "cotforge.engines.openai:OpenAIEngine",
+    "replay": "cotforge.engines.replay:ReplayEngine",
 }
 
 
