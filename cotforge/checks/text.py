@@ -17,6 +17,8 @@ _CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
 _TOKEN = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)[^\n]*\n.*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
 
+_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\begin\{(\w+\*?)\}.*?\\end\{\1\}", re.DOTALL)
+
 CODE_DOMAINS = ("code", "coding", "programming")
 
 
@@ -44,6 +46,11 @@ def cjk_count(text: str) -> int:
 
 def strip_fenced_code(text: str) -> str:
     return _FENCE.sub("\n", text)
+
+
+def strip_display_math(text: str) -> str:
+    """Remove $$...$$, \\[...\\] and LaTeX environments (often indented, never code)."""
+    return _MATH.sub(" ", text)
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
