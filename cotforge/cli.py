@@ -91,10 +91,53 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
     print(render(columns, rows, fmt))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> None:
-    """Thin TRL backend: `train sft` on the mix, `train grpo` with the checks as rewards."""
-    not_built("train", 7)
+train_app = typer.Typer(no_args_is_help=True, help="Thin TRL backend: `train sft` on the mix, `train grpo` with "
+                        "the checks as rewards. GPUs: `accelerate launch [--config_file F] -m cotforge.cli train ...`")
+app.add_typer(train_app, name="train")
+TrainModel = Annotated[str, typer.Option("--model", help="embedded (SmolLM2-135M GGUF, CPU) or a model path/id")]
+TrainConfig = Annotated[Path | None, typer.Option("--config", help="YAML/JSON of extra SFTConfig/GRPOConfig "
+                                                                      "fields (deepspeed, bf16, lora: {r: 16}, ...)")]
+Epochs = Annotated[float | None, typer.Option("--epochs", help="default 2 for sft (R1)")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="stop after N optimizer steps")]
+Lora = Annotated[bool, typer.Option("--lora", help="train a LoRA adapter (peft); saves it merged")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="per-device batch size")]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="learning rate")]
+
+
+@train_app.command("sft")
+def train_sft_cmd(dataset: Annotated[Path, typer.Argument(help="exported dataset folder (messages or text)")],
+                  out: Annotated[Path, typer.Option("--out", help="checkpoint folder")],
+                  model: TrainModel = "embedded", epochs: Epochs = None, max_steps: MaxSteps = None,
+                  lora: Lora = False, config: TrainConfig = None,
+                  max_length: Annotated[int | None, typer.Option("--max-length")] = None,
+                  batch_size: BatchSize = None, lr: LearningRate = None) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer) on an exported dataset."""
+    import json
+
+    from cotforge.train_sft import train_sft
+
+    print(json.dumps(train_sft(dataset, out, model=model, epochs=epochs, max_steps=max_steps, lora=lora,
+                               config=config, max_length=max_length, batch_size=batch_size, lr=lr)))
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(dataset: Annotated[Path, typer.Argument(help="prompts with gold (JSONL/Parquet/folder)")],
+                   out: Annotated[Path, typer.Option("--out", help="checkpoint folder")],
+                   rewards: Annotated[str, typer.Option("--rewards", help="comma list of rewards/checks")]
+                   = "accuracy,format,language",
+                   num_generations: Annotated[int | None, typer.Option("--num-generations")] = None,
+                   max_completion_length: Annotated[int | None, typer.Option("--max-completion-length")] = None,
+                   model: TrainModel = "embedded", epochs: Epochs = None, max_steps: MaxSteps = None,
+                   lora: Lora = False, config: TrainConfig = None, batch_size: BatchSize = None,
+                   lr: LearningRate = None) -> None:
+    """GRPO (TRL GRPOTrainer) from the R1-Zero template with cotforge checks as rewards."""
+    import json
+
+    from cotforge.train_grpo import train_grpo
+
+    print(json.dumps(train_grpo(dataset, out, model=model, rewards=rewards, num_generations=num_generations,
+                                max_completion_length=max_completion_length, epochs=epochs, max_steps=max_steps,
+                                lora=lora, config=config, batch_size=batch_size, lr=lr)))
 
 
 def main() -> None:
