@@ -28,7 +28,7 @@ class Number:
     def __str__(self) -> str:
         text = str(self.value.numerator) if self.value.denominator == 1 else str(self.value)
         if self.decimals is not None and self.value.denominator != 1:
-            text = f"{float(self.value):g}"
+            text = f"{float(self.value):.{self.decimals}f}"
         return text + ("%" if self.percent else "")
 
 
@@ -167,8 +167,8 @@ def numbers_equal(gold: Number, pred: Number, precision: int = 6) -> bool:
             continue
         if round_half_up(gold_value, precision) == round_half_up(pred_value, precision):
             return True
-        places = pred.decimals
-        if places and places >= 2 and gold.decimals is None and gold_value.denominator != 1:
-            if round_half_up(gold_value, places) == pred_value:
-                return True
+        places = pred.decimals or 0
+        exact_gold = gold.decimals is None and gold_value.denominator != 1
+        if places >= 2 and exact_gold and round_half_up(gold_value, places) == pred_value:
+            return True
     return False

@@ -1,0 +1,19 @@
+"""What the answer checks share: the summary a sample's answer is looked for in."""
+
+from __future__ import annotations
+
+from cotforge.parsing import split_completion
+
+
+def summary_of(sample: dict) -> str:
+    """Text after the reasoning: from `completion` when present, else the `summary` field.
+
+    A reasoning block that never closed has no summary: a truncated sample has no final answer.
+    """
+    completion = sample.get("completion")
+    if completion is None:
+        return sample.get("summary") or ""
+    parsed = split_completion(completion)
+    if parsed.answer_tag is not None:
+        return f"<answer>{parsed.answer_tag}</answer>"
+    return parsed.summary

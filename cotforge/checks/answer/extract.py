@@ -1,0 +1,148 @@
+"""Find the final answer in a completion's summary and in a gold answer.
+
+Looked for, in this order (the last occurrence of each wins): `<answer>...</answer>`, the last
+`\\boxed{}` (when all boxes agree), "the (final) answer is ..." / "Answer: ..." / "答案是 ...",
+GSM8K's `#### N` and `A: N`, and a text that is short enough to be the answer itself. The reasoning
+is never searched: the caller passes the summary (the text after `</think>`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+MAX_SCAN_CHARS = 20_000  # only the tail of a summary is searched: answers come last
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^{\s])")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+_ANCHOR = re.compile(
+    r"\banswer\s*(?:(?:is|should\s+be|would\s+be|will\s+be)\s*[:：]?|[:：=])[\s*]*"
+    r"|\banswer\s+(?=\$|\\\(|\\\[)"
+    r"|(?:最终答案|答案)\s*(?:是|为|為|应为|:|：)+\s*",
+    re.IGNORECASE)
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_A_LINE = re.compile(r"^\s*A\s*[:：]\s*([^\n]+)$", re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|[。；;\n]|(?<=\d)\.(?=\s|$)")
+# inline math ($...$, \\(...\\)) never spans lines; display math may
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_TRAILER = re.compile(r"\s*(?:I hope it is correct\.?|\.)\s*$", re.IGNORECASE)
+
+
+class Extracted(NamedTuple):
+    text: str | None  # the answer as written, or None
+    how: str  # answer-tag | boxed | anchor | hashes | a-line | whole | none
+    strong: bool  # found by an explicit marker (safe to decide on without math-verify)
+
+
+def clean(text: str | None, max_chars: int = MAX_SCAN_CHARS) -> str:
+    """Drop control characters (keeping \\t \\n \\r \\f) and keep the last `max_chars`."""
+    if not text:
+        return ""
+    if len(text) > max_chars:
+        text = text[-max_chars:]
+    return _CONTROL.sub(" ", text)
+
+
+def braced(text: str, start: int) -> str | None:
+    """Content of the `{...}` group opening at `text[start]`, or None when it never closes."""
+    depth = 0
+    for index in range(start, len(text)):
+        char = text[index]
+        if char == "\\":
+            continue
+        if char == "{" and (index == 0 or text[index - 1] != "\\"):
+            depth += 1
+        elif char == "}" and text[index - 1] != "\\":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1:index]
+    return None
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, in order."""
+    found = []
+    for match in _BOX.finditer(text):
+        end = match.end()
+        if end < len(text) and text[end] == "{":
+            content = braced(text, end)
+        else:
+            content = re.match(r"[^\s$]+", text[end:])
+            content = content.group(0) if content else None
+        if content is not None:
+            found.append(content.strip())
+    return found
+
+
+def _anchored(text: str) -> tuple[int, str] | None:
+    """(position, answer) of the last "answer is ..." that is followed by something."""
+    for match in reversed(list(_ANCHOR.finditer(text))):
+        rest = text[match.end():match.end() + 400].lstrip()
+        span = _MATH_SPAN.match(rest)
+        if span:
+            answer = next(group for group in span.groups() if group is not None)
+        else:
+            end = _SENTENCE_END.search(rest)
+            answer = rest[:end.start()] if end else rest
+        answer = _TRAILER.sub("", answer).strip(" *\t")
+        if answer:
+            return match.start(), answer
+    return None
+
+
+def _marked(text: str) -> Extracted | None:
+    """The last of: "the answer is ...", `#### N`, a line `A: N`."""
+    found = []
+    anchored = _anchored(text)
+    if anchored:
+        found.append((anchored[0], anchored[1], "anchor"))
+    for how, pattern in (("hashes", _HASHES), ("a-line", _A_LINE)):
+        last = None
+        for last in pattern.finditer(text):
+            pass
+        if last:
+            found.append((last.start(), last.group(1).strip(), how))
+    if not found:
+        return None
+    _, answer, how = max(found)
+    return Extracted(answer, how, True)
+
+
+def final_answer(summary: str | None) -> Extracted:
+    """The final answer of a summary (text after the reasoning)."""
+    text = clean(summary)
+    tags = _ANSWER_TAG.findall(text)
+    if tags and tags[-1].strip():
+        inner = tags[-1].strip()
+        boxes = boxed_contents(inner)
+        return Extracted(boxes[-1] if boxes else inner, "answer-tag", True)
+    boxes = boxed_contents(text)
+    if boxes:
+        return Extracted(boxes[-1], "boxed", len(set(boxes)) == 1)
+    marked = _marked(text)
+    if marked:
+        return marked
+    stripped = text.strip()
+    if stripped and len(stripped) <= 100 and "\n" not in stripped:
+        return Extracted(stripped, "whole", True)
+    return Extracted(None, "none", False)
+
+
+def gold_answer(gold: str | None) -> Extracted:
+    """The answer in a gold field: bare (`18`, `\\frac{1}{2}`) or a worked solution (`... #### 18`)."""
+    text = clean(gold)
+    hashes = _HASHES.findall(text)
+    if hashes:
+        return Extracted(hashes[-1].strip(), "hashes", True)
+    lines = text.strip().splitlines()
+    if lines:
+        last = _A_LINE.match(lines[-1])
+        if last:
+            return Extracted(last.group(1).strip(), "a-line", True)
+    boxes = boxed_contents(text)
+    if boxes:
+        return Extracted(boxes[-1], "boxed", len(set(boxes)) == 1)
+    stripped = text.strip()
+    if stripped and len(stripped) <= 200:
+        return Extracted(stripped, "whole", True)
+    return Extracted(None, "none", False)

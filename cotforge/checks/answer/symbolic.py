@@ -1,0 +1,85 @@
+"""The sympy path: math-verify's `parse` + `verify`, guarded and without signals.
+
+math-verify does the LaTeX/expression extraction and the comparison (sets, intervals, matrices,
+relations, symbolic equality). We call it with its signal-based timeouts off (`parsing_timeout=None`,
+`timeout_seconds=None`), which makes it safe off the main thread; hard limits come from the chain,
+which kills a worker that overruns. Before anything reaches `verify`, `guards.expr_guard` drops
+expressions whose numbers would be astronomically large.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+from cotforge.checks.answer.guards import expr_guard
+
+# "Timeout is disabled" warnings: we disable them on purpose (the chain enforces limits).
+for _name in ("math_verify", "math_verify.parser", "math_verify.grader", "latex2sympy2_extended"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+MATCH_TYPES = ("latex", "expr")
+_DECIMAL_LITERAL = re.compile(r"(?<![\d.])\d*\.(\d+)(?![\d.])")
+
+
+@lru_cache(maxsize=8)
+def extraction_config(match_types: tuple[str, ...]) -> tuple:
+    """math-verify extraction targets; the boxed answer first, as its own regression tests use."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    targets = []
+    for kind in match_types:
+        if kind == "latex":
+            targets.append(LatexExtractionConfig(boxed_match_priority=0))
+        elif kind == "expr":
+            targets.append(ExprExtractionConfig())
+        else:
+            raise ValueError(f"unknown match type {kind!r} (known: latex, expr)")
+    return tuple(targets)
+
+
+def parse(text: str, match_types: tuple[str, ...] = MATCH_TYPES) -> list:
+    """math-verify's parse without signals: [sympy object(s)..., extracted string] or []."""
+    from math_verify import parse as mv_parse
+
+    try:
+        return mv_parse(text, list(extraction_config(match_types)), parsing_timeout=None)
+    except RecursionError:
+        return []
+
+
+def split(parsed: list) -> tuple[list, str | None, str | None]:
+    """(expressions safe to compare, the extracted string, why some were dropped)."""
+    if not parsed:
+        return [], None, None
+    text = parsed[-1] if isinstance(parsed[-1], str) else None
+    safe, why = [], None
+    for expr in parsed:
+        reason = expr_guard(expr)
+        if reason:
+            why = reason
+        else:
+            safe.append(expr)
+    if why:  # the extracted string alone must not stand in for a dropped expression
+        safe = [expr for expr in safe if not isinstance(expr, str)]
+    return safe, text, why
+
+
+def verify(gold: list, pred: list, precision: int = 6, strict: bool = True,
+           allow_set_relation: bool = False) -> bool:
+    from math_verify import verify as mv_verify
+
+    try:
+        return mv_verify(gold, pred, float_rounding=precision, strict=strict,
+                         allow_set_relation_comp=allow_set_relation, timeout_seconds=None)
+    except RecursionError:
+        return False
+
+
+def stated_decimals(text: str | None) -> int | None:
+    """Most decimal places among the decimal literals of `text` (`(0.6,2.6667]` -> 4)."""
+    if not text:
+        return None
+    places = [len(match.group(1)) for match in _DECIMAL_LITERAL.finditer(text)]
+    return max(places) if places else None
