@@ -66,17 +66,34 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 
 
 @app.command()
-def mix(recipe: Annotated[Optional[Path], typer.Argument()] = None,
-        out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+def mix(recipe: Annotated[Path, typer.Argument(help="mix recipe YAML (paths relative to it)")],
+        out: Annotated[Path, typer.Option("--out", help="run folder to write")],
+        overwrite: Overwrite = False) -> None:
     """Mix sources by quota with dedup and decontamination (the 600K/200K SFT mix)."""
-    not_built("mix", 6)
+    from cotforge.mix import format_report
+    from cotforge.mix import mix as run_mix
+
+    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:])))
 
 
 @app.command()
-def export(run: Annotated[Optional[Path], typer.Argument()] = None,
-           out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its accepted rows are exported)")],
+           out: Annotated[Path, typer.Option("--out", help="dataset folder to write")],
+           style: Annotated[str, typer.Option("--style", help="messages | special-token | think | r1-zero")]
+           = "messages",
+           shard_rows: Annotated[int, typer.Option("--shard-rows", help="rows per Parquet shard")] = 100_000,
+           push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="ORG/NAME dataset repo")]
+           = None,
+           private: Annotated[bool, typer.Option("--private", help="create the hub repo private")] = False,
+           overwrite: Overwrite = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
-    not_built("export", 6)
+    from cotforge.export import export as run_export
+    from cotforge.export import push
+
+    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite)
+    print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
+    if push_to_hub:
+        print(f"pushed to {push(out, push_to_hub, private=private)}")
 
 
 @app.command()
