@@ -1,0 +1,231 @@
+"""`mix`: build an SFT mix from sources by quota, with dedup and decontamination.
+
+Order of stages, per source in recipe order (a row's reason is the first stage it fails):
+1. per_prompt: DuckDB ranks each prompt's samples by the `select` policy; rows past `per_prompt`
+   are dropped (`over per_prompt`).
+2. The survivors stream in a seeded random order (md5 of seed and id) through
+3. decontaminate: the prompt shares an n-gram with an eval prompt (`contaminated by eval F (13-gram
+   overlap)`),
+4. exact dedup, then 5. near dedup against every row kept so far, from any source
+   (`exact duplicate of ID`, `near duplicate of ID (jaccard 0.86)`),
+6. quota: the first `quota` rows (per domain when the quota is a map) are kept, the rest are
+   `over quota`. A source with fewer surviving rows than its quota is reported as a shortfall
+   (printed and in the manifest), never padded.
+
+The output is a run folder: every considered row is in `samples` (`accepted` = kept), with a
+`{check: "mix"}` verdict; `source` is the recipe's source name and `metadata.original_source` the
+row's own. The same recipe and seed give the same mix. A mix is not resumable: an interrupted mix
+restarts from scratch on rerun (shards are still written atomically); a completed one is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cotforge.decontam import EvalIndex
+from cotforge.dedup import Deduper
+from cotforge.io.rundir import RunDir
+from cotforge.mix_recipe import Recipe, Source, load_recipe
+from cotforge.mix_sources import _sql_str, source_relation, upstream_funnel
+from cotforge.progress import Progress
+from cotforge.schema import SAMPLE_SCHEMA, to_table
+
+BATCH_ROWS = 8192
+STAGES = ("over per_prompt", "contaminated", "exact duplicate", "near duplicate", "over quota")
+_ORDER = {"random": "_rand", "shortest": "length(coalesce(completion, '')), _rand",
+          "longest": "length(coalesce(completion, '')) DESC, _rand"}
+
+
+def _dedup_text(row: dict, field: str) -> str:
+    prompt = row.get("prompt") or ""
+    if field == "prompt":
+        return prompt
+    return f"{prompt}\n{row.get('completion' if field == 'sample' else 'summary') or ''}"
+
+
+def _targets(quota, pool: dict[str, int]) -> dict[str, int] | int | None:
+    """Rows to keep: a total, or per domain ('*' = any domain not named); None keeps every row."""
+    def rows(value, available: int) -> int:
+        return round(value * available) if isinstance(value, float) else int(value)
+    if quota is None:
+        return None
+    if not isinstance(quota, dict):
+        return rows(quota, sum(pool.values()))
+    targets = {domain: rows(value, pool.get(domain, 0)) for domain, value in quota.items() if domain != "*"}
+    if "*" in quota:
+        for domain, available in pool.items():
+            targets.setdefault(domain, rows(quota["*"], available))
+    return targets
+
+
+class _Writer:
+    """Buffers output rows and commits `samples` shards atomically."""
+
+    def __init__(self, run: RunDir, shard_rows: int = BATCH_ROWS):
+        self.run, self.shard_rows, self.rows, self.index = run, shard_rows, [], 0
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.shard_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.run.write_shard("samples", self.index, to_table(self.rows, SAMPLE_SCHEMA))
+            self.index, self.rows = self.index + 1, []
+
+
+def _output_row(row: dict, source: Source, passed: bool, reason: str | None, score: float | None = None) -> dict:
+    metadata = json.loads(row["metadata"]) if row.get("metadata") else {}
+    metadata["original_source"] = row.get("source")
+    row = {k: v for k, v in row.items() if not k.startswith("_")}
+    row.update(source=source.name, metadata=json.dumps(metadata, ensure_ascii=False), accepted=passed,
+               verdicts=[*(row.get("verdicts") or []),
+                         {"check": "mix", "passed": passed, "score": score, "reason": reason}])
+    return row
+
+
+def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, relation: str,
+                evals: EvalIndex | None, deduper: Deduper, writer: _Writer, progress: Progress) -> dict:
+    per_prompt = source.per_prompt or 2**31
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _ranked AS
+        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY {_ORDER[source.select]}) AS _rank
+        FROM (SELECT *, md5(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})""")
+    pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _ranked WHERE _rank <= {per_prompt} "
+                            "GROUP BY ALL").fetchall())
+    targets = _targets(source.quota, pool)
+    kept: Counter = Counter()
+    dropped: Counter = Counter()
+    reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _ranked "
+                     "ORDER BY _over, _rand").to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        rows = batch.to_pylist()
+        reasons: list = [None] * len(rows)
+        for pos, row in enumerate(rows):
+            if row["_over"]:
+                reasons[pos] = ("over per_prompt", "over per_prompt", None)
+            elif evals is not None and (label := evals.match(row.get("prompt") or "")):
+                reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
+        candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
+        deduper.check_batch([_dedup_text(rows[p], recipe.dedup_text) for p in candidates],
+                            [rows[p]["prompt_id"] for p in candidates])
+        for index, pos in enumerate(candidates):
+            row = rows[pos]
+            duplicate = deduper.duplicate(index) if source.dedup else None
+            if duplicate is not None:
+                reasons[pos] = (f"{duplicate.kind} duplicate", duplicate.reason, duplicate.jaccard)
+                continue
+            domain = row.get("domain") or ""
+            limit = targets.get(domain, 0) if isinstance(targets, dict) else targets
+            counted = kept[domain] if isinstance(targets, dict) else sum(kept.values())
+            if limit is not None and counted >= limit:
+                reasons[pos] = ("over quota", "over quota", None)
+                continue
+            kept[domain] += 1
+            deduper.keep(index, row["id"])
+        deduper.commit_batch()
+        for row, reason in zip(rows, reasons):
+            if reason is None:
+                writer.add(_output_row(row, source, True, None))
+            else:
+                dropped[reason[0]] += 1
+                writer.add(_output_row(row, source, False, reason[1], reason[2]))
+        progress.advance(len(rows), kept=sum(kept.values()))
+    con.execute("DROP TABLE _ranked")
+    return _source_report(source, targets, pool, kept, dropped)
+
+
+def _source_report(source: Source, targets, pool: dict, kept: Counter, dropped: Counter) -> dict:
+    shortfalls = []
+    if isinstance(targets, dict):
+        for domain, target in targets.items():
+            if kept[domain] < target:
+                shortfalls.append({"source": source.name, "domain": domain, "quota": target,
+                                   "kept": kept[domain], "missing": target - kept[domain]})
+    elif targets is not None and sum(kept.values()) < targets:
+        shortfalls.append({"source": source.name, "domain": None, "quota": targets,
+                           "kept": sum(kept.values()), "missing": targets - sum(kept.values())})
+    return {"considered": sum(kept.values()) + sum(dropped.values()), "pool_after_per_prompt": sum(pool.values()),
+            "quota": targets, "kept": sum(kept.values()), "kept_by_domain": dict(kept),
+            "dropped": {stage: dropped[stage] for stage in STAGES}, "shortfalls": shortfalls,
+            "upstream_funnel": upstream_funnel(source)}
+
+
+def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv: list[str] | None = None,
+        memory_limit: str = "256MB") -> dict:
+    """Run the recipe into the run folder `out`; returns the manifest's mix report."""
+    recipe = load_recipe(recipe_path)
+    config = {"recipe": recipe.raw}
+    run = RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite)
+    manifest = run.manifest()
+    if manifest.get("status") == "complete":
+        return manifest["mix"]
+    for shard in run.shards("samples"):  # an interrupted mix restarts from scratch
+        shard.unlink()
+    workdir = run.path / ".mix-work"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
+    evals = EvalIndex(recipe.evals, recipe.eval_ngram) if recipe.evals else None
+    near = recipe.near or {}
+    deduper = Deduper(workdir / "dedup", exact=recipe.exact, threshold=near.get("threshold"),
+                      num_perm=int(near.get("num_perm", 128)), ngram=int(near.get("ngram", 5)), seed=recipe.seed + 1)
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit='{memory_limit}'; SET threads=2; "
+                f"SET temp_directory={_sql_str(workdir / 'duckdb.tmp')}; SET preserve_insertion_order=false")
+    con.register("_empty_samples", pa.table({n: pa.array([], t) for n, t in zip(SAMPLE_SCHEMA.names,
+                                                                                 SAMPLE_SCHEMA.types)}))
+    writer = _Writer(run)
+    sources = {}
+    try:
+        with Progress("mix") as progress:
+            for source in recipe.sources:
+                relation = source_relation(source, workdir)
+                sources[source.name] = _mix_source(con, recipe, source, relation, evals, deduper, writer, progress)
+            writer.flush()
+    finally:
+        con.close()
+        deduper.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = _report(recipe, sources, evals)
+    run.update_manifest(status="complete", mix=report,
+                        counts={"rows_read": report["considered"], "accepted": report["kept"],
+                                "rejected": report["considered"] - report["kept"], "quarantined": 0},
+                        funnel=report["funnel"])
+    return report
+
+
+def _report(recipe: Recipe, sources: dict, evals: EvalIndex | None) -> dict:
+    considered = sum(s["considered"] for s in sources.values())
+    dropped = {stage: sum(s["dropped"][stage] for s in sources.values()) for stage in STAGES}
+    remaining, funnel = considered, [{"stage": "rows in", "rows": considered}]
+    for stage in STAGES:
+        remaining -= dropped[stage]
+        funnel.append({"stage": stage, "rejected": dropped[stage], "remaining": remaining})
+    return {"recipe": recipe.name, "seed": recipe.seed, "considered": considered,
+            "kept": sum(s["kept"] for s in sources.values()), "dropped": dropped, "funnel": funnel,
+            "sources": sources, "shortfalls": [f for s in sources.values() for f in s["shortfalls"]],
+            "eval_prompts": evals.prompts if evals else 0}
+
+
+def format_report(report: dict) -> str:
+    lines = [f"mix {report['recipe']}: kept {report['kept']} of {report['considered']} rows"]
+    for stage in STAGES:
+        lines.append(f"  {stage:<16} dropped {report['dropped'][stage]:>9}")
+    for name, source in report["sources"].items():
+        lines.append(f"  source {name}: kept {source['kept']} (quota {source['quota']}) of "
+                     f"{source['considered']} considered")
+    for gap in report["shortfalls"]:
+        where = f"{gap['source']}" + (f"/{gap['domain']}" if gap["domain"] is not None else "")
+        lines.append(f"  SHORTFALL {where}: kept {gap['kept']} of quota {gap['quota']} ({gap['missing']} missing)")
+    return "\n".join(lines)
+
+
+def print_report(report: dict) -> None:
+    print(format_report(report), file=sys.stdout)

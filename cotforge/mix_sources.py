@@ -1,0 +1,91 @@
+"""A mix source as a DuckDB relation over Parquet.
+
+A cotforge run folder is read in place (its committed `samples` shards, accepted rows only). Any
+other input (JSONL / Parquet / CSV / `datasets` folder of prompt + response or chat messages) and the
+self-cognition templates are normalized into one temporary Parquet file, chunk by chunk, so memory
+stays flat. A chat row's last assistant turn becomes the completion (summary-only when it has no
+`<think>` block); the turns before it are kept in `metadata.prompt_messages` for the formatters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cotforge.filtering import chunks
+from cotforge.io.normalize import ALIASES, Normalizer
+from cotforge.io.readers import RawRow, is_run_folder, read_rows
+from cotforge.mix_recipe import Source
+from cotforge.schema import SAMPLE_SCHEMA, to_table
+from cotforge.selfcog import load_spec, self_cognition_rows
+
+STAGE_CHUNK_ROWS = 5000
+_ROLE_NAMES = {"human": "user", "gpt": "assistant"}
+
+
+def _sql_str(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _chat_to_completion(raw: RawRow) -> RawRow:
+    """A prompt + response chat row: last assistant turn -> completion, earlier turns -> prompt."""
+    data = raw.data
+    if data is None or any(alias in data for alias in ALIASES["completion"]):
+        return raw
+    key = next((alias for alias in ALIASES["messages"] if isinstance(data.get(alias), list)), None)
+    if key is None:
+        return raw
+    turns = [{"role": _ROLE_NAMES.get(t.get("role", t.get("from")), t.get("role", t.get("from"))),
+              "content": t.get("content", t.get("value"))} for t in data[key] if isinstance(t, dict)]
+    if not turns or turns[-1]["role"] != "assistant":
+        return raw
+    prompt_turns = turns[:-1]
+    users = [t["content"] for t in prompt_turns if t["role"] == "user"]
+    data = {k: v for k, v in data.items() if k != key}
+    data["completion"] = turns[-1]["content"]
+    if not any(alias in data for alias in ALIASES["prompt"]) and users:
+        data["prompt"] = users[-1]
+    if len(prompt_turns) > 1:
+        data["prompt_messages"] = prompt_turns
+    return RawRow(raw.file, raw.line, data, raw.error, raw.raw)
+
+
+def _normalized_rows(source: Source) -> Iterator[dict]:
+    if source.self_cognition is not None:
+        yield from self_cognition_rows(load_spec(source.self_cognition))
+        return
+    normalize = Normalizer("sample", source.fields)
+    for raw in read_rows(source.path):
+        row = normalize(_chat_to_completion(raw))
+        row["accepted"] = True  # imported rows have passed no checks: every row is a candidate
+        yield row
+
+
+def source_relation(source: Source, workdir: Path) -> str:
+    """SQL for the source's candidate rows (SAMPLE_SCHEMA columns), staging a Parquet file if needed."""
+    if source.path is not None and is_run_folder(source.path):
+        shards = sorted((source.path / "samples").glob("part-*.parquet"))
+        if not shards:
+            return "(SELECT * FROM _empty_samples)"
+        files = ", ".join(_sql_str(s) for s in shards)
+        relation = f"(SELECT * FROM read_parquet([{files}], union_by_name=true) WHERE accepted)"
+    else:
+        staged = workdir / f"source-{source.name}.parquet"
+        with pq.ParquetWriter(staged, SAMPLE_SCHEMA, compression="zstd") as writer:
+            for rows in chunks(_normalized_rows(source), STAGE_CHUNK_ROWS):
+                writer.write_table(to_table(rows, SAMPLE_SCHEMA))
+        relation = f"(SELECT * FROM read_parquet({_sql_str(staged)}))"
+    if source.where:
+        relation = f"(SELECT * FROM {relation} WHERE {source.where})"
+    return relation
+
+
+def upstream_funnel(source: Source) -> list | None:
+    """The funnel a run-folder source recorded (its checks' rejections), for the data card."""
+    if source.path is None or not is_run_folder(source.path):
+        return None
+    manifest = json.loads((source.path / "manifest.json").read_text())
+    return manifest.get("funnel")
