@@ -41,34 +41,45 @@ def text_guard(text: str, max_chars: int = MAX_ANSWER_CHARS) -> str | None:
     return None
 
 
+def _bits(value: int) -> float:
+    return max(abs(int(value)).bit_length(), 1) * 0.30103
+
+
 def _log10(node, budget: list[int]) -> float:
-    """An upper bound on log10 of |node|'s value (symbols count as 10); inf when unbounded."""
+    """An upper bound on log10 |node| (symbols count as 10, sums add at most a digit); inf when
+    unbounded or when the tree has more than `MAX_NODES` nodes."""
     import sympy
 
     budget[0] -= 1
     if budget[0] < 0:
         return math.inf
     if isinstance(node, sympy.Integer):
-        return max(abs(int(node.p)).bit_length(), 1) * 0.30103
+        return _bits(node.p)
     if isinstance(node, sympy.Rational):
-        return max(abs(int(node.p)).bit_length(), abs(int(node.q)).bit_length(), 1) * 0.30103
+        return _bits(node.p) - _bits(node.q) + 0.31
     if isinstance(node, sympy.Float):
         mpf = node._mpf_  # (sign, mantissa, exponent, bit count): |value| < 2^(exponent + bits)
-        return abs(mpf[2] + mpf[3]) * 0.30103 if mpf[1] else 0.0
+        return (mpf[2] + mpf[3]) * 0.30103 if mpf[1] else 0.0
     if isinstance(node, sympy.Pow):
         base, exponent = node.args
         exponent_size = _log10(exponent, budget)
         if exponent_size > 6:
             return math.inf
+        if exponent.is_number:  # bounded above, so cheap to evaluate: use its real size
+            try:
+                value = complex(exponent.evalf(15))
+                exponent_size = math.log10(max(abs(value), 1e-300))
+                if value.imag == 0 and value.real < 0 and base.is_Integer and base != 0:
+                    return 0.0  # |b^-e| <= 1 for |b| >= 1
+            except (TypeError, ValueError, OverflowError):
+                pass
         return max(_log10(base, budget), 1.0) * 10 ** exponent_size
-    if isinstance(node, (sympy.factorial, sympy.gamma, sympy.factorial2)):
-        size = _log10(node.args[0], budget)
-        return math.inf if size > 6 else 10 ** size * (size + 1)
-    if isinstance(node, sympy.binomial):
-        return sum(_log10(arg, budget) for arg in node.args) * 10 ** min(_log10(node.args[0], budget), 7)
+    if isinstance(node, (sympy.factorial, sympy.gamma, sympy.factorial2, sympy.binomial)):
+        size = max(_log10(arg, budget) for arg in node.args)
+        return math.inf if size > 6 else 10 ** size * max(size, 1.0)
     if isinstance(node, sympy.Mul):
         return sum(_log10(arg, budget) for arg in node.args)
-    if isinstance(node, (sympy.MatrixBase,)):
+    if isinstance(node, sympy.MatrixBase):
         return max((_log10(entry, budget) for entry in node), default=0.0)
     args = getattr(node, "args", ())
     if not args:
