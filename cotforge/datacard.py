@@ -1,0 +1,149 @@
+"""The data card: README.md with YAML front matter, rendered from `data_cards/template.md`.
+
+Everything on the card is measured from the run folder: the funnel from its verdicts (or the mix
+report), counts by source and domain, length statistics, and three PNG plots (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from cotforge.query import connect
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "data_cards"
+COLUMN_DOCS = {
+    "id": "sample id", "prompt_id": "id of the prompt (several samples may share one)",
+    "source": "mix source name (or the input's source)", "domain": "math, code, science, logic, general, ...",
+    "language": "expected answer language", "prompt": "the prompt text",
+    "text": "the formatted assistant output (reasoning + summary) in this card's style",
+    "messages": "chat turns: the prompt's user turn(s), then the assistant turn",
+}
+STYLE_DOCS = {
+    "messages": "TRL conversational format; the assistant turn is `<think>\\nreasoning\\n</think>\\n\\nsummary` "
+                "(or the reasoning in `reasoning_content`).",
+    "special-token": "`text` is `|special_token|reasoning|special_token|summary` (R1's readable pattern); "
+                     "`prompt` is beside it (rename `text` to `completion` for TRL's prompt-completion format).",
+    "think": "`text` is `<think>\\nreasoning\\n</think>\\n\\nsummary`, beside `prompt`.",
+    "r1-zero": "`text` is `<think>reasoning</think>` then `<answer>summary</answer>`, beside `prompt`.",
+}
+
+
+def size_category(rows: int) -> str:
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M")]
+    return next((label for bound, label in bounds if rows < bound), "10M<n<100M")
+
+
+def funnel_rows(manifest: dict) -> list[dict]:
+    """Funnel rows as (stage, rejected, remaining), from the manifest a filter or mix wrote."""
+    steps = []
+    for step in manifest.get("funnel") or []:
+        if "remaining" in step:
+            steps.append({"stage": step["stage"], "rejected": step["rejected"], "remaining": step["remaining"]})
+        else:
+            steps.append({"stage": step["stage"], "rejected": "" if step["stage"] == "rows in" else step["rows"],
+                          "remaining": step["rows"] if step["stage"] == "rows in" else ""})
+    return steps
+
+
+def _length_stats(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {k: 0 for k in ("min", "median", "p90", "max", "mean")}
+    return {"min": int(values.min()), "median": int(np.median(values)), "p90": int(np.percentile(values, 90)),
+            "max": int(values.max()), "mean": int(values.mean())}
+
+
+def collect(run_path: str | Path) -> dict:
+    """Counts, lengths and rates of a run (accepted rows are the exported ones)."""
+    con = connect(run_path)
+    by_source_domain = con.execute("SELECT coalesce(source, ''), coalesce(domain, ''), count(*) FROM accepted "
+                                   "GROUP BY ALL ORDER BY 3 DESC, 1, 2").fetchall()
+    rates = con.execute("SELECT coalesce(domain, ''), count(*), count(*) FILTER (WHERE accepted) FROM samples "
+                        "GROUP BY ALL ORDER BY 1").fetchall()
+    lengths = con.execute("SELECT length(coalesce(reasoning, '')) AS reasoning, "
+                          "length(coalesce(summary, '')) AS summary FROM accepted").fetchnumpy()
+    languages = [lang for (lang,) in con.execute(
+        "SELECT DISTINCT language FROM accepted WHERE language IS NOT NULL ORDER BY 1").fetchall()]
+    con.close()
+    reasoning = np.asarray(lengths["reasoning"], dtype=np.int64)
+    return {"by_source_domain": by_source_domain,
+            "accept_rate": [(domain, total, kept) for domain, total, kept in rates],
+            "reasoning_lengths": reasoning[reasoning > 0],
+            "lengths": [("reasoning (reasoning rows)", _length_stats(reasoning[reasoning > 0])),
+                        ("summary", _length_stats(np.asarray(lengths["summary"], dtype=np.int64)))],
+            "non_reasoning": int((reasoning == 0).sum()), "languages": languages or ["en"]}
+
+
+def render_plots(stats: dict, funnel: list[dict], folder: Path) -> dict[str, str]:
+    """Three PNGs under `folder`; returns their paths relative to the card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"funnel": "assets/funnel.png", "reasoning_length": "assets/reasoning_length.png",
+             "accept_rate": "assets/accept_rate_by_domain.png"}
+    stages = [s for s in funnel if isinstance(s["rejected"], int)]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(len(stages), 1)))
+    ax.barh([s["stage"] for s in stages][::-1], [s["rejected"] for s in stages][::-1], color="#c0504d")
+    for i, s in enumerate(stages[::-1]):
+        ax.text(s["rejected"], i, f" {s['rejected']:,}", va="center", fontsize=8)
+    ax.set_xlabel("rows rejected (first failing stage)")
+    ax.set_title("Funnel")
+    _save(fig, folder.parent / paths["funnel"])
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    values = stats["reasoning_lengths"]
+    if len(values):
+        ax.hist(values, bins=min(50, max(5, len(set(values.tolist())))), color="#4f81bd")
+    ax.set_xlabel("reasoning length (characters)")
+    ax.set_ylabel("rows")
+    ax.set_title(f"Reasoning length ({len(values):,} rows with reasoning)")
+    _save(fig, folder.parent / paths["reasoning_length"])
+
+    rates = stats["accept_rate"]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(len(rates), 1)))
+    ax.barh([d or "(none)" for d, _, _ in rates][::-1], [kept / total for _, total, kept in rates][::-1],
+            color="#9bbb59")
+    for i, (_, total, kept) in enumerate(rates[::-1]):
+        ax.text(kept / total, i, f" {kept:,}/{total:,}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.25)
+    ax.set_xlabel("accepted / considered")
+    ax.set_title("Accept rate by domain")
+    _save(fig, folder.parent / paths["accept_rate"])
+    return paths
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def front_matter(schema: pa.Schema, rows: int, num_bytes: int, languages: list[str], license: str,
+                 pretty_name: str) -> str:
+    from datasets import Features
+
+    meta = {
+        "pretty_name": pretty_name, "license": license, "language": languages,
+        "task_categories": ["text-generation"], "tags": ["reasoning", "sft", "deepseek-r1", "cotforge"],
+        "size_categories": [size_category(rows)],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        "dataset_info": {"features": Features.from_arrow_schema(schema)._to_yaml_list(),
+                         "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": rows}]},
+    }
+    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+
+
+def render_card(context: dict, template: str | Path | None = None) -> str:
+    from jinja2 import Template
+
+    text = Path(template or TEMPLATES / "template.md").read_text(encoding="utf-8")
+    return Template(text, keep_trailing_newline=True).render(**context)

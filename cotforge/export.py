@@ -1,0 +1,145 @@
+"""`export`: a run's (or mix's) accepted rows as a Hugging Face dataset folder, and `push`.
+
+```
+OUT/data/train-00000-of-00002.parquet   formatted rows (`messages`, or `prompt` + `text`)
+OUT/README.md                           data card: YAML front matter + funnel, counts, lengths
+OUT/assets/*.png                        the card's plots
+```
+`datasets.load_dataset(OUT, split="train")` loads it as is (the front matter's `configs` names the
+shards). Rows stream from DuckDB in Arrow batches; each shard is published with an atomic rename.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+from cotforge import __version__
+from cotforge.datacard import (
+    COLUMN_DOCS,
+    STYLE_DOCS,
+    collect,
+    front_matter,
+    funnel_rows,
+    render_card,
+    render_plots,
+)
+from cotforge.formatters import STYLES, format_sample
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table
+from cotforge.io.errors import CotforgeError
+from cotforge.io.rundir import RunDir
+from cotforge.query import connect
+
+KEEP = ("id", "prompt_id", "source", "domain", "language")
+_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+_MESSAGE_REASONING = pa.struct([("role", pa.string()), ("content", pa.string()),
+                                ("reasoning_content", pa.string())])
+
+
+def output_schema(style: str, reasoning_field: bool = False) -> pa.Schema:
+    fields = [pa.field(name, pa.string()) for name in KEEP]
+    if style == "messages":
+        return pa.schema([*fields, pa.field("messages", pa.list_(_MESSAGE_REASONING if reasoning_field
+                                                                 else _MESSAGE))])
+    return pa.schema([*fields, pa.field("prompt", pa.string()), pa.field("text", pa.string())])
+
+
+def _record(sample: dict, style: str, options: dict) -> dict:
+    record = {name: sample.get(name) for name in KEEP}
+    if style != "messages":
+        record["prompt"] = sample.get("prompt")
+    record.update(format_sample(sample, style, **options))
+    return record
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise CotforgeError(f"{out}: folder exists and is not empty; use --overwrite to replace it")
+        for name in ("data", "assets", "README.md"):
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+
+
+def export(run_path: str | Path, out: str | Path, style: str = "messages", shard_rows: int = 100_000,
+           overwrite: bool = False, license: str = "other", **style_options) -> dict:
+    """Write the dataset folder; returns {rows, shards, files}. `style_options` go to the formatter."""
+    if style not in STYLES:
+        raise CotforgeError(f"--style {style!r}: choose one of {', '.join(STYLES)}")
+    if shard_rows < 1:
+        raise CotforgeError("--shard-rows must be at least 1")
+    manifest = RunDir(run_path).manifest()
+    out = Path(out)
+    _prepare(out, overwrite)
+    schema = output_schema(style, bool(style_options.get("reasoning_field")))
+    con = connect(run_path)
+    rows = con.execute("SELECT count(*) FROM accepted").fetchall()[0][0]
+    shards = max(1, -(-rows // shard_rows))
+    files, buffer, index, num_bytes = [], [], 0, 0
+
+    def flush() -> None:
+        nonlocal buffer, index, num_bytes
+        table = pa.Table.from_pylist(buffer, schema=schema)
+        path = out / "data" / f"train-{index:05d}-of-{shards:05d}.parquet"
+        atomic_write_table(path, table)
+        files.append(path)
+        num_bytes += table.nbytes
+        buffer, index = [], index + 1
+
+    for batch in con.sql("SELECT * FROM accepted").to_arrow_reader(min(shard_rows, 8192)):
+        for sample in batch.to_pylist():
+            buffer.append(_record(sample, style, style_options))
+            if len(buffer) == shard_rows:
+                flush()
+    con.close()
+    if buffer or index == 0:
+        flush()
+    _write_card(run_path, out, manifest, style, schema, rows, num_bytes, license)
+    return {"rows": rows, "shards": len(files), "files": [str(f) for f in files]}
+
+
+def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, schema: pa.Schema, rows: int,
+                num_bytes: int, license: str) -> None:
+    stats = collect(run_path)
+    funnel = funnel_rows(manifest)
+    plots = render_plots(stats, funnel, out / "assets")
+    report = manifest.get("mix") or {}
+    recipe = (manifest.get("config") or {}).get("recipe")
+    name = report.get("recipe") or Path(run_path).resolve().name
+    context = {
+        "front_matter": front_matter(schema, rows, num_bytes, stats["languages"], license, name),
+        "title": name, "run_path": Path(run_path).name, "command": manifest.get("command"),
+        "cotforge_version": __version__, "rows": f"{rows:,}", "style": style, "style_doc": STYLE_DOCS[style],
+        "load_name": out.name, "columns": [(n, COLUMN_DOCS.get(n, "")) for n in schema.names],
+        "recipe": _yaml(recipe) if recipe else None, "recipe_name": name, "seed": report.get("seed"),
+        "shortfalls": report.get("shortfalls") or [], "funnel": funnel, "plots": plots,
+        "upstream_funnels": [(source, funnel_rows({"funnel": info["upstream_funnel"]}))
+                             for source, info in (report.get("sources") or {}).items() if info.get("upstream_funnel")],
+        "by_source_domain": stats["by_source_domain"], "lengths": stats["lengths"],
+        "non_reasoning": stats["non_reasoning"],
+    }
+    atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))
+
+
+def _yaml(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip()
+
+
+def push(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create the dataset repo (if needed) and upload the folder; returns the repo URL.
+
+    The endpoint comes from `HF_ENDPOINT` (huggingface_hub reads it), the token from `HF_TOKEN` or
+    the `hf auth login` cache.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                      commit_message=f"cotforge {__version__} export")
+    return str(url)
