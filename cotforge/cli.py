@@ -39,10 +39,49 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 
 @app.command()
-def generate(prompts: Annotated[Optional[Path], typer.Argument()] = None,
-             out: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+def generate(
+    prompts: Annotated[Optional[Path], typer.Argument(help="prompt file or folder (or set `prompts` in --recipe)")]
+    = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="run folder (resumable)")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; options below override it")]
+    = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="embedded | vllm | openai | replay")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="model name, folder or GGUF file")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="samples per prompt in round 0")] = None,
+    accept: Annotated[Optional[int], typer.Option("--accept", help="accepted samples wanted per prompt")] = None,
+    max_rounds: Annotated[Optional[int], typer.Option("--max-rounds")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="samples per prompt at most")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="prompts per committed batch")] = None,
+    checks: Annotated[Optional[str], typer.Option("--checks", help="preset in filters/ or a comma list")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
+    fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
+    = False,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
+    bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+) -> None:
     """Rejection-sample k completions per prompt in adaptive rounds (vLLM, OpenAI-compatible, embedded CPU)."""
-    not_built("generate", 5)
+    from cotforge.io.normalize import parse_field_overrides
+    from cotforge.recipe import load_generate_recipe
+    from cotforge.sampling import GenerateConfig, format_generate_summary, generate as run_generate
+
+    options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
+    given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
+             "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "batch_size": batch_size,
+             "checks": checks, "template": template, "seed": seed, "jobs": jobs}
+    options.update({key: value for key, value in given.items() if value is not None})
+    if fixed:
+        options["adaptive"] = False
+    prompts = prompts or paths.get("prompts")
+    out = out or paths.get("out")
+    if not prompts or not out:
+        raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
+    summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
+                           fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    print(format_generate_summary(summary))
 
 
 @app.command("filter")

@@ -26,8 +26,10 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: pa.Schema) -> bool:
-    shards = run.shards(name)
+def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: pa.Schema,
+                folder: str | None = None) -> bool:
+    """View `name` over the run's `folder` shards (default: same name), or an empty table of `schema`."""
+    shards = run.shards(folder or name)
     if shards:
         files = ", ".join(f"'{_sql_path(s)}'" for s in shards)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name=true)")
@@ -50,13 +52,24 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
         SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed, v.score AS score,
                v.reason AS reason
         FROM (SELECT id, prompt_id, sample_idx, unnest(verdicts) AS v FROM samples)""")
-    if not _table_view(con, run, "prompts", PROMPT_SCHEMA):
-        con.execute("DROP VIEW prompts")
+    con.execute("""CREATE VIEW _prompt_stats AS
+        SELECT prompt_id, count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
+               count(*) FILTER (WHERE accepted) / count(*) AS pass_rate,
+               sum(completion_tokens) AS completion_tokens
+        FROM samples GROUP BY prompt_id""")
+    if run.shards("prompts"):  # generate wrote its prompts: add what each one cost and yielded
+        _table_view(con, run, "_prompt_rows", PROMPT_SCHEMA, folder="prompts")
+        con.execute("""CREATE VIEW prompts AS
+            SELECT p.*, coalesce(s.samples, 0) AS samples, coalesce(s.accepted, 0) AS accepted,
+                   s.pass_rate, coalesce(s.completion_tokens, 0) AS completion_tokens
+            FROM _prompt_rows p LEFT JOIN _prompt_stats s ON s.prompt_id = p.id""")
+    else:  # a filtered samples file: prompts as the samples name them
         con.execute("""CREATE VIEW prompts AS
             SELECT prompt_id AS id, any_value(prompt) AS prompt, any_value(gold) AS gold,
-                   any_value(domain) AS domain, any_value(language) AS language,
-                   any_value(source) AS source, count(*) AS samples,
-                   count(*) FILTER (WHERE accepted) AS accepted
+                   any_value(domain) AS domain, any_value(language) AS language, any_value(source) AS source,
+                   count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
+                   count(*) FILTER (WHERE accepted) / count(*) AS pass_rate,
+                   sum(completion_tokens) AS completion_tokens
             FROM samples GROUP BY prompt_id""")
     return con
 

@@ -1,0 +1,53 @@
+"""Generate recipes: a YAML file whose keys are `GenerateConfig` fields, plus `prompts` and `out`.
+
+```yaml
+prompts: data/quickstart_prompts.jsonl   # relative to the recipe file
+out: runs/quickstart
+engine: {name: embedded, model: null, batch_size: 8}   # or just `engine: vllm` + `model: ...`
+k: 4
+accept: 1
+checks: lenient
+```
+Command-line options override recipe values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from cotforge.io.errors import CotforgeError
+from cotforge.sampling import GenerateConfig
+
+PATH_KEYS = ("prompts", "out")
+
+
+def load_generate_recipe(path: str | Path) -> tuple[dict, dict]:
+    """(GenerateConfig keyword arguments, {prompts, out}) from a recipe file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise CotforgeError(f"{path}: cannot read recipe: {err}") from None
+    data = {k: v for k, v in data.items() if k not in ("name", "description")}
+    paths = {k: str((path.parent / data.pop(k)).resolve()) for k in PATH_KEYS if data.get(k)}
+    engine = data.pop("engine", None)
+    if isinstance(engine, dict):
+        engine = dict(engine)
+        data["engine"] = engine.pop("name", "embedded")
+        if "model" in engine:
+            data["model"] = engine.pop("model")
+        data["engine_options"] = {**engine, **data.get("engine_options", {})}
+    elif engine:
+        data["engine"] = engine
+    sampling = data.pop("sampling", {}) or {}
+    data.update(sampling)
+    known = {f.name for f in fields(GenerateConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CotforgeError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if isinstance(data.get("model"), str) and data["model"].startswith("./"):
+        data["model"] = str((path.parent / data["model"]).resolve())
+    return data, paths
