@@ -1,0 +1,124 @@
+"""Test servers on loopback: llama.cpp's OpenAI-compatible server, and a scripted stdlib server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Self
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def llama_cpp_server(model: Path, startup_s: float = 180) -> Iterator[str]:
+    """Run `python -m llama_cpp.server` on a free port; yield its base URL once `/v1/models` answers."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + startup_s
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"llama_cpp.server exited ({process.returncode}):\n{log.read()[-3000:]}")
+                try:
+                    if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"llama_cpp.server did not answer on {base_url} in {startup_s}s")
+                time.sleep(0.5)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def chat_answer(n: int = 1, text: str = "ok", completion_tokens: int = 5) -> dict:
+    """An OpenAI chat completion body with `n` choices and one usage for all of them."""
+    return {"object": "chat.completion", "model": "scripted",
+            "choices": [{"index": k, "message": {"role": "assistant", "content": f"{text} {k}"},
+                         "finish_reason": "stop"} for k in range(n)],
+            "usage": {"prompt_tokens": 11, "completion_tokens": completion_tokens,
+                      "total_tokens": 11 + completion_tokens}}
+
+
+class ScriptedServer:
+    """Answers POSTs from a script of steps, the last step repeating; records what it received.
+
+    A step is `(status, headers, body)` or `("sleep", seconds)` (answer nothing in time), or a callable
+    taking the request body and returning `(status, headers, body)`.
+    """
+
+    def __init__(self, steps: list) -> None:
+        self.steps = steps
+        self.received: list[tuple[float, str, dict]] = []  # (monotonic time, path, json body)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._send(200, {}, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                with server._lock:
+                    server.received.append((time.monotonic(), self.path, body))
+                    step = server.steps[min(len(server.received), len(server.steps)) - 1]
+                if callable(step):
+                    step = step(body)
+                if step[0] == "sleep":
+                    time.sleep(step[1])
+                    return
+                self._send(*step)
+
+            def _send(self, status: int, headers: dict, body: dict) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    for name, value in {"content-type": "application/json", **headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout tests)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

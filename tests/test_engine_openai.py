@@ -1,0 +1,148 @@
+"""The OpenAI-compatible engine against real loopback servers.
+
+llama.cpp's server (llama-cpp-python[server]) serves the shipped SmolLM2 GGUF for the real path; a
+scripted stdlib server answers 429/500/503/400, honours `n`, or never answers in time, for the paths
+a healthy local server never takes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from servers import ScriptedServer, chat_answer, free_port, llama_cpp_server
+
+from cotforge.engines import Request, SamplingParams, get_engine
+from cotforge.engines.gguf import shipped_gguf
+from cotforge.io.errors import CotforgeError
+
+
+def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
+    return Request(key, [{"role": "user", "content": content}], n=n, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def llama_url():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
+                        "(pip install 'llama-cpp-python[server]'; compiles llama.cpp from source)")
+    with llama_cpp_server(shipped_gguf()) as base_url:
+        yield base_url
+
+
+def test_llama_cpp_n2_yields_two_completions_topped_up(llama_url):
+    engine = get_engine("openai", base_url=llama_url, concurrency=2)
+    assert engine.model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # the one model /v1/models lists
+    params = SamplingParams(temperature=1.0, max_tokens=16)
+    out = engine.generate([ask("poem", "Write a poem about the sea.", n=2, seed=7)], params)
+    assert len(out) == 1 and len(out[0]) == 2
+    assert engine.n_per_request is False  # llama.cpp answered n=2 with one choice: learned
+    first, second = out[0]
+    assert first.text != second.text  # the top-up used its own seed (seed + 1)
+    for completion in out[0]:
+        assert completion.text and completion.prompt_tokens > 20
+        assert 1 <= completion.completion_tokens <= 16
+        assert completion.finish_reason in {"stop", "length"}
+    # Seeds make it repeatable, now with one single request per sample.
+    again = engine.generate([ask("poem", "Write a poem about the sea.", n=2, seed=7)], params)
+    assert [c.text for c in again[0]] == [c.text for c in out[0]]
+    engine.close()
+
+
+def test_llama_cpp_length_and_raw_prompt(llama_url):
+    engine = get_engine("openai", base_url=llama_url.removesuffix("/v1"))  # the root works too
+    requests = [ask("essay", "Write a long essay about Rome."),
+                Request("raw", [], raw_prompt="The capital of France is")]
+    chat, raw = engine.generate(requests, SamplingParams(temperature=0.5, max_tokens=4))
+    assert (chat[0].finish_reason, chat[0].completion_tokens) == ("length", 4)
+    assert (raw[0].finish_reason, raw[0].completion_tokens) == ("length", 4)
+    assert raw[0].prompt_tokens < 10 < chat[0].prompt_tokens  # no chat template on the raw prompt
+    engine.close()
+
+
+def test_retries_429_then_500_honouring_retry_after():
+    steps = [(429, {"retry-after": "0.4"}, {"error": "slow down"}), (500, {}, {"error": "boom"}),
+             (200, {}, chat_answer())]
+    with ScriptedServer(steps) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m", backoff_s=0.01)
+        out = engine.generate([ask("a", "hi", seed=3)], SamplingParams(temperature=0.7, top_p=0.9, max_tokens=9))
+    assert out[0][0].text == "ok 0" and out[0][0].prompt_tokens == 11 and out[0][0].completion_tokens == 5
+    times = [t for t, _, _ in server.received]
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.4  # waited as told
+    assert times[2] - times[1] < 0.3  # the 500 had no Retry-After: short jittered backoff
+    _, path, body = server.received[-1]
+    assert path == "/v1/chat/completions"
+    assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7,
+                    "top_p": 0.9, "max_tokens": 9, "seed": 3}
+
+
+def test_gives_up_after_max_retries_naming_url_and_status():
+    with ScriptedServer([(503, {}, {"error": "overloaded"})]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m", max_retries=2, backoff_s=0.01)
+        with pytest.raises(CotforgeError, match=r"/v1/chat/completions: gave up after 3 attempts; last: HTTP 503"):
+            engine.generate([ask("a", "hi")], SamplingParams())
+    assert len(server.received) == 3
+
+
+def test_client_errors_are_not_retried():
+    with ScriptedServer([(400, {}, {"error": "bad model"})]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m", backoff_s=0.01)
+        with pytest.raises(CotforgeError, match="HTTP 400.*bad model"):
+            engine.generate([ask("a", "hi")], SamplingParams())
+    assert len(server.received) == 1
+
+
+def test_timeout_is_retried_then_reported():
+    with ScriptedServer([("sleep", 3)]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m", timeout_s=0.3, max_retries=1,
+                            backoff_s=0.01)
+        start = time.monotonic()
+        with pytest.raises(CotforgeError, match=f"{server.base_url}/chat/completions: .* last: timeout"):
+            engine.generate([ask("a", "hi")], SamplingParams())
+        assert time.monotonic() - start < 2  # two 0.3 s attempts, not the server's 3 s
+    assert len(server.received) == 2
+
+
+def test_connection_refused_is_reported():
+    engine = get_engine("openai", base_url=f"http://127.0.0.1:{free_port()}", model="m", max_retries=1,
+                        backoff_s=0.01)
+    with pytest.raises(CotforgeError, match="last: connection error"):
+        engine.generate([ask("a", "hi")], SamplingParams())
+
+
+def test_server_honouring_n_gets_one_request_and_usage_split():
+    with ScriptedServer([lambda body: (200, {}, chat_answer(n=body.get("n", 1), completion_tokens=7))]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m")
+        out = engine.generate([ask("a", "hi", n=3)], SamplingParams())
+    assert len(server.received) == 1 and server.received[0][2]["n"] == 3
+    assert engine.n_per_request is True
+    assert [c.text for c in out[0]] == ["ok 0", "ok 1", "ok 2"]
+    assert [c.completion_tokens for c in out[0]] == [3, 2, 2]  # 7 split evenly, sum kept
+    assert {c.prompt_tokens for c in out[0]} == {11}
+
+
+def test_concurrent_answers_keep_request_order():
+    def echo(body: dict) -> tuple:
+        time.sleep(random.uniform(0, 0.05))  # answers finish out of order
+        answer = chat_answer(text=body["messages"][0]["content"])
+        return 200, {}, answer
+
+    with ScriptedServer([echo]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m", concurrency=4,
+                            n_per_request=False)
+        out = engine.generate([ask(str(k), f"q{k}", n=2, seed=10 * k) for k in range(6)], SamplingParams())
+    assert [[c.text for c in completions] for completions in out] == [[f"q{k} 0"] * 2 for k in range(6)]
+    assert sorted(body["seed"] for _, _, body in server.received) == sorted(10 * k + j for k in range(6)
+                                                                           for j in range(2))
+    assert all("n" not in body for _, _, body in server.received)
+
+
+def test_reasoning_content_is_put_back_in_think_tags():
+    answer = chat_answer()
+    answer["choices"][0]["message"]["reasoning_content"] = "2+2 is 4"
+    with ScriptedServer([(200, {}, answer)]) as server:
+        engine = get_engine("openai", base_url=server.base_url, model="m")
+        out = engine.generate([ask("a", "hi")], SamplingParams())
+    assert out[0][0].text == "<think>\n2+2 is 4\n</think>\n\nok 0"
+    assert out[0][0].extra == {"reasoning_content": "2+2 is 4"}
