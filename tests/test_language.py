@@ -1,0 +1,113 @@
+"""`language`: one language per sample, mixing caught both ways, formulas and code not counted."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from cotforge.checks import create
+from cotforge.checks.language import detect_language, lid_model, sentences, strip_non_language
+
+EN_REASONING = (
+    "First, I need to find how many eggs Janet has left each day. She lays 16 eggs and uses 3 for "
+    "breakfast and 4 for the muffins.\n"
+    "So the remainder is $16 - 3 - 4 = 9$ eggs. Each egg sells for $2, which means she earns "
+    "\\(9 \\times 2 = 18\\) dollars.\n"
+    "Let me double-check the arithmetic. Three plus four is seven, and sixteen minus seven is nine. "
+    "Nine times two is eighteen, so the answer should be eighteen dollars per day."
+)
+ZH_REASONING = (
+    "首先，我们需要计算小明一共买了多少个苹果。他第一天买了 $3$ 个，第二天买了 $2 \\times 3 = 6$ 个。\n"
+    "所以两天一共是 3 + 6 = 9 个苹果。接下来，我们要算出他吃掉之后还剩多少。\n"
+    "他每天吃 2 个，连续吃了 3 天，所以吃掉了 6 个。因此剩下 9 - 6 = 3 个。\n"
+    "我们再检查一下：第一天 3 个，第二天 6 个，合计 9 个，吃掉 6 个，剩 3 个，没有问题。"
+)
+EN_PROMPT = "Janet's ducks lay 16 eggs per day. She eats three for breakfast. How much does she make?"
+ZH_PROMPT = "小明第一天买了3个苹果，第二天买的是第一天的两倍。他每天吃2个，吃了3天，还剩多少个？"
+
+
+def judge(reasoning: str, summary: str, prompt: str = "", language: str | None = None, **options):
+    return create("language", **options).check(
+        {"reasoning": reasoning, "summary": summary, "prompt": prompt, "language": language})
+
+
+def test_english_reasoning_for_an_english_prompt_passes():
+    verdict = judge(EN_REASONING, "The answer is 18.", EN_PROMPT)
+    assert verdict.passed and verdict.score == 1.0, verdict
+    assert "in en (prompt)" in verdict.reason
+
+
+def test_chinese_reasoning_for_a_chinese_prompt_passes():
+    verdict = judge(ZH_REASONING, "答案是 3 个。", ZH_PROMPT)
+    assert verdict.passed and verdict.score == 1.0, verdict
+    assert "in zh" in verdict.reason
+
+
+def test_chinese_reasoning_with_english_sentences_fails():
+    mixed = ZH_REASONING + ("\nWait, let me double check the second day again because the problem "
+                            "says twice as many apples.\n所以答案是 3 个。")
+    verdict = judge(mixed, "答案是 3 个。", ZH_PROMPT)
+    assert not verdict.passed, verdict
+    assert "others: en" in verdict.reason and 0.8 < verdict.score < 1.0
+
+
+@pytest.mark.parametrize(("sentence", "code"), [
+    ("Donc le revenu quotidien est de dix-huit dollars pour les oeufs vendus au marché.", "fr"),
+    ("Also muss sie jeden Tag die restlichen Eier auf dem Markt verkaufen, und das ergibt den Betrag.", "de"),
+])
+def test_english_reasoning_with_a_french_or_german_sentence_fails(sentence, code):
+    verdict = judge(EN_REASONING + "\n" + sentence, "The answer is 18.", EN_PROMPT)
+    assert not verdict.passed, verdict
+    assert f"others: {code}" in verdict.reason
+
+
+def test_english_reasoning_for_a_chinese_prompt_fails():
+    verdict = judge(EN_REASONING, "The answer is 18.", ZH_PROMPT)
+    assert not verdict.passed and verdict.score == 0.0, verdict
+
+
+def test_expected_language_field_wins_over_the_prompt():
+    verdict = judge(ZH_REASONING, "答案是 3 个。", EN_PROMPT, language="zh-CN")
+    assert verdict.passed and "(expected)" in verdict.reason, verdict
+
+
+def test_formulas_latex_numbers_and_code_are_not_language():
+    stripped = strip_non_language("所以 $\\frac{a}{b} = 3$，且 `total_count = len(items)`，x2 = 4.5 km。")
+    assert "frac" not in stripped and "total_count" not in stripped and "4.5" not in stripped
+    # An English-heavy formula inside Chinese reasoning does not make it mixed.
+    reasoning = ZH_REASONING + ("\n代入公式 $\\text{area} = \\text{width} \\times \\text{height}$，"
+                                "再调用 `compute_total_price(items)` 检查结果。")
+    assert judge(reasoning, "答案是 3 个。", ZH_PROMPT).passed
+
+
+def test_short_english_fragments_are_not_judged():
+    # "So x = 5." and "OK." have too few words to tell a language from; they neither count nor fail.
+    judged = [s for s in sentences("所以 x = 5。\nOK.\n我们继续计算下一步。")]
+    assert judged and judge("所以 x = 5。\nOK.\n我们继续计算下一步。", "答案是 5。", ZH_PROMPT).passed
+
+
+def test_gsm8k_solutions_are_english(shared_dir):
+    import json
+
+    rows = [json.loads(line) for line in (shared_dir / "data" / "gsm8k" / "test.jsonl").open()][:300]
+    check = create("language")
+    failed = [r["answer"] for r in rows
+              if not check.check({"reasoning": r["answer"], "summary": "", "prompt": r["question"]}).passed]
+    assert len(failed) <= 3, failed[:3]
+
+
+def test_prompt_language_detection():
+    assert detect_language(EN_PROMPT) == "en"
+    assert detect_language(ZH_PROMPT) == "zh"
+
+
+def test_model_loads_from_the_installed_wheel_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    lid_model.cache_clear()
+    labels, _ = lid_model().predict("Das ist eine ganz normale deutsche Satzstruktur.", k=1)
+    assert labels[0] == "__label__de"
