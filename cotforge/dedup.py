@@ -1,6 +1,7 @@
 """Exact and near-duplicate detection against the rows a mix has kept so far.
 
-Exact: a 64-bit hash of the normalized text (NFKC, lower case, whitespace collapsed).
+Exact: a 64-bit hash of the normalized text (NFKC, lower case, whitespace collapsed); two samples
+of the same prompt are exact duplicates only when their whole texts (prompt + completion) match.
 Near: datasketch MinHash over token shingles and datasketch MinHashLSH's banding (b bands of r
 hash values, chosen by MinHashLSH for the threshold); a candidate is a duplicate when the MinHash
 estimate of the Jaccard similarity reaches the threshold.
@@ -9,7 +10,8 @@ Memory stays flat however many rows are kept: MinHashLSH holds only the current 
 duplicates inside it), while the buckets of all earlier batches live in an on-disk DuckDB table
 (band, bucket hash -> row) that each batch joins against, and the signatures live in a flat file
 read back by offset for the few candidates. Disk grows with the kept rows (~0.7 KB each); RAM does
-not. Rows with the same `prompt_id` are never duplicates of each other: `per_prompt` governs those.
+not. Rows with the same `prompt_id` are never near duplicates of each other: `per_prompt` governs
+those.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Duplicate:
 
 
 class Deduper:
-    """`check_batch(texts, prompt_ids)` gives each row's `Duplicate` or None; `keep(...)` adds rows."""
+    """`check_batch(...)`, then `duplicate(pos)` / `keep(pos, id)` per row, then `commit_batch()`."""
 
     def __init__(self, workdir: Path, exact: bool = True, threshold: float | None = 0.8, num_perm: int = 128,
                  ngram: int = 5, seed: int = 1, memory_limit: str = "128MB"):
@@ -68,7 +70,7 @@ class Deduper:
         self.con = duckdb.connect(str(workdir / "dedup.duckdb"))
         self.con.execute(f"SET memory_limit='{memory_limit}'; SET threads=1; "
                          f"SET temp_directory='{workdir / 'duckdb.tmp'}'")
-        self.con.execute("CREATE TABLE exact_keys (key UBIGINT, prompt_id VARCHAR, id VARCHAR)")
+        self.con.execute("CREATE TABLE exact_keys (key UBIGINT, full_key UBIGINT, prompt_id VARCHAR, id VARCHAR)")
         self.con.execute("CREATE TABLE bands (band USMALLINT, key UBIGINT, row_no BIGINT)")
         self.con.execute("CREATE TABLE kept (row_no BIGINT, prompt_id VARCHAR, id VARCHAR)")
         self.sig_file = open(workdir / "signatures.u32", "w+b")  # noqa: SIM115 (closed by close())
@@ -81,11 +83,15 @@ class Deduper:
         self.sig_file.close()
 
     # -- per batch ---------------------------------------------------------------------------
-    def check_batch(self, texts: list[str], prompt_ids: list[str]) -> None:
-        """Prepare a batch: hashes, signatures, and the earlier kept rows that share a bucket."""
+    def check_batch(self, texts: list[str], prompt_ids: list[str], full_texts: list[str]) -> None:
+        """Prepare a batch: hashes, signatures, and the earlier kept rows that share a bucket.
+
+        `texts` are compared across prompts; `full_texts` (prompt + completion) between samples of
+        the same prompt."""
         normalized = [normalize_text(t) for t in texts]
         self._batch = {"prompt_ids": prompt_ids, "exact": {}, "candidates": {}, "sigs": None,
                        "keys": [hash64(t) for t in normalized] if self.exact else None,
+                       "full_keys": [hash64(normalize_text(t)) for t in full_texts] if self.exact else None,
                        "in_batch_exact": {}, "lsh": None}
         if self.exact and self.kept_rows:
             self._batch["exact"] = self._earlier_exact(self._batch["keys"])
@@ -103,12 +109,11 @@ class Deduper:
         """Is row `pos` of the current batch a duplicate of a kept row (earlier batch or this one)?"""
         batch, prompt_id = self._batch, self._batch["prompt_ids"][pos]
         if self.exact:
-            for earlier_prompt, earlier_id in batch["exact"].get(pos, ()):
-                if earlier_prompt != prompt_id:
+            full_key = batch["full_keys"][pos]
+            hits = [*batch["exact"].get(pos, ()), *batch["in_batch_exact"].get(batch["keys"][pos], ())]
+            for earlier_full, earlier_prompt, earlier_id in hits:
+                if earlier_prompt != prompt_id or earlier_full == full_key:
                     return Duplicate("exact", earlier_id)
-            hit = batch["in_batch_exact"].get(batch["keys"][pos])
-            if hit and hit[0] != prompt_id:
-                return Duplicate("exact", hit[1])
         if self.threshold is None:
             return None
         sig = batch["sigs"][pos]
@@ -116,7 +121,7 @@ class Deduper:
         for row_no, (earlier_prompt, earlier_id) in batch["candidates"].get(pos, {}).items():
             if earlier_prompt != prompt_id:
                 best = _better(best, earlier_id, float(np.mean(self._read_sig(row_no) == sig)), self.threshold)
-        for other in batch["lsh"].query(batch["minhashes"][pos]):
+        for other in sorted(batch["lsh"].query(batch["minhashes"][pos])):
             if batch["prompt_ids"][other] != prompt_id:
                 jaccard = float(np.mean(batch["sigs"][other] == sig))
                 best = _better(best, batch["kept_ids"][other], jaccard, self.threshold)
@@ -128,7 +133,8 @@ class Deduper:
         batch.setdefault("kept_pos", []).append((pos, row_id))
         batch.setdefault("kept_ids", {})[pos] = row_id
         if self.exact:
-            batch["in_batch_exact"].setdefault(batch["keys"][pos], (batch["prompt_ids"][pos], row_id))
+            batch["in_batch_exact"].setdefault(batch["keys"][pos], []).append(
+                (batch["full_keys"][pos], batch["prompt_ids"][pos], row_id))
         if self.threshold is not None:
             batch["lsh"].insert(pos, batch["minhashes"][pos], check_duplication=False)
 
@@ -141,8 +147,10 @@ class Deduper:
         ids = [row_id for _, row_id in kept]
         prompt_ids = [self._batch["prompt_ids"][pos] for pos in positions]
         if self.exact:
-            self._insert("exact_keys", {"key": pa.array([self._batch["keys"][p] for p in positions], pa.uint64()),
-                                        "prompt_id": prompt_ids, "id": ids})
+            self._insert("exact_keys", {
+                "key": pa.array([self._batch["keys"][p] for p in positions], pa.uint64()),
+                "full_key": pa.array([self._batch["full_keys"][p] for p in positions], pa.uint64()),
+                "prompt_id": prompt_ids, "id": ids})
         if self.threshold is not None:
             row_nos = np.arange(self.kept_rows, self.kept_rows + len(kept), dtype=np.int64)
             self.sig_file.seek(self.kept_rows * self.num_perm * 4)
@@ -170,13 +178,14 @@ class Deduper:
         self.con.execute(f"INSERT INTO {table} SELECT * FROM _new_rows")
         self.con.unregister("_new_rows")
 
-    def _earlier_exact(self, keys: list[int]) -> dict[int, list[tuple[str, str]]]:
+    def _earlier_exact(self, keys: list[int]) -> dict[int, list[tuple[int, str, str]]]:
         self.con.register("_batch_keys", pa.table({"pos": pa.array(range(len(keys)), pa.int32()),
                                                    "key": pa.array(keys, pa.uint64())}))
-        found: dict[int, list[tuple[str, str]]] = {}
-        for pos, prompt_id, row_id in self.con.execute(
-                "SELECT b.pos, e.prompt_id, e.id FROM _batch_keys b JOIN exact_keys e USING (key)").fetchall():
-            found.setdefault(pos, []).append((prompt_id, row_id))
+        found: dict[int, list[tuple[int, str, str]]] = {}
+        for pos, full_key, prompt_id, row_id in self.con.execute(
+                "SELECT b.pos, e.full_key, e.prompt_id, e.id FROM _batch_keys b JOIN exact_keys e USING (key) "
+                "ORDER BY e.id").fetchall():
+            found.setdefault(pos, []).append((full_key, prompt_id, row_id))
         self.con.unregister("_batch_keys")
         return found
 
@@ -189,7 +198,8 @@ class Deduper:
         found: dict[int, dict[int, tuple[str, str]]] = {}
         for pos, row_no, prompt_id, row_id in self.con.execute("""
                 SELECT DISTINCT b.pos, k.row_no, k.prompt_id, k.id
-                FROM _batch_bands b JOIN bands USING (band, key) JOIN kept k USING (row_no)""").fetchall():
+                FROM _batch_bands b JOIN bands USING (band, key) JOIN kept k USING (row_no)
+                ORDER BY b.pos, k.row_no""").fetchall():
             found.setdefault(pos, {})[row_no] = (prompt_id, row_id)
         self.con.unregister("_batch_bands")
         return found

@@ -115,7 +115,8 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
                 reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
         candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
         deduper.check_batch([_dedup_text(rows[p], recipe.dedup_text) for p in candidates],
-                            [rows[p]["prompt_id"] for p in candidates])
+                            [rows[p]["prompt_id"] for p in candidates],
+                            [_dedup_text(rows[p], "sample") for p in candidates])
         for index, pos in enumerate(candidates):
             row = rows[pos]
             duplicate = deduper.duplicate(index) if source.dedup else None
