@@ -21,7 +21,7 @@ from cotforge.checks.base import Check, Verdict, register
 @register
 class AnswerCheck(Check):
     name = "answer"
-    timeout_s = 10.0  # sympy on a hostile answer; the chain kills the worker past this
+    timeout_s = 5.0  # sympy on a hostile answer; the chain kills the worker past this
     match_types: str = "latex,expr"  # math-verify extraction targets, comma-separated
     precision: int = 6  # math-verify's default float_rounding
     strict: bool = True  # math-verify default: f(x) != f(y)

@@ -85,7 +85,7 @@ def _anchored(text: str) -> tuple[int, str] | None:
             end = _SENTENCE_END.search(rest)
             answer = rest[:end.start()] if end else rest
         answer = _TRAILER.sub("", answer).strip(" *\t")
-        if answer:
+        if answer.strip("$\\()[] \n"):
             return match.start(), answer
     return None
 
