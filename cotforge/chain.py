@@ -215,7 +215,10 @@ class Chain:
                     batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
                     worker.inflight = {item: (sample, skip) for item, sample, skip in batch}
                     worker.status[0], worker.status[2] = batch[0][0], 0.0
-                    worker.conn.send(batch)
+                    try:
+                        worker.conn.send(batch)
+                    except OSError:  # died before reading: supervision below replaces it
+                        worker.process.join(timeout=1)
             busy = [w for w in self._workers if w.inflight]
             ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.05)
             for worker in busy:

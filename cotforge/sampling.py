@@ -1,10 +1,13 @@
 """Rejection sampling in adaptive rounds, resumable after a crash (`cotforge generate`).
 
 Round 0 asks every prompt for `k` samples. Each round's samples go through the same check chain
-as `cotforge filter`; prompts that reached `accept` accepted samples drop out. Later rounds give a
-prompt that is still short `ceil(needed / p)` samples, where p is its pass rate so far smoothed
-towards the run's overall pass rate (a Beta prior), capped by `max_per_round` and by what is left of
-its `budget`. With `adaptive: false` every short prompt gets `k` again.
+as `cotforge filter`; prompts that reached `accept` accepted samples drop out. For a prompt still
+short, later rounds expect `ceil(needed / p)` more samples (p: its pass rate so far smoothed towards
+the run's overall pass rate, a Beta prior; at most what is left of its `budget`) and ask for that
+share of them that fits the rounds left, capped by `max_per_round`. Samples asked in a later round
+are only paid for when the earlier ones failed, so spreading them saves tokens; a prompt with a
+low pass rate and few rounds left gets more at once. With `adaptive: false` every short prompt gets
+`k` again.
 
 Crash safety: a round's plan (prompt -> sample indices) is written atomically before the round
 starts; every finished batch of requests is one atomic shard. A restart rebuilds the state from
@@ -104,7 +107,11 @@ def allocate(state: dict[str, PromptState], config: GenerateConfig, round_index:
             wanted = config.k
         else:
             rate = (prompt.accepted + PRIOR_STRENGTH * overall) / (prompt.spent + PRIOR_STRENGTH)
-            wanted = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), config.round_cap)
+            expected = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), left)
+            # Spread the expected need over the rounds left: samples asked in a later round are only
+            # paid for when earlier ones did not succeed, so fewer per round spends fewer tokens.
+            rounds_left = max(config.max_rounds - round_index, 1)
+            wanted = min(math.ceil(expected / rounds_left), config.round_cap)
         plan[prompt_id] = max(1, min(wanted, left))
     return plan
 
