@@ -57,8 +57,8 @@ def fold_reasoning(example: dict) -> dict:
 
 
 def load_sft_dataset(path: str | Path):
-    """An exported dataset folder (`data/train-*.parquet`) or a JSONL/Parquet file; keeps `messages`
-    (preferred) or `text` only, so TRL sees one plain format."""
+    """An exported dataset folder (`data/train-*.parquet`) or a JSONL/Parquet file, as TRL's
+    conversational `messages` (or, for bare `text` without prompts, language-modeling `text`)."""
     from datasets import load_dataset
 
     path = Path(path)
@@ -69,12 +69,21 @@ def load_sft_dataset(path: str | Path):
     else:
         kind = "json" if path.suffix in (".jsonl", ".json") else path.suffix.lstrip(".")
         dataset = load_dataset(kind, data_files=str(path), split="train")
-    column = next((c for c in ("messages", "text") if c in dataset.column_names), None)
-    if column is None:
-        raise CotforgeError(f"{path}: needs a `messages` or `text` column (has {', '.join(dataset.column_names)}); "
-                            "write one with `cotforge export --style messages|special-token`")
-    dataset = dataset.select_columns([column])
-    return dataset.map(fold_reasoning) if column == "messages" else dataset
+    columns = dataset.column_names
+    if "messages" in columns:
+        return dataset.select_columns(["messages"]).map(fold_reasoning)
+    if "text" in columns and "prompt" in columns:  # export's text styles: the assistant side + its prompt
+        return dataset.map(prompt_and_text, remove_columns=columns)
+    if "text" in columns:
+        return dataset.select_columns(["text"])
+    raise CotforgeError(f"{path}: needs a `messages` or `text` column (has {', '.join(columns)}); "
+                        "write one with `cotforge export --style messages|special-token`")
+
+
+def prompt_and_text(example: dict) -> dict:
+    """`prompt` + `text` (an assistant side in a text style) -> one user/assistant conversation."""
+    return {"messages": [{"role": "user", "content": example["prompt"] or ""},
+                         {"role": "assistant", "content": example["text"]}]}
 
 
 def first_assistant(dataset) -> str:
