@@ -74,7 +74,7 @@ class ScriptedServer:
     taking the request body and returning `(status, headers, body)`.
     """
 
-    def __init__(self, steps: list) -> None:
+    def __init__(self, steps: list, models: tuple[str, ...] = ("scripted",)) -> None:
         self.steps = steps
         self.received: list[tuple[float, str, dict]] = []  # (monotonic time, path, json body)
         self._lock = threading.Lock()
@@ -82,7 +82,7 @@ class ScriptedServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self._send(200, {}, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+                self._send(200, {}, {"object": "list", "data": [{"id": name, "object": "model"} for name in models]})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")

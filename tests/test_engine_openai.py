@@ -146,3 +146,11 @@ def test_reasoning_content_is_put_back_in_think_tags():
         out = engine.generate([ask("a", "hi")], SamplingParams())
     assert out[0][0].text == "<think>\n2+2 is 4\n</think>\n\nok 0"
     assert out[0][0].extra == {"reasoning_content": "2+2 is 4"}
+
+
+def test_model_defaults_to_the_one_served():
+    with ScriptedServer([(200, {}, chat_answer())]) as server:
+        assert get_engine("openai", base_url=server.base_url).model == "scripted"
+    with (ScriptedServer([(200, {}, chat_answer())], models=("a", "b")) as server,
+          pytest.raises(CotforgeError, match=r"lists 2 \(a, b\); pass model=NAME")):
+        get_engine("openai", base_url=server.base_url)

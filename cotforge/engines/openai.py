@@ -115,15 +115,19 @@ class OpenAIEngine(Engine):
         raise CotforgeError(f"{url}: gave up after {self.max_retries + 1} attempts; last: {last}")
 
     def _first_served_model(self) -> str:
-        """The server's first model, for local servers that serve exactly one."""
+        """The one model a local server serves (vLLM, llama.cpp); a choice among several is the user's."""
         url = self.base_url + "/models"
         try:
             response = self._client.get(url)
             response.raise_for_status()
-            return response.json()["data"][0]["id"]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as error:
+            served = [entry["id"] for entry in response.json()["data"]]
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
             raise CotforgeError(f"{url}: no model given and none could be listed ({error}); "
                                 "pass model=NAME") from error
+        if len(served) != 1:
+            raise CotforgeError(f"{url}: no model given and the server lists {len(served)} "
+                                f"({', '.join(served[:5])}); pass model=NAME")
+        return served[0]
 
     def close(self) -> None:
         self._client.close()
