@@ -104,7 +104,10 @@ class OpenAIEngine(Engine):
                 last = f"connection error ({type(error).__name__}: {error})"
             else:
                 if response.status_code == 200:
-                    return response.json()
+                    try:
+                        return response.json()
+                    except ValueError as error:
+                        raise CotforgeError(f"{url}: HTTP 200 but not JSON: {response.text[:300]!r}") from error
                 last = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code != 429 and response.status_code < 500:
                     raise CotforgeError(f"{url}: {last}")  # a bad request stays bad: no retry
