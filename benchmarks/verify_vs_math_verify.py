@@ -37,14 +37,12 @@ def load_pairs(shared: Path, quick: bool) -> list[dict]:
                 cell = ast.literal_eval(cell) if isinstance(cell, str) else cell  # trusted dataset text
                 pairs.append({"gold": row["ground_truth"], "pred": cell["solution"],
                               "label": bool(cell["is_correct"]), "set": "gsm8k"})
-    if quick:
-        pairs = pairs[:1500]
     with open(shared / "conformance/math_verify_cases.jsonl") as handle:
         for line in handle:
             row = json.loads(line)
             pairs.append({"gold": row["gold"], "pred": row["pred"], "label": bool(row["expected"]),
                           "set": "conformance"})
-    return pairs
+    return pairs[::2] if quick else pairs  # quick: every other pair, same mix of both sets
 
 
 def _wrap(text: str) -> str:
@@ -106,7 +104,7 @@ def accuracy(pairs: list[dict], verdicts: list[bool], which: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,500 GSM8K pairs + all conformance cases")
+    parser.add_argument("--quick", action="store_true", help="every other pair (2,638 GSM8K + 127 conformance)")
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4))
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared")))
     args = parser.parse_args()

@@ -131,8 +131,11 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
 
 def _at_stated_precision(gold_exprs: list, pred_exprs: list, gold_str: str | None,
                          pred_str: str | None, options: Options) -> bool:
-    """`2.6667` is right for `8/3`: a decimal answer is compared at the places it states (>= 2)."""
+    """`2.6667` is right for `8/3`: a decimal answer is compared at the places it states (>= 2),
+    when the gold is made of rational numbers."""
     places = symbolic.stated_decimals(pred_str)
     if places is None or places < 2 or places >= options.precision or symbolic.stated_decimals(gold_str):
         return False
+    if not all(symbolic.rational_valued(expr) for expr in gold_exprs if not isinstance(expr, str)):
+        return False  # 3.14 is not an answer for pi, nor 1.41 for sqrt(2): those want the exact form
     return symbolic.verify(gold_exprs, pred_exprs, places, options.strict, options.allow_set_relation)

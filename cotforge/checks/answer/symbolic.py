@@ -120,3 +120,23 @@ def stated_decimals(text: str | None) -> int | None:
         return None
     places = [len(match.group(1)) for match in _DECIMAL_LITERAL.finditer(text)]
     return max(places) if places else None
+
+
+def rational_valued(expr) -> bool:
+    """True when every number in `expr` is rational: no pi, e, roots, functions or i."""
+    if isinstance(expr, str):
+        return False
+    import sympy
+
+    try:
+        nodes = sympy.preorder_traversal(expr)
+        for count, node in enumerate(nodes):
+            if count > 2_000:
+                return False
+            if isinstance(node, (sympy.NumberSymbol, sympy.Function)) or node is sympy.I:
+                return False
+            if isinstance(node, sympy.Pow) and not node.args[1].is_Integer:
+                return False
+    except Exception:  # noqa: BLE001 - an odd object: do not loosen the comparison
+        return False
+    return True

@@ -1,0 +1,125 @@
+"""Does `cotforge mix` keep memory flat as the data grows?
+
+Writes synthetic run folders (2 samples per prompt, 4 domains, ~2% planted exact and ~2% planted
+near duplicates, a few eval-contaminated prompts), then mixes each in a fresh subprocess with
+per_prompt 1, a 50% quota, exact + near dedup and decontamination, and prints rows/s and the
+child's peak RSS. The kept rows (and so the dedup index) grow with the data; the index lives on disk.
+
+    python benchmarks/mix_scale.py            # 100K and 1M rows
+    python benchmarks/mix_scale.py --quick    # 20K and 200K rows
+
+The LAST line is `ratio X`: peak RSS of the small run / peak RSS of the large run (1.0 = flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cotforge.io.rundir import RunDir
+from cotforge.schema import SAMPLE_SCHEMA
+
+WORDS = [f"w{i}" for i in range(5000)]
+EVAL = "a train leaves the station at noon and travels at sixty miles per hour toward a city far away"
+DOMAINS = ("math", "code", "science", "logic")
+CHUNK = 50_000
+
+
+def _prompt(rng: random.Random, p: int) -> str:
+    if p % 5000 == 7:
+        return f"Question {p}: {EVAL} and then what?"
+    return f"Question {p}: " + " ".join(rng.choice(WORDS) for _ in range(25))
+
+
+def write_run(path: Path, rows: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    run = RunDir.open(path, "filter", {"synthetic": rows}, [])
+    buffer: dict[str, list] = {name: [] for name in SAMPLE_SCHEMA.names}
+    prev_prompt = last_summary = ""
+    for i in range(rows):
+        p = i // 2
+        prompt = _prompt(random.Random(p), p)
+        summary = " ".join(rng.choice(WORDS) for _ in range(60))
+        roll = rng.random()
+        if roll < 0.02 and last_summary:  # exact duplicate of the previous prompt's answer, same prompt text
+            prompt, summary = prev_prompt, last_summary
+        elif roll < 0.04 and last_summary:  # near duplicate: one word changed
+            words = last_summary.split()
+            words[30] = "changed"
+            prompt, summary = prev_prompt, " ".join(words)
+        reasoning = " ".join(rng.choice(WORDS) for _ in range(rng.randint(50, 300)))
+        values = {"id": f"s{i}", "prompt_id": f"p{p}" if roll >= 0.04 else f"d{i}", "sample_idx": i % 2,
+                  "prompt": prompt, "domain": DOMAINS[p % 4], "source": "synthetic", "reasoning": reasoning,
+                  "summary": summary, "completion": f"<think>{reasoning}</think>{summary}", "accepted": True}
+        for name in SAMPLE_SCHEMA.names:
+            buffer[name].append(values.get(name))
+        prev_prompt, last_summary = prompt, summary
+        if len(buffer["id"]) == CHUNK or i == rows - 1:
+            run.write_shard("samples", i // CHUNK, pa.table(buffer, schema=SAMPLE_SCHEMA))
+            buffer = {name: [] for name in SAMPLE_SCHEMA.names}
+    run.update_manifest(status="complete")
+
+
+def child(recipe: str, out: str) -> None:
+    from cotforge.mix import mix
+
+    start = time.perf_counter()
+    report = mix(recipe, out)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "considered": report["considered"], "kept": report["kept"],
+                      "dropped": report["dropped"],
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure(workdir: Path, rows: int) -> dict:
+    data = workdir / f"run-{rows}"
+    write_run(data, rows)
+    (workdir / "eval.jsonl").write_text(json.dumps({"problem": EVAL}) + "\n")
+    recipe = workdir / f"recipe-{rows}.yaml"
+    recipe.write_text(f"""
+seed: 0
+sources:
+  - {{name: reasoning, path: {data.name}, per_prompt: 1, select: shortest, quota: 0.5}}
+dedup: {{exact: true, near: {{threshold: 0.8}}}}
+decontaminate: {{against: [eval.jsonl], ngram: 13}}
+""")
+    result = subprocess.run([sys.executable, __file__, "--child", str(recipe), str(workdir / f"mix-{rows}")],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"mix of {rows:,} rows failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20K and 200K rows instead of 100K and 1M")
+    parser.add_argument("--child", nargs=2, metavar=("RECIPE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sizes = (20_000, 200_000) if args.quick else (100_000, 1_000_000)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="cotforge-mix-bench-") as tmp:
+        for rows in sizes:
+            r = results[rows] = measure(Path(tmp), rows)
+            print(f"{rows:>9,} rows: {r['considered'] / r['seconds']:>8,.0f} rows/s  ({r['seconds']:.1f} s)  "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB  kept {r['kept']:,}  dropped {r['dropped']}", flush=True)
+    small, large = (results[s]["peak_rss_mb"] for s in sizes)
+    print(f"peak RSS {sizes[0]:,} rows {small:.0f} MB / {sizes[1]:,} rows {large:.0f} MB: ratio {small / large:.2f}")
+
+
+if __name__ == "__main__":
+    main()
