@@ -1,0 +1,62 @@
+"""The `answer` check against labels others wrote: GSM8K `is_correct` and math-verify's own cases."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+from cotforge.checks import create
+
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+def grader_options(text: str) -> dict:
+    """math-verify's `compare_strings` options as `answer` check options.
+
+    `match_types=[...]` -> `match_types`, `precision=N` -> `precision`. A value written as a name
+    (`precision=precision`, `strict=strict`) was a pytest parameter the row does not record: the
+    check's defaults (math-verify's) apply.
+    """
+    options = {}
+    match = re.search(r"match_types=\[([^\]]*)\]", text)
+    if match:
+        options["match_types"] = ",".join(re.findall(r"'(\w+)'", match.group(1)))
+    match = re.search(r"precision=(\d+)", text)
+    if match:
+        options["precision"] = int(match.group(1))
+    return options
+
+
+def test_gsm8k_agreement_with_is_correct(shared_dir: Path) -> None:
+    check = create("answer")
+    agree = total = 0
+    disagreements = []
+    with open(shared_dir / "data/gsm8k/example_model_solutions.jsonl") as handle:
+        for line in handle:
+            row = json.loads(line)
+            for model in MODELS:
+                cell = row[model]
+                cell = ast.literal_eval(cell) if isinstance(cell, str) else cell  # trusted dataset text
+                verdict = check.check({"gold": row["ground_truth"], "completion": cell["solution"]})
+                total += 1
+                if verdict.passed == bool(cell["is_correct"]):
+                    agree += 1
+                else:
+                    disagreements.append((cell["is_correct"], verdict.reason))
+    assert total == 5276
+    assert agree / total >= 0.999, disagreements[:10]
+
+
+def test_math_verify_conformance(shared_dir: Path) -> None:
+    lines = (shared_dir / "conformance/math_verify_cases.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    wrong = []
+    for index, row in enumerate(rows):
+        verdict = create("answer", **grader_options(row["grader_options"])).check(
+            {"gold": row["gold"], "completion": row["pred"]})
+        if verdict.passed != row["expected"]:
+            wrong.append((index, row["expected"], verdict.reason))
+    assert len(rows) == 254
+    assert 1 - len(wrong) / len(rows) >= 0.97, wrong
