@@ -12,7 +12,9 @@ import re
 from typing import NamedTuple
 
 MAX_SCAN_CHARS = 20_000  # only the tail of a summary is searched: answers come last
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+MAX_BOXES = 16  # only the last boxes count
+MAX_BOX_CHARS = 4_000
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x08\x0b\x0e-\x1f\x7f]")  # ANSI escapes too
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^{\s])")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
 _ANCHOR = re.compile(
@@ -43,13 +45,12 @@ def clean(text: str | None, max_chars: int = MAX_SCAN_CHARS) -> str:
     return _CONTROL.sub(" ", text)
 
 
-def braced(text: str, start: int) -> str | None:
-    """Content of the `{...}` group opening at `text[start]`, or None when it never closes."""
+def braced(text: str, start: int, limit: int = MAX_BOX_CHARS) -> str | None:
+    """Content of the `{...}` group opening at `text[start]`, or None when it does not close
+    within `limit` characters."""
     depth = 0
-    for index in range(start, len(text)):
+    for index in range(start, min(len(text), start + limit)):
         char = text[index]
-        if char == "\\":
-            continue
         if char == "{" and (index == 0 or text[index - 1] != "\\"):
             depth += 1
         elif char == "}" and text[index - 1] != "\\":
@@ -62,7 +63,7 @@ def braced(text: str, start: int) -> str | None:
 def boxed_contents(text: str) -> list[str]:
     """Contents of every `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, in order."""
     found = []
-    for match in _BOX.finditer(text):
+    for match in list(_BOX.finditer(text))[-MAX_BOXES:]:
         end = match.end()
         if end < len(text) and text[end] == "{":
             content = braced(text, end)

@@ -12,7 +12,7 @@ import math
 import re
 
 MAX_ANSWER_CHARS = 1_000  # an extracted final answer longer than this is not an answer
-MAX_DEPTH = 40  # nesting of (), {}, []
+MAX_DEPTH = 20  # nesting of (), {}, []: real answers stay under 10
 MAX_DIGIT_RUN = 400
 MAX_LOG10 = 2_000.0  # the largest number sympy may build: 10^2000
 MAX_NODES = 400
