@@ -59,4 +59,6 @@ def test_chain_kills_an_overrunning_item_and_goes_on() -> None:
     assert all(r.verdicts[0].passed for r in normal)
     assert all(len(r.verdicts) == 1 for r in results)
     # one kill costs its limit plus a fresh worker; everything else is quick
+    print(f"\nchain jobs=2: {len(samples)} items, {len(HOSTILE)} hostile + 1 over its {limit}s limit, "
+          f"{elapsed:.2f}s wall")
     assert elapsed < limit + 20, elapsed

@@ -5,7 +5,8 @@ Options map onto math-verify's grader options, so its regression cases run uncha
 float is compared at), `strict` (variable names matter), `allow_set_relation`
 (`allow_set_relation_comp`: `-2 <= x <= 7` may equal `[-2, 7]` either way round).
 A sample's `answer_type` routes it: `choice` and `numeric` use those checks' logic with their
-defaults, `code` is skipped (its tests judge it), `text` compares normalised strings.
+defaults, `code` is skipped (its tests judge it), `text` compares normalised strings; without an
+`answer_type`, domain `code` means code and anything else means math.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class AnswerCheck(Check):
         gold = sample.get("gold")
         if gold is None or not str(gold).strip():
             return Verdict.skip("no gold")
-        answer_type = (sample.get("answer_type") or "math").lower()
+        answer_type = (sample.get("answer_type") or ("code" if sample.get("domain") == "code" else "math")).lower()
         if answer_type == "choice":
             return ChoiceCheck().check(sample)
         if answer_type == "numeric":

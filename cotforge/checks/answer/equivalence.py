@@ -103,7 +103,7 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
     if text_guard(gold_source, MAX_SCAN_CHARS):
         gold_source = gold_extracted.text or ""
     gold_exprs, gold_str, gold_problem = symbolic.split(
-        symbolic.parse(gold_text(gold_source, gold_extracted), options.match_types))
+        list(symbolic.parse_gold(gold_text(gold_source, gold_extracted), options.match_types)))
     pred_parsed = symbolic.parse(summary_text, options.match_types) if summary_text else []
     if not pred_parsed and pred.text:
         pred_parsed = symbolic.parse(f"${pred.text}$", options.match_types)

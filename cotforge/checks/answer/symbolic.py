@@ -86,7 +86,14 @@ def parse(text: str, match_types: tuple[str, ...] = MATCH_TYPES) -> list:
         return []
 
 
-def split(parsed: list) -> tuple[list, str | None, str | None]:
+@lru_cache(maxsize=512)
+def parse_gold(text: str, match_types: tuple[str, ...] = MATCH_TYPES) -> tuple:
+    """`parse` for gold answers, cached: a prompt's k samples share one gold (sympy objects are
+    immutable, so sharing them is safe)."""
+    return tuple(parse(text, match_types))
+
+
+def split(parsed: list | tuple) -> tuple[list, str | None, str | None]:
     """(expressions safe to compare, the extracted string, why some were dropped)."""
     if not parsed:
         return [], None, None
