@@ -105,6 +105,10 @@ def test_numbers_equal_rules() -> None:
     ("x=3", "\\boxed{3}"), ("3", "\\boxed{x = 3}"), ("\\text{odd}", "The answer is odd."),
     ("45^\\circ", "\\boxed{45}"), ("\\infty", "\\boxed{\\infty}"), ("\\frac{\\sqrt{3}}{3}", "\\boxed{\\frac{1}{\\sqrt{3}}}"),
     ("12", "所以答案是 $12$。"), ("\\frac{8}{3}", "The answer is 2.6667."),
+    # past math-verify: unicode math, number words, repeating decimals, degrees vs radians, currency
+    ("-5", "The answer is −5."), ("\\sqrt{2}", "\\boxed{√2}"), ("\\infty", "The answer is ∞."),
+    ("6", "The answer is six."), ("1/3", "\\boxed{0.\\overline{3}}"), ("30^\\circ", "\\boxed{\\frac{\\pi}{6}}"),
+    ("\\frac{\\pi}{2}", "The answer is 90°."), ("\\$5.00", "\\boxed{5}"),
 ])
 def test_equivalent(gold: str, completion: str) -> None:
     passed, reason, _ = judge(gold, completion)
@@ -116,6 +120,7 @@ def test_equivalent(gold: str, completion: str) -> None:
     ("[2, 5)", "\\boxed{(2,5)}"), ("(1,2)", "\\boxed{(2,1)}"), ("\\infty", "\\boxed{-\\infty}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\boxed{\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}}"),
     ("\\text{even}", "The answer is odd."), ("12", "最终答案：13"), ("\\{1,2,3\\}", "\\boxed{\\{1,2\\}}"),
+    ("45^\\circ", "\\boxed{\\frac{\\pi}{3}}"), ("7", "The answer is six."), ("1/3", "\\boxed{0.\\overline{6}}"),
 ])
 def test_not_equivalent(gold: str, completion: str) -> None:
     passed, reason, _ = judge(gold, completion)

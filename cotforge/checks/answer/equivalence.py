@@ -16,10 +16,11 @@ from typing import NamedTuple
 from cotforge.checks.answer import symbolic
 from cotforge.checks.answer.extract import MAX_SCAN_CHARS, Extracted, clean, final_answer, gold_answer
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS, text_guard
-from cotforge.checks.answer.normalize import numbers_equal, parse_number
+from cotforge.checks.answer.normalize import numbers_equal, parse_number, unicode_math
 
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal|operatorname)\s*\{([^{}]*)\}")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ|°|\\degree")
 _NOISE = re.compile(r"[\s$.{}\\]|\\left|\\right")
 
 
@@ -82,6 +83,7 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
 
     `text_only`: free-text answers, compared as normalised strings (no number or sympy path).
     """
+    gold, summary = unicode_math(gold), unicode_math(summary)
     gold_extracted, pred = gold_answer(gold), final_answer(summary)
     if text_only:
         if pred.text is None:
@@ -126,7 +128,23 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
                             options.allow_set_relation)
     if not equal:
         equal = _at_stated_precision(gold_exprs, pred_exprs, gold_str, pred_str, options)
+    if not equal and gold_extracted.text and pred.text:
+        equal = _same_angle(gold_extracted.text, pred.text, options)
     return _verdict(equal, answer, gold_shown, "sympy")
+
+
+def _same_angle(gold: str, pred: str, options: Options) -> bool:
+    """`30^\\circ` = `\\frac{\\pi}{6}`, either way round (math-verify drops the degree sign)."""
+    for degrees, radians in ((gold, pred), (pred, gold)):
+        number = parse_number(degrees) if _DEGREES.search(degrees) and "\\pi" in radians else None
+        if number is None:
+            continue
+        value = number.value / 180
+        converted = symbolic.parse(f"${value.numerator}\\pi/{value.denominator}$")
+        other, _, _ = symbolic.split(symbolic.parse(f"${radians}$", options.match_types))
+        if converted and other and symbolic.verify(converted[:1], other, options.precision):
+            return True
+    return False
 
 
 def _at_stated_precision(gold_exprs: list, pred_exprs: list, gold_str: str | None,

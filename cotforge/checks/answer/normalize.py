@@ -36,7 +36,7 @@ _SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\\thinspace|\u00a0|\u202f|\u20
 _WRAPPERS = re.compile(r"^\\(?:boxed|fbox|mathbf|mathrm|textbf|text|mbox|textnormal|displaystyle)\s*\{(.*)\}$",
                        re.DOTALL)
 _UNIT_BRACED = re.compile(r"\\(?:text|mbox|textnormal|mathrm|textrm|textbf|operatorname)\s*\{[^{}]*\}\s*$")
-_UNIT_WORDS = re.compile(r"(?:\s+[A-Za-z]{2,}\.?){1,3}\s*$|(?:[a-zA-Z]{1,2}[²³23]?)$|[\u4e00-\u9fff]{1,3}$")
+_UNIT_WORDS = re.compile(r"(?:\s+[A-Za-z]{2,}\.?){1,3}\s*$|(?:[a-zA-Z]{1,2}(?:\^\{?[23]\}?)?)$|[\u4e00-\u9fff]{1,3}$")
 _UNIT_ATTACHED = {"cm", "mm", "km", "m", "kg", "g", "mg", "ml", "l", "s", "h", "min", "m2", "m²", "m3", "m³",
                   "cm2", "cm²", "cm3", "cm³", "km2", "km²", "ft", "in", "lb", "lbs", "oz", "mph", "hr", "hrs"}
 _NOT_UNITS = {"pi", "e", "i", "x", "y", "z", "n", "k"}
@@ -49,7 +49,25 @@ _DECIMAL = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,6}))?$")
 _SCI = re.compile(r"^(.+?)\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d{1,6})\s*\}?$")
 _FRAC = re.compile(r"^([+-]?)\\[dtc]?frac\s*\{\s*([+-]?[\d.]+)\s*\}\s*\{\s*([+-]?[\d.]+)\s*\}$")
 _SLASH = re.compile(r"^([+-]?[\d.]+)\s*/\s*([+-]?[\d.]+)$")
+_REPEATING = re.compile(r"^([+-]?)(\d*)\.(\d*)\\overline\s*\{(\d{1,20})\}$")
+_UNICODE = str.maketrans({"−": "-", "–": "-", "×": "\\times ", "÷": "\\div ", "·": "\\cdot ", "π": "\\pi ",
+                          "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "²": "^2", "³": "^3",
+                          "，": ",", "＄": "$", "％": "%"})
+_SQRT_SIGN = re.compile(r"√\s*(?:\(([^()]*)\)|\{([^{}]*)\}|(\d+(?:\.\d+)?|[A-Za-z]))")
+_WORDS = {word: index for index, word in enumerate([
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+               "hundred": 100, "thousand": 1000, "million": 1_000_000})
 _THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d*)?$|^\d{1,3}(?: \d{3})+(?:\.\d*)?$")
+
+
+def unicode_math(text: str) -> str:
+    """Unicode math as LaTeX: `−5` -> `-5`, `√2` -> `\\sqrt{2}`, `2π` -> `2\\pi`, `x ≤ 3` -> `x \\le 3`."""
+    if text.isascii():
+        return text
+    text = _SQRT_SIGN.sub(lambda m: "\\sqrt{" + next(g for g in m.groups() if g is not None) + "}", text)
+    return text.translate(_UNICODE)
 
 
 def _strip_dress(text: str) -> tuple[str, bool]:
@@ -82,7 +100,7 @@ def _strip_dress(text: str) -> tuple[str, bool]:
 
 
 def _is_unit(word: str) -> bool:
-    word = word.strip().lower().rstrip(".")
+    word = re.sub(r"\^\{?([23])\}?", r"\1", word.strip().lower().rstrip("."))
     if word in _NOT_UNITS or "\\" in word:
         return False
     return " " in word or word in _UNIT_ATTACHED or not word.isascii() or len(word) >= 3
@@ -118,13 +136,21 @@ def parse_number(text: str | None) -> Number | None:
     """The number an answer string denotes, or None when it is anything more than a number."""
     if not text or len(text) > 200:
         return None
-    body, percent = _strip_dress(_SPACES.sub("", text).replace("{,}", ","))
-    body = body.replace("−", "-").strip()
+    body, percent = _strip_dress(_SPACES.sub("", unicode_math(text)).replace("{,}", ","))
     if body.startswith("(") and body.endswith(")") and "," not in body:
         body = body[1:-1].strip()
     plain = _decimal(body)
     if plain:
         return Number(plain[0], percent, plain[1])
+    if body.lower() in _WORDS:
+        return Number(Fraction(_WORDS[body.lower()]), percent)
+    repeating = _REPEATING.match(body)
+    if repeating:
+        sign, integer, fixed, period = repeating.groups()
+        value = Fraction(int(integer or 0)) + Fraction(int(fixed or 0), 10 ** len(fixed)) if fixed else Fraction(
+            int(integer or 0))
+        value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
+        return Number(-value if sign == "-" else value, percent)
     sci = _SCI.match(body)
     if sci:
         mantissa, exponent = _decimal(sci.group(1).strip()), int(sci.group(2))
