@@ -97,7 +97,11 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
         problem = text_guard(pred.text, options.max_answer_chars)
         if problem:
             return Outcome(False, pred.text[:options.max_answer_chars], gold_extracted.text, problem)
+    return _sympy_path(gold, summary, gold_extracted, pred, options)
 
+
+def _sympy_path(gold: str, summary: str, gold_extracted: Extracted, pred: Extracted, options: Options) -> Outcome:
+    """math-verify on both texts (the whole summary, so its own extraction applies), guarded."""
     summary_text = clean(summary, MAX_SCAN_CHARS)
     if text_guard(summary_text, MAX_SCAN_CHARS):  # a hostile summary: parse only the answer
         summary_text = f"${pred.text}$" if pred.text else ""
