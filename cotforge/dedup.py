@@ -83,19 +83,19 @@ class Deduper:
         self.sig_file.close()
 
     # -- per batch ---------------------------------------------------------------------------
-    def check_batch(self, texts: list[str], prompt_ids: list[str], full_texts: list[str]) -> None:
+    def check_batch(self, texts: list[str], prompt_ids: list[str], full_keys: list[int]) -> None:
         """Prepare a batch: hashes, signatures, and the earlier kept rows that share a bucket.
 
-        `texts` are compared across prompts; `full_texts` (prompt + completion) between samples of
-        the same prompt."""
+        `texts` are compared across prompts; `full_keys` (hashes of the whole sample) between
+        samples of the same prompt."""
         normalized = [normalize_text(t) for t in texts]
         self._batch = {"prompt_ids": prompt_ids, "exact": {}, "candidates": {}, "sigs": None,
                        "keys": [hash64(t) for t in normalized] if self.exact else None,
-                       "full_keys": [hash64(normalize_text(t)) for t in full_texts] if self.exact else None,
+                       "full_keys": full_keys,
                        "in_batch_exact": {}, "lsh": None}
         if self.exact and self.kept_rows:
             self._batch["exact"] = self._earlier_exact(self._batch["keys"])
-        if self.threshold is not None:
+        if self.threshold is not None and texts:
             minhashes = MinHash.bulk([shingles(t, self.ngram) for t in normalized], num_perm=self.num_perm,
                                      seed=self.seed)
             sigs = np.stack([m.hashvalues for m in minhashes]).astype(np.uint32)

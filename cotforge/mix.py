@@ -24,6 +24,8 @@ import json
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import duckdb
@@ -39,8 +41,7 @@ from cotforge.schema import SAMPLE_SCHEMA, to_table
 
 BATCH_ROWS = 8192
 STAGES = ("over per_prompt", "contaminated", "exact duplicate", "near duplicate", "over quota")
-_ORDER = {"random": "_rand", "shortest": "length(coalesce(completion, '')), _rand",
-          "longest": "length(coalesce(completion, '')) DESC, _rand"}
+_ORDER = {"random": "_rand", "shortest": "_length, _rand", "longest": "_length DESC, _rand"}
 
 
 def _dedup_text(row: dict, field: str) -> str:
@@ -92,55 +93,122 @@ def _output_row(row: dict, source: Source, passed: bool, reason: str | None, sco
     return row
 
 
+def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: EvalIndex | None,
+            deduper: Deduper, kept: Counter) -> list[tuple | None]:
+    """Each row's (stage, reason, score), or None when kept; rows arrive in priority order."""
+    reasons: list = [None] * len(rows)
+    for pos, row in enumerate(rows):
+        if row["_over"]:
+            reasons[pos] = ("over per_prompt", "over per_prompt", None)
+        elif evals is not None and (label := evals.match(row.get("prompt") or "")):
+            reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
+    candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
+    deduper.check_batch([_dedup_text(rows[p], recipe.dedup_text) for p in candidates],
+                        [rows[p]["prompt_id"] for p in candidates], [rows[p]["_full"] for p in candidates])
+    for index, pos in enumerate(candidates):
+        row = rows[pos]
+        duplicate = deduper.duplicate(index) if source.dedup else None
+        if duplicate is not None:
+            reasons[pos] = (f"{duplicate.kind} duplicate", duplicate.reason, duplicate.jaccard)
+            continue
+        domain = row.get("domain") or ""
+        limit = targets.get(domain, 0) if isinstance(targets, dict) else targets
+        counted = kept[domain] if isinstance(targets, dict) else sum(kept.values())
+        if limit is not None and counted >= limit:
+            reasons[pos] = ("over quota", "over quota", None)
+            continue
+        kept[domain] += 1
+        deduper.keep(index, row["id"])
+    deduper.commit_batch()
+    return reasons
+
+
+def _side_by_side(con: duckdb.DuckDBPyConnection, relation: str, columns: str,
+                  side_table: str) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Batches of the relation's rows in file order, each with the `side_table` rows (keyed by
+    `_fkey` = hash(filename), `_frn`) of the same rows: a merge join done in Python, because a
+    DuckDB join would hold the long texts in its hash table."""
+    hash_of = dict(con.execute(f"SELECT DISTINCT filename, hash(filename) FROM {relation}").fetchall())
+    side = _rows(con.cursor().sql(f"""SELECT s.* FROM {side_table} s
+        JOIN (SELECT DISTINCT filename, hash(filename) AS _fkey FROM {relation}) f USING (_fkey)
+        ORDER BY f.filename, s._frn"""))
+    con.execute("SET preserve_insertion_order=true")  # the scan keeps file order, as `side` is sorted
+    for batch in con.sql(f"SELECT filename, file_row_number, {columns} FROM {relation}").to_arrow_reader(BATCH_ROWS):
+        rows = batch.to_pylist()
+        sides = list(islice(side, len(rows)))
+        for row, other in zip(rows, sides, strict=True):
+            if (hash_of[row.pop("filename")], row.pop("file_row_number")) != (other["_fkey"], other["_frn"]):
+                raise RuntimeError("mix: rows and their side table are out of step")  # a bug, never bad input
+        yield rows, sides
+    con.execute("SET preserve_insertion_order=false")
+
+
+def _insert(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table, create: bool) -> None:
+    cursor.register("_batch", data)
+    cursor.execute(f"CREATE TABLE {table} AS SELECT * FROM _batch" if create else
+                   f"INSERT INTO {table} SELECT * FROM _batch")
+    cursor.unregister("_batch")
+
+
 def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, relation: str,
                 evals: EvalIndex | None, deduper: Deduper, writer: _Writer, progress: Progress) -> dict:
+    """Decide on a narrow table in priority order (decisions go to a DuckDB table), then stream the
+    full rows in file order beside their decisions: no sort, window or join holds the long texts."""
     per_prompt = source.per_prompt or 2**31
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _ranked AS
-        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY {_ORDER[source.select]}) AS _rank
-        FROM (SELECT *, md5(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})""")
-    pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _ranked WHERE _rank <= {per_prompt} "
-                            "GROUP BY ALL").fetchall())
+    con.execute(f"""CREATE OR REPLACE TABLE _ranks AS
+        SELECT _fkey, file_row_number AS _frn, _rand,
+               row_number() OVER (PARTITION BY prompt_id ORDER BY {_ORDER[source.select]}) AS _rank
+        FROM (SELECT hash(filename) AS _fkey, file_row_number, prompt_id, length(coalesce(completion, '')) AS _length,
+                     md5_number_lower(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})""")
+    extra = ", completion" if recipe.dedup_text == "sample" else ""
+    cursor = con.cursor()
+    cursor.execute("DROP TABLE IF EXISTS _keys")
+    has_rows = False
+    for index, (rows, ranks) in enumerate(_side_by_side(con, relation, f"""id, prompt_id, prompt, summary, domain{extra},
+            hash(lower(regexp_replace(trim(concat(prompt, chr(10), completion)), '\\s+', ' ', 'g'))) AS _full""",
+                                                        "_ranks")):
+        for row, rank in zip(rows, ranks):
+            row.update(rank)
+        _insert(cursor, "_keys", pa.Table.from_pylist(rows, schema=_key_schema(bool(extra))), create=index == 0)
+        has_rows = True
+    con.execute("DROP TABLE _ranks")
+    pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _keys WHERE _rank <= {per_prompt} "
+                            "GROUP BY ALL").fetchall()) if has_rows else {}
     targets = _targets(source.quota, pool)
     kept: Counter = Counter()
     dropped: Counter = Counter()
-    reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _ranked "
-                     "ORDER BY _over, _rand").to_arrow_reader(BATCH_ROWS)
-    for batch in reader:
-        rows = batch.to_pylist()
-        reasons: list = [None] * len(rows)
-        for pos, row in enumerate(rows):
-            if row["_over"]:
-                reasons[pos] = ("over per_prompt", "over per_prompt", None)
-            elif evals is not None and (label := evals.match(row.get("prompt") or "")):
-                reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
-        candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
-        deduper.check_batch([_dedup_text(rows[p], recipe.dedup_text) for p in candidates],
-                            [rows[p]["prompt_id"] for p in candidates],
-                            [_dedup_text(rows[p], "sample") for p in candidates])
-        for index, pos in enumerate(candidates):
-            row = rows[pos]
-            duplicate = deduper.duplicate(index) if source.dedup else None
-            if duplicate is not None:
-                reasons[pos] = (f"{duplicate.kind} duplicate", duplicate.reason, duplicate.jaccard)
-                continue
-            domain = row.get("domain") or ""
-            limit = targets.get(domain, 0) if isinstance(targets, dict) else targets
-            counted = kept[domain] if isinstance(targets, dict) else sum(kept.values())
-            if limit is not None and counted >= limit:
-                reasons[pos] = ("over quota", "over quota", None)
-                continue
-            kept[domain] += 1
-            deduper.keep(index, row["id"])
-        deduper.commit_batch()
-        for row, reason in zip(rows, reasons):
-            if reason is None:
-                writer.add(_output_row(row, source, True, None))
-            else:
-                dropped[reason[0]] += 1
-                writer.add(_output_row(row, source, False, reason[1], reason[2]))
-        progress.advance(len(rows), kept=sum(kept.values()))
-    con.execute("DROP TABLE _ranked")
+    cursor.execute("CREATE OR REPLACE TABLE _decisions (_fkey UBIGINT, _frn BIGINT, _reason VARCHAR, _score DOUBLE)")
+    if pool:
+        reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _keys "
+                         "ORDER BY _over, _rand, _fkey, _frn").to_arrow_reader(BATCH_ROWS)
+        for batch in reader:
+            rows = batch.to_pylist()
+            reasons = _decide(rows, recipe, source, targets, evals, deduper, kept)
+            dropped.update(reason[0] for reason in reasons if reason is not None)
+            _insert(cursor, "_decisions", pa.table({
+                "_fkey": pa.array([r["_fkey"] for r in rows], pa.uint64()), "_frn": [r["_frn"] for r in rows],
+                "_reason": [reason[1] if reason else None for reason in reasons],
+                "_score": pa.array([reason[2] if reason else None for reason in reasons], pa.float64())}),
+                create=False)
+            progress.advance(len(rows), kept=sum(kept.values()))
+        for rows, decisions in _side_by_side(con, relation, "* EXCLUDE (filename, file_row_number)", "_decisions"):
+            for row, decision in zip(rows, decisions):
+                writer.add(_output_row(row, source, decision["_reason"] is None, decision["_reason"],
+                                       decision["_score"]))
+    cursor.execute("DROP TABLE IF EXISTS _keys; DROP TABLE _decisions")
+    cursor.close()
     return _source_report(source, targets, pool, kept, dropped)
+
+
+def _key_schema(with_completion: bool) -> pa.Schema:
+    texts = ["id", "prompt_id", "prompt", "summary", "domain"] + (["completion"] if with_completion else [])
+    return pa.schema([*((name, pa.string()) for name in texts), ("_full", pa.uint64()), ("_fkey", pa.uint64()),
+                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_rank", pa.int64())])
+
+
+def _rows(relation: duckdb.DuckDBPyRelation) -> Iterator[dict]:
+    for batch in relation.to_arrow_reader(BATCH_ROWS):
+        yield from batch.to_pylist()
 
 
 def _source_report(source: Source, targets, pool: dict, kept: Counter, dropped: Counter) -> dict:
@@ -177,7 +245,7 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
     near = recipe.near or {}
     deduper = Deduper(workdir / "dedup", exact=recipe.exact, threshold=near.get("threshold"),
                       num_perm=int(near.get("num_perm", 128)), ngram=int(near.get("ngram", 5)), seed=recipe.seed + 1)
-    con = duckdb.connect()
+    con = duckdb.connect(str(workdir / "mix.duckdb"))  # on disk: tables and sorts can leave RAM
     con.execute(f"SET memory_limit='{memory_limit}'; SET threads=2; "
                 f"SET temp_directory={_sql_str(workdir / 'duckdb.tmp')}; SET preserve_insertion_order=false")
     con.register("_empty_samples", pa.table({n: pa.array([], t) for n, t in zip(SAMPLE_SCHEMA.names,

@@ -23,6 +23,7 @@ from cotforge.schema import SAMPLE_SCHEMA, to_table
 from cotforge.selfcog import load_spec, self_cognition_rows
 
 STAGE_CHUNK_ROWS = 5000
+_ROW_KEY = "union_by_name=true, filename=true, file_row_number=true"
 _ROLE_NAMES = {"human": "user", "gpt": "assistant"}
 
 
@@ -65,19 +66,21 @@ def _normalized_rows(source: Source) -> Iterator[dict]:
 
 
 def source_relation(source: Source, workdir: Path) -> str:
-    """SQL for the source's candidate rows (SAMPLE_SCHEMA columns), staging a Parquet file if needed."""
+    """SQL for the source's candidate rows, staging a Parquet file if needed.
+
+    Columns: SAMPLE_SCHEMA's, plus `filename` and `file_row_number`, a unique row key."""
     if source.path is not None and is_run_folder(source.path):
         shards = sorted((source.path / "samples").glob("part-*.parquet"))
         if not shards:
-            return "(SELECT * FROM _empty_samples)"
+            return "(SELECT *, '' AS filename, 0::BIGINT AS file_row_number FROM _empty_samples)"
         files = ", ".join(_sql_str(s) for s in shards)
-        relation = f"(SELECT * FROM read_parquet([{files}], union_by_name=true) WHERE accepted)"
+        relation = f"(SELECT * FROM read_parquet([{files}], {_ROW_KEY}) WHERE accepted)"
     else:
         staged = workdir / f"source-{source.name}.parquet"
         with pq.ParquetWriter(staged, SAMPLE_SCHEMA, compression="zstd") as writer:
             for rows in chunks(_normalized_rows(source), STAGE_CHUNK_ROWS):
                 writer.write_table(to_table(rows, SAMPLE_SCHEMA))
-        relation = f"(SELECT * FROM read_parquet({_sql_str(staged)}))"
+        relation = f"(SELECT * FROM read_parquet({_sql_str(staged)}, {_ROW_KEY}))"
     if source.where:
         relation = f"(SELECT * FROM {relation} WHERE {source.where})"
     return relation
