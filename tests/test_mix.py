@@ -191,6 +191,12 @@ sources:
     assert json.loads(counts.stdout) == [{"domain": "code", "count_star()": 10}, {"domain": "math", "count_star()": 4}]
     manifest = RunDir(world / "mix").manifest()
     assert manifest["status"] == "complete" and manifest["mix"]["dropped"]["over quota"] == 6
+    # a mix exports like any run: its kept rows, with the mix funnel and shortfall on the card
+    cli("export", world / "mix", "--out", world / "ds", "--style", "special-token", check=True)
+    datasets = pytest.importorskip("datasets")
+    assert len(datasets.load_dataset(str(world / "ds"), split="train")) == 14
+    card = (world / "ds" / "README.md").read_text()
+    assert "| over quota | 6 | 14 |" in card and "- reasoning/code: 10 of 20 (10 missing)" in card
 
 
 def test_generate_source_is_not_built_yet(world: Path) -> None:
