@@ -11,6 +11,9 @@ defaults, `code` is skipped (its tests judge it), `text` compares normalised str
 
 from __future__ import annotations
 
+import multiprocessing
+
+from cotforge.checks.answer import symbolic
 from cotforge.checks.answer.choice import ChoiceCheck
 from cotforge.checks.answer.common import summary_of
 from cotforge.checks.answer.equivalence import Options, compare
@@ -28,6 +31,10 @@ class AnswerCheck(Check):
     strict: bool = True  # math-verify default: f(x) != f(y)
     allow_set_relation: bool = False  # math-verify default
     max_answer_chars: int = MAX_ANSWER_CHARS
+
+    def __post_init__(self) -> None:
+        if multiprocessing.parent_process() is not None:  # a pool worker: warm up before any item's
+            symbolic.warm_up()  # time limit starts; the main process imports sympy on first use
 
     def check(self, sample: dict) -> Verdict:
         gold = sample.get("gold")

@@ -75,6 +75,20 @@ def use_two_stage_parsing() -> None:
     _two_stage = True
 
 
+_WARM_UP = ("$\\frac{1}{2}$", "$(1, 2)$", "$\\{1, 2\\}$", "$[0, 1)$", "$x^2 + 1 = 0$", "$\\sqrt{2}\\pi$")
+_warm = False
+
+
+def warm_up() -> None:
+    """Import sympy and math-verify and run a few parses once per process, so that a fresh worker
+    does not spend an item's time limit on imports and the parser's first predictions."""
+    global _warm
+    if not _warm:
+        _warm = True
+        for text in _WARM_UP:
+            parse(text)
+
+
 def parse(text: str, match_types: tuple[str, ...] = MATCH_TYPES) -> list:
     """math-verify's parse without signals: [sympy object(s)..., extracted string] or []."""
     from math_verify import parse as mv_parse
