@@ -174,6 +174,10 @@ class Chain:
                 for s, c, t in zip(self.specs, self.checks, self.timeouts)]
 
     # pool lifecycle
+    def start(self) -> None:
+        """Start the worker pool now (it starts on first use otherwise); workers import in the background."""
+        self._start()
+
     def _start(self) -> None:
         if self._workers or self.jobs <= 0:
             return

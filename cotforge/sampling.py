@@ -130,6 +130,7 @@ class Sampler:
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
         self.chain = Chain(parse_specs(config.checks), config.jobs)
         self._engine = engine
+        self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
         self._load_state()
         self.tokens = 0
@@ -231,6 +232,7 @@ class Sampler:
         start = time.monotonic()
         total = len(self.state)
         with self.chain, Progress("generate", total=total, unit="prompts") as progress:
+            self.chain.start()  # workers load their checks while the first batch generates
             progress.advance(sum(self.done(p) for p in self.state.values()))
             for round_index in range(self.config.max_rounds):
                 plan = self._plan(round_index)
@@ -265,7 +267,7 @@ class Sampler:
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
         self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
-        if self._engine is not None:
+        if self._owns_engine and self._engine is not None:
             self._engine.close()
         return {**summary, "funnel": counts["funnel"]}
 
