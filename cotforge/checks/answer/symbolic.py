@@ -75,7 +75,10 @@ def use_two_stage_parsing() -> None:
     _two_stage = True
 
 
-_WARM_UP = ("$\\frac{1}{2}$", "$(1, 2)$", "$\\{1, 2\\}$", "$[0, 1)$", "$x^2 + 1 = 0$", "$\\sqrt{2}\\pi$")
+# typical final answers: the parser's first prediction of each construct is its slowest
+WARM_UP = ("\\frac{1}{2}", "-\\frac{3}{4}", "(1, 2)", "\\{1, 2\\}", "[0, 1)", "(-\\infty, 3] \\cup (4, 5)", "x^2 + 1 = 0",
+           "2\\sqrt{2}\\pi", "x \\le 3", "\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", "28\\%", "90^\\circ",
+           "\\text{odd}", "\\sin(x) + \\log_2 8", "\\binom{5}{2}", "x = 3, y = 4", "1, 2, 3")
 _warm = False
 
 
@@ -85,8 +88,8 @@ def warm_up() -> None:
     global _warm
     if not _warm:
         _warm = True
-        for text in _WARM_UP:
-            parse(text)
+        for text in WARM_UP:
+            parse(f"${text}$")
 
 
 def parse(text: str, match_types: tuple[str, ...] = MATCH_TYPES) -> list:
