@@ -45,6 +45,7 @@ def test_gsm8k_agreement_with_is_correct(shared_dir: Path) -> None:
                     agree += 1
                 else:
                     disagreements.append((cell["is_correct"], verdict.reason))
+    print(f"\ngsm8k is_correct agreement: {agree}/{total} = {100 * agree / total:.2f}%")
     assert total == 5276
     assert agree / total >= 0.999, disagreements[:10]
 
@@ -58,5 +59,8 @@ def test_math_verify_conformance(shared_dir: Path) -> None:
             {"gold": row["gold"], "completion": row["pred"]})
         if verdict.passed != row["expected"]:
             wrong.append((index, row["expected"], verdict.reason))
+    right = len(rows) - len(wrong)
+    print(f"\nmath-verify conformance (grader options mapped): {right}/{len(rows)} = {100 * right / len(rows):.2f}%; "
+          f"wrong: {[index for index, _, _ in wrong]}")
     assert len(rows) == 254
     assert 1 - len(wrong) / len(rows) >= 0.97, wrong
