@@ -14,14 +14,17 @@ import importlib
 import multiprocessing as mp
 import os
 import resource
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Self
 
 import yaml
 
+from cotforge.checks import load_all
 from cotforge.checks.base import Check, Verdict, create
 from cotforge.io.errors import CotforgeError
 
@@ -71,6 +74,13 @@ def parse_specs(spec: str | list) -> list[CheckSpec]:
     if not specs:
         raise CotforgeError(f"--checks {spec!r}: no checks")
     return specs
+
+
+def check_modules() -> list[str]:
+    import cotforge.checks as package
+
+    load_all()
+    return sorted({module for module in sys.modules if module.startswith(package.__name__ + ".")})
 
 
 def build_checks(specs: list[CheckSpec]) -> list[Check]:
@@ -182,7 +192,9 @@ class Chain:
         if self._workers or self.jobs <= 0:
             return
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["cotforge.chain", "cotforge.checks"])
+        # Import every check module (sympy, the LaTeX parser, ...) once in the fork server, so new and
+        # replacement workers start with them loaded.
+        self._ctx.set_forkserver_preload(["cotforge.chain", *check_modules()])
         self._workers = [self._spawn() for _ in range(self.jobs)]
 
     def _spawn(self) -> _Worker:
@@ -199,7 +211,7 @@ class Chain:
                 worker.kill()
         self._workers = []
 
-    def __enter__(self) -> Chain:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -215,10 +227,12 @@ class Chain:
         crashes: Counter = Counter()
         while queue or any(w.inflight for w in self._workers):
             for worker in self._workers:
-                if not worker.inflight and queue:
+                # Up to two batches in flight: the worker never waits on the parent between batches.
+                if len(worker.inflight) <= BATCH and queue:
                     batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
-                    worker.inflight = {item: (sample, skip) for item, sample, skip in batch}
-                    worker.status[0], worker.status[2] = batch[0][0], 0.0
+                    if not worker.inflight:
+                        worker.status[0], worker.status[2] = batch[0][0], 0.0
+                    worker.inflight.update({item: (sample, skip) for item, sample, skip in batch})
                     try:
                         worker.conn.send(batch)
                     except OSError:  # died before reading: supervision below replaces it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the first bad row; quarantine: keep "
                                                           "it in the run's quarantine table and go on")]
-Fields = Annotated[Optional[list[str]], typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
+Fields = Annotated[list[str] | None, typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
 
 
@@ -40,33 +40,34 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 @app.command()
 def generate(
-    prompts: Annotated[Optional[Path], typer.Argument(help="prompt file or folder (or set `prompts` in --recipe)")]
+    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder (or set `prompts` in --recipe)")]
     = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="run folder (resumable)")] = None,
-    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; options below override it")]
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe; options below override it")]
     = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="embedded | vllm | openai | replay")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="model name, folder or GGUF file")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="samples per prompt in round 0")] = None,
-    accept: Annotated[Optional[int], typer.Option("--accept", help="accepted samples wanted per prompt")] = None,
-    max_rounds: Annotated[Optional[int], typer.Option("--max-rounds")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", help="samples per prompt at most")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="prompts per committed batch")] = None,
-    checks: Annotated[Optional[str], typer.Option("--checks", help="preset in filters/ or a comma list")] = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="embedded | vllm | openai | replay")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model name, folder or GGUF file")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="samples per prompt in round 0")] = None,
+    accept: Annotated[int | None, typer.Option("--accept", help="accepted samples wanted per prompt")] = None,
+    max_rounds: Annotated[int | None, typer.Option("--max-rounds")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="samples per prompt at most")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="prompts per committed batch")] = None,
+    checks: Annotated[str | None, typer.Option("--checks", help="preset in filters/ or a comma list")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
     fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
     = False,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
 ) -> None:
     """Rejection-sample k completions per prompt in adaptive rounds (vLLM, OpenAI-compatible, embedded CPU)."""
     from cotforge.io.normalize import parse_field_overrides
     from cotforge.recipe import load_generate_recipe
-    from cotforge.sampling import GenerateConfig, format_generate_summary, generate as run_generate
+    from cotforge.sampling import GenerateConfig, format_generate_summary
+    from cotforge.sampling import generate as run_generate
 
     options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
     given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
@@ -88,7 +89,7 @@ def generate(
 def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files or folders")],
                out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
                checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
-               jobs: Annotated[Optional[int], typer.Option("--jobs", help="worker processes (default: all cores)")]
+               jobs: Annotated[int | None, typer.Option("--jobs", help="worker processes (default: all cores)")]
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]

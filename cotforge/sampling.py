@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

@@ -84,7 +84,7 @@ SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
 
 def describe(schema: pa.Schema) -> str:
     """Field-by-field documentation, for `--help` texts and the data card."""
-    return "\n".join(f"{f.name:18} {str(f.type):40} {f.metadata[b'doc'].decode()}" for f in schema)
+    return "\n".join(f"{f.name:18} {f.type!s:40} {f.metadata[b'doc'].decode()}" for f in schema)
 
 
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

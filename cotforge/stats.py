@@ -33,8 +33,8 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
 
 
 def format_summary(counts: dict) -> str:
-    lines = [f"rows read {counts['rows_read']}: accepted {counts['accepted']}, rejected {counts['rejected']}, "
-             f"quarantined {counts['quarantined']}"]
+    lines = [(f"rows read {counts['rows_read']}: accepted {counts['accepted']}, rejected {counts['rejected']}, "
+             f"quarantined {counts['quarantined']}")]
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")

@@ -40,7 +40,7 @@ def test_sigkill_then_resume_keeps_committed_samples(tmp_path):
     assert 1 <= len(shards) < 4, "the kill should land mid-run"
     _, before = run_query(out, "SELECT id, completion FROM samples")
 
-    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert finished.returncode == 0, finished.stderr[-2000:]
     for name, value in shards.items():
         assert digest(out / "samples" / name) == value, f"committed shard {name} changed"

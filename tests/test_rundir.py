@@ -59,11 +59,11 @@ def test_writer_killed_before_rename_leaves_nothing_visible(tmp_path):
     data.write_text("{}\n")
     run = RunDir.open(tmp_path / "run", "filter", {}, [data])
     run.write_shard("samples", 0, to_table(sample_rows(4), SAMPLE_SCHEMA))
-    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(run.path)])
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(run.path)], check=False)
     assert result.returncode == -signal.SIGKILL
     leftovers = list((run.path / "samples").glob(".*.tmp"))
     assert leftovers, "the killed writer should have left its temp file behind"
-    columns, rows = run_query(run.path, "SELECT count(*), count(*) FILTER (WHERE id = 'late') FROM samples")
+    _, rows = run_query(run.path, "SELECT count(*), count(*) FILTER (WHERE id = 'late') FROM samples")
     assert rows == [(4, 0)]
     RunDir.open(run.path, "filter", {}, [data])  # reopening cleans the temp file
     assert not list((run.path / "samples").glob(".*.tmp"))

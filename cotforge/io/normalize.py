@@ -153,12 +153,11 @@ class Normalizer:
                 raise bad("prompt", "missing required field (no prompt, question, problem, instruction "
                                     "or messages column)")
             return
-        if row.get("completion") is None:
-            if row.get("reasoning") is None or row.get("summary") is None:
-                missing = "completion" if row.get("reasoning") is None and row.get("summary") is None else (
-                    "summary" if row.get("reasoning") is not None else "reasoning")
-                raise bad(missing, "missing required field (a sample needs `completion`, or `reasoning` "
-                                   "and `summary`)")
+        if row.get("completion") is None and (row.get("reasoning") is None or row.get("summary") is None):
+            missing = "completion" if row.get("reasoning") is None and row.get("summary") is None else (
+                "summary" if row.get("reasoning") is not None else "reasoning")
+            raise bad(missing, "missing required field (a sample needs `completion`, or `reasoning` "
+                               "and `summary`)")
 
     def _fill_ids(self, row: dict) -> dict:
         prompt_key = row.get("prompt") or _dump(row.get("messages"))
