@@ -16,6 +16,12 @@ The output is a run folder: every considered row is in `samples` (`accepted` = k
 `{check: "mix"}` verdict; `source` is the recipe's source name and `metadata.original_source` the
 row's own. The same recipe and seed give the same mix. A mix is not resumable: an interrupted mix
 restarts from scratch on rerun (shards are still written atomically); a completed one is reused.
+
+Memory: DuckDB works in an on-disk database under OUT/.mix-work (limit `memory_limit`, and 128 MB for
+the dedup index), so selection never needs the data in RAM. Python holds one batch at a time; the
+long texts (completion, reasoning) never enter a DuckDB sort, window or join: decisions are made on
+a narrow table (ids, prompt, summary), and the full rows are streamed in file order beside them.
+Output rows are in source order, then file order (not priority order).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pyarrow as pa
 from cotforge.decontam import EvalIndex
 from cotforge.dedup import Deduper
 from cotforge.io.rundir import RunDir
+from cotforge.mix_decisions import DecisionLog
 from cotforge.mix_recipe import Recipe, Source, load_recipe
 from cotforge.mix_sources import _sql_str, source_relation, upstream_funnel
 from cotforge.progress import Progress
@@ -151,9 +158,10 @@ def _insert(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table, creat
 
 
 def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, relation: str,
-                evals: EvalIndex | None, deduper: Deduper, writer: _Writer, progress: Progress) -> dict:
-    """Decide on a narrow table in priority order (decisions go to a DuckDB table), then stream the
-    full rows in file order beside their decisions: no sort, window or join holds the long texts."""
+                evals: EvalIndex | None, deduper: Deduper, writer: _Writer, progress: Progress,
+                workdir: Path) -> dict:
+    """Decide on a narrow table in priority order (decisions go to a file, by file-order position),
+    then stream the full rows in file order beside them: no sort, window or join holds long texts."""
     per_prompt = source.per_prompt or 2**31
     con.execute(f"""CREATE OR REPLACE TABLE _ranks AS
         SELECT _fkey, file_row_number AS _frn, _rand,
@@ -163,39 +171,42 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
     extra = ", completion" if recipe.dedup_text == "sample" else ""
     cursor = con.cursor()
     cursor.execute("DROP TABLE IF EXISTS _keys")
-    has_rows = False
-    for index, (rows, ranks) in enumerate(_side_by_side(con, relation, f"""id, prompt_id, prompt, summary, domain{extra},
+    rows_seen = 0
+    for rows, ranks in _side_by_side(con, relation, f"""id, prompt_id, prompt, summary, domain{extra},
             hash(lower(regexp_replace(trim(concat(prompt, chr(10), completion)), '\\s+', ' ', 'g'))) AS _full""",
-                                                        "_ranks")):
-        for row, rank in zip(rows, ranks):
-            row.update(rank)
-        _insert(cursor, "_keys", pa.Table.from_pylist(rows, schema=_key_schema(bool(extra))), create=index == 0)
-        has_rows = True
+                                     "_ranks"):
+        for position, (row, rank) in enumerate(zip(rows, ranks), start=rows_seen):
+            row.update(rank, _ord=position)
+        _insert(cursor, "_keys", pa.Table.from_pylist(rows, schema=_key_schema(bool(extra))), create=not rows_seen)
+        rows_seen += len(rows)
     con.execute("DROP TABLE _ranks")
     pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _keys WHERE _rank <= {per_prompt} "
-                            "GROUP BY ALL").fetchall()) if has_rows else {}
+                            "GROUP BY ALL").fetchall()) if rows_seen else {}
     targets = _targets(source.quota, pool)
     kept: Counter = Counter()
     dropped: Counter = Counter()
-    cursor.execute("CREATE OR REPLACE TABLE _decisions (_fkey UBIGINT, _frn BIGINT, _reason VARCHAR, _score DOUBLE)")
-    if pool:
+    if rows_seen:
+        log = DecisionLog(workdir / "decisions.bin")
         reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _keys "
-                         "ORDER BY _over, _rand, _fkey, _frn").to_arrow_reader(BATCH_ROWS)
+                         "ORDER BY _over, _rand, _ord").to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             rows = batch.to_pylist()
             reasons = _decide(rows, recipe, source, targets, evals, deduper, kept)
+            for row, reason in zip(rows, reasons):
+                log.write(row["_ord"], *(reason[1:] if reason else (None, None)))
             dropped.update(reason[0] for reason in reasons if reason is not None)
-            _insert(cursor, "_decisions", pa.table({
-                "_fkey": pa.array([r["_fkey"] for r in rows], pa.uint64()), "_frn": [r["_frn"] for r in rows],
-                "_reason": [reason[1] if reason else None for reason in reasons],
-                "_score": pa.array([reason[2] if reason else None for reason in reasons], pa.float64())}),
-                create=False)
             progress.advance(len(rows), kept=sum(kept.values()))
-        for rows, decisions in _side_by_side(con, relation, "* EXCLUDE (filename, file_row_number)", "_decisions"):
-            for row, decision in zip(rows, decisions):
-                writer.add(_output_row(row, source, decision["_reason"] is None, decision["_reason"],
-                                       decision["_score"]))
-    cursor.execute("DROP TABLE IF EXISTS _keys; DROP TABLE _decisions")
+        con.execute("SET preserve_insertion_order=true")  # file order: the order positions were given in
+        position = 0
+        for batch in con.sql(f"SELECT * EXCLUDE (filename, file_row_number) FROM {relation}").to_arrow_reader(
+                BATCH_ROWS):
+            rows = batch.to_pylist()
+            for row, (reason, score) in zip(rows, log.read(position, len(rows))):
+                writer.add(_output_row(row, source, reason is None, reason, score))
+            position += len(rows)
+        con.execute("SET preserve_insertion_order=false")
+        log.close()
+    cursor.execute("DROP TABLE IF EXISTS _keys")
     cursor.close()
     return _source_report(source, targets, pool, kept, dropped)
 
@@ -203,7 +214,8 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
 def _key_schema(with_completion: bool) -> pa.Schema:
     texts = ["id", "prompt_id", "prompt", "summary", "domain"] + (["completion"] if with_completion else [])
     return pa.schema([*((name, pa.string()) for name in texts), ("_full", pa.uint64()), ("_fkey", pa.uint64()),
-                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_rank", pa.int64())])
+                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_rank", pa.int64()),
+                      ("_ord", pa.int64())])
 
 
 def _rows(relation: duckdb.DuckDBPyRelation) -> Iterator[dict]:
@@ -256,7 +268,8 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
         with Progress("mix") as progress:
             for source in recipe.sources:
                 relation = source_relation(source, workdir)
-                sources[source.name] = _mix_source(con, recipe, source, relation, evals, deduper, writer, progress)
+                sources[source.name] = _mix_source(con, recipe, source, relation, evals, deduper, writer, progress,
+                                                   workdir)
             writer.flush()
     finally:
         con.close()
