@@ -96,7 +96,7 @@ dedup: {{exact: true, near: {{threshold: 0.8}}}}
 decontaminate: {{against: [eval.jsonl], ngram: 13}}
 """)
     result = subprocess.run([sys.executable, __file__, "--child", str(recipe), str(workdir / f"mix-{rows}")],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"mix of {rows:,} rows failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
