@@ -151,7 +151,9 @@ def test_push_to_hub_through_loopback_server(run_folder: Path, tmp_path: Path, c
     threading.Thread(target=server.serve_forever, daemon=True).start()
     # huggingface_hub reads HF_ENDPOINT at import, so the CLI runs in a subprocess with it set. Xet is
     # off: its upload protocol (a separate CAS service) is not what this server stands in for.
-    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_TOKEN": "hf_test",
+    # CI runs with HF_HUB_OFFLINE=1 (no hub at run time); the "hub" here is on loopback, so lift it.
+    env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"},
+           "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_TOKEN": "hf_test",
            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     out = tmp_path / "ds"
     try:
