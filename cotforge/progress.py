@@ -44,7 +44,7 @@ class Progress:
             self._last = now
             of = f"/{self.total}" if self.total else ""
             rate = self.done / max(now - self._start, 1e-9)
-            print(f"{self.label}: {self.done}{of} {self.unit} ({rate:.0f}/s) {info}".rstrip(), file=self.stream,
+            print(f"{self.label}: {self.done}{of} {self.unit} ({rate:.3g}/s) {info}".rstrip(), file=self.stream,
                   flush=True)
 
     def __exit__(self, *exc) -> None:
