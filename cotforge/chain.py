@@ -22,11 +22,10 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Self
 
-import yaml
-
 from cotforge.checks import load_all
 from cotforge.checks.base import Check, Verdict, create
 from cotforge.io.errors import CotforgeError
+from cotforge.io.yamlfile import load_mapping
 
 FILTERS_DIR = Path(__file__).resolve().parents[1] / "filters"
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
@@ -57,7 +56,7 @@ def parse_specs(spec: str | list) -> list[CheckSpec]:
         path = Path(spec) if spec.endswith((".yaml", ".yml")) else preset_path(spec)
         if not path.exists():
             raise CotforgeError(f"--checks {spec}: no such preset file")
-        entries = (yaml.safe_load(path.read_text()) or {}).get("checks", [])
+        entries = load_mapping(path, "check preset").get("checks", [])
     else:
         entries = [name.strip() for name in spec.split(",") if name.strip()]
     specs = []

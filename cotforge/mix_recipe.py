@@ -31,9 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from cotforge.io.errors import CotforgeError
+from cotforge.io.yamlfile import load_mapping
 
 SELECT_POLICIES = ("random", "shortest", "longest")
 DEDUP_TEXTS = ("prompt_summary", "prompt", "sample")
@@ -114,12 +113,7 @@ def _source(entry: dict, index: int, base: Path) -> Source:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise CotforgeError(f"{path}: no such recipe") from None
-    except yaml.YAMLError as err:
-        raise CotforgeError(f"{path}: not valid YAML: {err}") from None
+    raw = load_mapping(path, "recipe")
     base = path.resolve().parent
     entries = raw.get("sources") or []
     if not entries:

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
-
 from cotforge.io.errors import CotforgeError
+from cotforge.io.yamlfile import load_mapping
 from cotforge.sampling import GenerateConfig
 
 PATH_KEYS = ("prompts", "out")
@@ -27,10 +26,7 @@ PATH_KEYS = ("prompts", "out")
 def load_generate_recipe(path: str | Path) -> tuple[dict, dict]:
     """(GenerateConfig keyword arguments, {prompts, out}) from a recipe file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise CotforgeError(f"{path}: cannot read recipe: {err}") from None
+    data = load_mapping(path, "recipe")
     data = {k: v for k, v in data.items() if k not in ("name", "description")}
     paths = {k: str((path.parent / data.pop(k)).resolve()) for k in PATH_KEYS if data.get(k)}
     engine = data.pop("engine", None)

@@ -11,18 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import short_hash
+from cotforge.io.yamlfile import load_mapping
 
 
 def load_spec(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise CotforgeError(f"{path}: no such self-cognition file") from None
+    spec = load_mapping(path, "self-cognition file")
     for key in ("name", "maker", "languages"):
         if not spec.get(key):
             raise CotforgeError(f"{path}: self-cognition spec needs '{key}'")

@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from cotforge.engines.gguf import shipped_gguf
 from cotforge.io.errors import CotforgeError
+from cotforge.io.yamlfile import load_mapping
 
 EMBEDDED = "embedded"
 # Common to both trainers: save once at the end (see `save`), no tracker unless the config names one.
@@ -70,13 +69,7 @@ def read_config_file(path: str | Path | None) -> dict:
     """A YAML or JSON mapping of trainer config fields (YAML is a superset of JSON)."""
     if not path:
         return {}
-    path = Path(path)
-    if not path.exists():
-        raise CotforgeError(f"--config {path}: no such file")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise CotforgeError(f"--config {path}: expected a mapping of config fields, got {type(data).__name__}")
-    return data
+    return load_mapping(path, "--config file")
 
 
 def build_config(config_cls, out: str | Path, defaults: dict, config_file: str | Path | None, flags: dict):

@@ -1,0 +1,25 @@
+"""Reading the project's YAML files (recipes, presets, configs) with one clear error on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from cotforge.io.errors import CotforgeError
+
+
+def load_mapping(path: str | Path, what: str) -> dict:
+    """The YAML mapping in `path`; a missing file, bad YAML or a non-mapping names `what` it was."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise CotforgeError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CotforgeError(f"{path}: cannot read {what}: {err}") from None
+    except yaml.YAMLError as err:
+        raise CotforgeError(f"{path}: {what} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CotforgeError(f"{path}: expected a YAML mapping in this {what}, got {type(data).__name__}")
+    return data
