@@ -22,7 +22,7 @@ class Progress:
         self._start = time.monotonic()
 
     def __enter__(self) -> Self:
-        if self.stream.isatty():
+        if sys.stdout.isatty() and self.stream.isatty():  # plain lines when output is piped or logged
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
