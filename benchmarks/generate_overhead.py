@@ -19,14 +19,16 @@ import time
 from pathlib import Path
 
 from cotforge.engines.base import Request, SamplingParams
-from cotforge.engines.embedded import EmbeddedEngine
 from cotforge.sampling import GenerateConfig, generate, sample_seed
 from cotforge.templates import render_request
+
+# torch/transformers are imported inside main(): the check pool's worker processes re-import this
+# script as their __main__ (Python's forkserver/spawn semantics), and should not load a model stack.
 
 PROMPTS = Path(__file__).resolve().parents[1] / "recipes" / "data" / "quickstart_prompts.jsonl"
 
 
-def raw_run(engine: EmbeddedEngine, requests: list[Request], params: SamplingParams) -> tuple[int, float]:
+def raw_run(engine, requests: list[Request], params: SamplingParams) -> tuple[int, float]:
     start = time.perf_counter()
     tokens = 0
     for batch in engine.build_batches(requests):
@@ -46,6 +48,8 @@ def main() -> None:
     params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
     requests = [Request(p["id"], render_request("chat", p["prompt"], None)[0], n=k,
                         seed=sample_seed(config.seed, p["id"], 0)) for p in prompts]
+    from cotforge.engines.embedded import EmbeddedEngine
+
     load = time.perf_counter()
     engine = EmbeddedEngine()
     print(f"model load {time.perf_counter() - load:.1f}s ({engine.model})")

@@ -6,6 +6,10 @@ overran its `timeout_s`, gives that check a `timeout` verdict, replaces the work
 item without that check. A worker that dies (segfault, OOM kill, memory rlimit) is handled the same
 way. So every item gets a verdict for every check, and no single answer can stall the run for more
 than its limit.
+
+Workers are forkserver processes: like any `multiprocessing` child they re-import the caller's
+`__main__` module, so a script that drives a chain should keep heavy imports (torch, a model) inside
+its `if __name__ == "__main__":` block; the `cotforge` CLI does.
 """
 
 from __future__ import annotations

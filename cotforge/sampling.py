@@ -60,7 +60,9 @@ class GenerateConfig:
     max_tokens: int = 1024
     batch_size: int = 8  # prompts (requests) per committed shard
     checks: str | list = "r1"
-    jobs: int | None = None
+    # Check workers. One is plenty next to generation (thousands of checks per second) and keeps the
+    # hard per-item limits without taking cores from an engine that runs on the CPU.
+    jobs: int | None = 1
     template: str = "chat"
     seed: int = 0
 
