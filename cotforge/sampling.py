@@ -210,7 +210,7 @@ class Sampler:
                     "max_tokens": self.params.max_tokens, "seed": sample_seed(self.config.seed, request.key, index),
                     "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
                     "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens, "closed": parsed.closed,
+                    "completion_tokens": completion.completion_tokens,
                 })
         return rows
 
@@ -257,28 +257,19 @@ class Sampler:
 
     def finish(self, seconds: float) -> dict:
         counts = run_counts(self.run.path, self.chain.names)
-        con_prompts = [p for p in self.state.values()]
-        solved = sum(p.accepted >= self.config.accept for p in con_prompts)
+        samples = counts["accepted"] + counts["rejected"]
         summary = {
-            **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined")},
-            "prompts": len(con_prompts), "prompts_done": solved,
-            "samples": counts["accepted"] + counts["rejected"],
-            "accept_rate": counts["accepted"] / max(counts["accepted"] + counts["rejected"], 1),
-            "completion_tokens": _total_tokens(self.run), "seconds_this_session": round(seconds, 2),
+            **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
+            "prompts": len(self.state),
+            "prompts_done": sum(p.accepted >= self.config.accept for p in self.state.values()),
+            "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
+            "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
         self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
         if self._owns_engine and self._engine is not None:
             self._engine.close()
         return {**summary, "funnel": counts["funnel"]}
-
-
-def _total_tokens(run: RunDir) -> int:
-    total = 0
-    for shard in run.shards("samples"):
-        column = pq.read_table(shard, columns=["completion_tokens"]).column(0)
-        total += sum(v or 0 for v in column.to_pylist())
-    return total
 
 
 def generate(prompts_path: str | Path, out: str | Path, config: GenerateConfig | None = None,
@@ -293,4 +284,4 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
-    return head + "\n" + format_summary({**summary, "rows_read": summary["rows_read"]})
+    return head + "\n" + format_summary(summary)

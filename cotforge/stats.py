@@ -10,8 +10,9 @@ from cotforge.query import connect
 def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> dict:
     """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel."""
     con = connect(run_path)
-    accepted, rejected = con.execute(
-        "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted) FROM samples").fetchone()
+    accepted, rejected, tokens = con.execute(
+        "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted), "
+        "coalesce(sum(completion_tokens), 0) FROM samples").fetchone()
     quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     by_check = dict(con.execute(
         'SELECT "check", count(*) FROM verdicts WHERE NOT passed GROUP BY "check"').fetchall())
@@ -29,7 +30,8 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         funnel.append({"stage": name, "rejected": dropped, "rejected_total": by_check.get(name, 0),
                        "remaining": remaining})
     return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
-            "quarantined": quarantined, "rejected_by_check": by_check, "funnel": funnel}
+            "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
+            "funnel": funnel}
 
 
 def format_summary(counts: dict) -> str:

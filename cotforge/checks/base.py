@@ -6,8 +6,8 @@ timeouts, funnel, writing rejections). Score in [0, 1] lets the train stage use 
 reward; `passed` makes it a filter.
 
 The sample a check sees is a plain dict with the schema's Sample fields (`completion`, `reasoning`,
-`summary`, `gold`, `domain`, `language`, `tests`, `finish_reason`, `prompt`, ...), plus
-`closed` (False when the reasoning block was never closed).
+`summary`, `gold`, `domain`, `language`, `tests`, `finish_reason`, `prompt`, ...); checks that need
+more structure re-parse `completion` with `cotforge.parsing.split_completion`.
 """
 
 from __future__ import annotations
