@@ -101,3 +101,13 @@ def test_changed_config_is_refused(recorded, tmp_path, cli):
     result = cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", samples,
                  "--checks", "format", "--k", "2")
     assert result.returncode == 1 and "another configuration" in result.stderr and "k 1 -> 2" in result.stderr
+
+
+def test_overwrite_discards_old_round_plans(recorded, tmp_path):
+    prompts, samples = recorded
+    generate(prompts, tmp_path / "run", config(k=1, max_rounds=2), engine=ReplayEngine(samples))
+    assert (tmp_path / "run" / "rounds" / "round-0001.json").exists()
+    summary = generate(prompts, tmp_path / "run", config(k=2, max_rounds=1), engine=ReplayEngine(samples),
+                       overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run" / "rounds").iterdir()) == ["round-0000.json"]
+    assert summary["samples"] == 10  # 5 prompts x k=2, one round: nothing of the old run survives

@@ -25,8 +25,6 @@ from cotforge import __version__
 from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
 from cotforge.io.errors import CotforgeError
 
-TABLES = ("samples", "prompts", "quarantine")
-
 
 class RunConfigMismatch(CotforgeError):
     pass
@@ -106,11 +104,11 @@ class RunDir:
         return run
 
     def _clear(self) -> None:
-        for name in (*TABLES, "manifest.json"):
-            target = self.path / name
+        """Empty the folder: shards, round plans, work files and manifest alike (manifest last)."""
+        for target in sorted(self.path.iterdir(), key=lambda p: p.name == "manifest.json"):
             if target.is_dir():
                 shutil.rmtree(target)
-            elif target.exists():
+            else:
                 target.unlink()
 
     def write_manifest(self, manifest: dict) -> None:
