@@ -125,12 +125,16 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="ORG/NAME dataset repo")]
            = None,
            private: Annotated[bool, typer.Option("--private", help="create the hub repo private")] = False,
+           reasoning_field: Annotated[bool, typer.Option(
+               "--reasoning-field", help="messages style: reasoning in `reasoning_content`, not in <think>")]
+           = False,
            overwrite: Overwrite = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
     from cotforge.export import push
 
-    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite)
+    options = {"reasoning_field": True} if reasoning_field else {}
+    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite, **options)
     print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")

@@ -69,6 +69,15 @@ def test_messages_export_loads_with_datasets(run_folder: Path, tmp_path: Path) -
     assert "s3" not in by_id  # rejected rows are not exported
 
 
+def test_cli_reasoning_field_keeps_reasoning_out_of_the_content(run_folder: Path, tmp_path: Path, cli) -> None:
+    out = tmp_path / "ds"
+    cli("export", run_folder, "--out", out, "--style", "messages", "--reasoning-field", check=True)
+    rows = {row["id"]: row for row in datasets.load_dataset(str(out), split="train")}
+    assistant = rows["s1"]["messages"][1]
+    assert assistant["reasoning_content"] == "step x"
+    assert assistant["content"] == "The answer is 1." and "<think>" not in assistant["content"]
+
+
 def test_special_token_export_and_data_card(run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     export(run_folder, out, style="special-token")
