@@ -15,7 +15,6 @@ tokenizer). Last line: ratio = fixed tokens / adaptive tokens (target >= 1.43, i
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import tempfile
@@ -23,26 +22,21 @@ import time
 from pathlib import Path
 
 from cotforge.engines.replay import ReplayEngine
+from cotforge.io.labelled import read_labelled_solutions
 from cotforge.query import run_query
 from cotforge.sampling import GenerateConfig, generate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
-MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
 def build_inputs(folder: Path, limit: int | None) -> tuple[Path, Path]:
     prompts, recorded = folder / "prompts.jsonl", folder / "recorded.jsonl"
-    with open(SHARED) as source, open(prompts, "w") as p, open(recorded, "w") as r:
-        for i, line in enumerate(source):
-            if limit and i >= limit:
-                break
-            row = json.loads(line)
-            p.write(json.dumps({"id": f"g{i}", "prompt": row["question"], "gold": row["ground_truth"]}) + "\n")
-            for j, model in enumerate(MODELS):
-                entry = row[model] if isinstance(row[model], dict) else ast.literal_eval(row[model])
-                solution = entry["solution"]
-                r.write(json.dumps({"prompt_id": f"g{i}", "prompt": row["question"], "sample_idx": j,
-                                    "completion": solution}) + "\n")
+    with open(prompts, "w") as p, open(recorded, "w") as r:
+        for question in read_labelled_solutions(SHARED, limit):
+            key = f"g{question.index}"
+            p.write(json.dumps({"id": key, "prompt": question.question, "gold": question.gold}) + "\n")
+            r.writelines(json.dumps({"prompt_id": key, "prompt": question.question, "sample_idx": j,
+                                    "completion": solution}) + "\n" for j, (solution, _) in enumerate(question.solutions))
     return prompts, recorded
 
 

@@ -17,7 +17,6 @@ The last line printed is `ratio X`: our warm throughput over math-verify's.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import multiprocessing as mp
 import os
@@ -25,20 +24,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
 def load_pairs(shared: Path, quick: bool) -> list[dict]:
     """[{gold, pred, label, set}] from both labelled sets."""
+    from cotforge.io.labelled import read_labelled_solutions
+
     pairs = []
-    with open(shared / "data/gsm8k/example_model_solutions.jsonl") as handle:
-        for line in handle:
-            row = json.loads(line)
-            for model in MODELS:
-                cell = row[model]
-                cell = ast.literal_eval(cell) if isinstance(cell, str) else cell  # trusted dataset text
-                pairs.append({"gold": row["ground_truth"], "pred": cell["solution"],
-                              "label": bool(cell["is_correct"]), "set": "gsm8k"})
+    for question in read_labelled_solutions(shared / "data/gsm8k/example_model_solutions.jsonl"):
+        pairs.extend({"gold": question.gold, "pred": solution, "label": is_correct, "set": "gsm8k"}
+                     for solution, is_correct in question.solutions)
     with open(shared / "conformance/math_verify_cases.jsonl") as handle:
         for line in handle:
             row = json.loads(line)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from pathlib import Path
 
 from cotforge.checks import create
-
-MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+from cotforge.io.labelled import read_labelled_solutions
 
 
 def grader_options(text: str) -> dict:
@@ -33,18 +31,14 @@ def test_gsm8k_agreement_with_is_correct(shared_dir: Path) -> None:
     check = create("answer")
     agree = total = 0
     disagreements = []
-    with open(shared_dir / "data/gsm8k/example_model_solutions.jsonl") as handle:
-        for line in handle:
-            row = json.loads(line)
-            for model in MODELS:
-                cell = row[model]
-                cell = ast.literal_eval(cell) if isinstance(cell, str) else cell  # trusted dataset text
-                verdict = check.check({"gold": row["ground_truth"], "completion": cell["solution"]})
-                total += 1
-                if verdict.passed == bool(cell["is_correct"]):
-                    agree += 1
-                else:
-                    disagreements.append((cell["is_correct"], verdict.reason))
+    for question in read_labelled_solutions(shared_dir / "data/gsm8k/example_model_solutions.jsonl"):
+        for solution, is_correct in question.solutions:
+            verdict = check.check({"gold": question.gold, "completion": solution})
+            total += 1
+            if verdict.passed == is_correct:
+                agree += 1
+            else:
+                disagreements.append((is_correct, verdict.reason))
     print(f"\ngsm8k is_correct agreement: {agree}/{total} = {100 * agree / total:.2f}%")
     assert total == 5276
     assert agree / total >= 0.999, disagreements[:10]
