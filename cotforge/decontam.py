@@ -11,18 +11,16 @@ with the data being mixed.
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
+from cotforge.checks.text import tokens as text_tokens
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
-
 
 def tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall((text or "").lower())
+    """Lower-cased words, CJK characters one by one (the checks' tokenizer)."""
+    return text_tokens((text or "").lower())
 
 
 def _hash(gram: tuple[str, ...]) -> int:

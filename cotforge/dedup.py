@@ -28,6 +28,7 @@ import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
 from cotforge.decontam import tokens
+from cotforge.query import sql_literal
 
 _SPACE_RE = re.compile(r"\s+")
 
@@ -69,7 +70,7 @@ class Deduper:
         workdir.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(workdir / "dedup.duckdb"))
         self.con.execute(f"SET memory_limit='{memory_limit}'; SET threads=1; "
-                         f"SET temp_directory='{workdir / 'duckdb.tmp'}'")
+                         f"SET temp_directory={sql_literal(workdir / 'duckdb.tmp')}")
         self.con.execute("CREATE TABLE exact_keys (key UBIGINT, full_key UBIGINT, prompt_id VARCHAR, id VARCHAR)")
         self.con.execute("CREATE TABLE bands (band USMALLINT, key UBIGINT, row_no BIGINT)")
         self.con.execute("CREATE TABLE kept (row_no BIGINT, prompt_id VARCHAR, id VARCHAR)")

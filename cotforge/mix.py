@@ -42,8 +42,9 @@ from cotforge.dedup import Deduper
 from cotforge.io.rundir import RunDir
 from cotforge.mix_decisions import DecisionLog
 from cotforge.mix_recipe import Recipe, Source, load_recipe
-from cotforge.mix_sources import _sql_str, source_relation, upstream_funnel
+from cotforge.mix_sources import source_relation, upstream_funnel
 from cotforge.progress import Progress
+from cotforge.query import sql_literal
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 
 BATCH_ROWS = 8192
@@ -259,7 +260,7 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
                       num_perm=int(near.get("num_perm", 128)), ngram=int(near.get("ngram", 5)), seed=recipe.seed + 1)
     con = duckdb.connect(str(workdir / "mix.duckdb"))  # on disk: tables and sorts can leave RAM
     con.execute(f"SET memory_limit='{memory_limit}'; SET threads=2; "
-                f"SET temp_directory={_sql_str(workdir / 'duckdb.tmp')}; SET preserve_insertion_order=false")
+                f"SET temp_directory={sql_literal(workdir / 'duckdb.tmp')}; SET preserve_insertion_order=false")
     con.register("_empty_samples", pa.table({n: pa.array([], t) for n, t in zip(SAMPLE_SCHEMA.names,
                                                                                  SAMPLE_SCHEMA.types)}))
     writer = _Writer(run)

@@ -19,6 +19,7 @@ from cotforge.filtering import chunks
 from cotforge.io.normalize import ALIASES, Normalizer
 from cotforge.io.readers import RawRow, is_run_folder, read_rows
 from cotforge.mix_recipe import Source
+from cotforge.query import sql_literal
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 from cotforge.selfcog import load_spec, self_cognition_rows
 
@@ -27,8 +28,6 @@ _ROW_KEY = "union_by_name=true, filename=true, file_row_number=true"
 _ROLE_NAMES = {"human": "user", "gpt": "assistant"}
 
 
-def _sql_str(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _chat_to_completion(raw: RawRow) -> RawRow:
@@ -73,14 +72,14 @@ def source_relation(source: Source, workdir: Path) -> str:
         shards = sorted((source.path / "samples").glob("part-*.parquet"))
         if not shards:
             return "(SELECT *, '' AS filename, 0::BIGINT AS file_row_number FROM _empty_samples)"
-        files = ", ".join(_sql_str(s) for s in shards)
+        files = ", ".join(sql_literal(s) for s in shards)
         relation = f"(SELECT * FROM read_parquet([{files}], {_ROW_KEY}) WHERE accepted)"
     else:
         staged = workdir / f"source-{source.name}.parquet"
         with pq.ParquetWriter(staged, SAMPLE_SCHEMA, compression="zstd") as writer:
             for rows in chunks(_normalized_rows(source), STAGE_CHUNK_ROWS):
                 writer.write_table(to_table(rows, SAMPLE_SCHEMA))
-        relation = f"(SELECT * FROM read_parquet({_sql_str(staged)}, {_ROW_KEY}))"
+        relation = f"(SELECT * FROM read_parquet({sql_literal(staged)}, {_ROW_KEY}))"
     if source.where:
         relation = f"(SELECT * FROM {relation} WHERE {source.where})"
     return relation

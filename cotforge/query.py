@@ -22,8 +22,9 @@ from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA
 FORMATS = ("table", "csv", "json", "jsonl")
 
 
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
+def sql_literal(text: str | Path) -> str:
+    """A quoted SQL string literal for DuckDB (paths in read_parquet, settings)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: pa.Schema,
@@ -31,7 +32,7 @@ def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: 
     """View `name` over the run's `folder` shards (default: same name), or an empty table of `schema`."""
     shards = run.shards(folder or name)
     if shards:
-        files = ", ".join(f"'{_sql_path(s)}'" for s in shards)
+        files = ", ".join(sql_literal(s) for s in shards)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name=true)")
         return True
     con.register(f"_empty_{name}", schema.empty_table())
