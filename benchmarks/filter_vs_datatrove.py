@@ -87,7 +87,7 @@ def write_shards(records: list[str], folder: Path, shards: int) -> None:
 
 
 def run_ours(folder: Path, jobs: int) -> tuple[float, int]:
-    from cotforge.chain import Chain, parse_specs
+    from cotforge.checks.chain import Chain, parse_specs
 
     started = time.perf_counter()
     samples = [{"reasoning": row["text"], "summary": "", "language": "en", "domain": "math"}

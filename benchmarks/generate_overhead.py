@@ -1,7 +1,7 @@
 """What `cotforge generate` costs on top of the raw engine call, same prompts and parameters.
 
 Baseline ("raw"): the embedded engine's own batches straight into `model.generate`
-(`EmbeddedEngine.build_batches` + `generate_ids`), nothing else. Measured: `cotforge.sampling.generate`
+(`EmbeddedEngine.build_batches` + `generate_ids`), nothing else. Measured: `cotforge.generate.sampler.generate`
 with the same loaded engine, k samples per prompt in one round, the R1 check chain in its worker
 pool, atomic shards and manifest. Seeds are derived the same way in both, so both generate the same
 tokens; raw runs before and after, and its mean is the baseline. Last line: ratio = cotforge
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from cotforge.engines.base import Request, SamplingParams
-from cotforge.sampling import GenerateConfig, generate, sample_seed
-from cotforge.templates import render_request
+from cotforge.generate.sampler import GenerateConfig, generate, sample_seed
+from cotforge.generate.templates import render_request
 
 # torch/transformers are imported inside main(): the check pool's worker processes re-import this
 # script as their __main__ (Python's forkserver/spawn semantics), and should not load a model stack.

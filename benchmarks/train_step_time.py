@@ -42,8 +42,8 @@ def main() -> None:
 
     import torch
 
-    from cotforge.train_grpo import train_grpo
-    from cotforge.train_sft import train_sft
+    from cotforge.train.grpo import train_grpo
+    from cotforge.train.sft import train_sft
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

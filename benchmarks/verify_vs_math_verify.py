@@ -2,7 +2,7 @@
 
 Pairs: the 5,276 labelled GSM8K model solutions (shared/data/gsm8k/example_model_solutions.jsonl)
 and the 254 math-verify regression cases (shared/conformance/math_verify_cases.jsonl).
-Ours runs through `cotforge.chain.Chain(jobs=N)` (process pool, hard per-item limits); math-verify
+Ours runs through `cotforge.checks.chain.Chain(jobs=N)` (process pool, hard per-item limits); math-verify
 runs in a `multiprocessing.Pool(N)` with its defaults, both sides wrapped in `$...$` when bare and
 its signal timeouts on (it runs in pool workers' main threads, as its README intends).
 Both use default options. Throughput is measured twice: from pool start (imports, parser warm-up,
@@ -91,7 +91,7 @@ def run_math_verify(pairs: list[dict], jobs: int) -> tuple[list[bool], float, fl
 def run_ours(pairs: list[dict], jobs: int) -> tuple[list[bool], float, float]:
     """(verdicts, seconds from pool start, seconds once warm). Workers warm up as they build the
     check; one batch per worker through the chain waits for that."""
-    from cotforge.chain import BATCH, Chain, CheckSpec
+    from cotforge.checks.chain import BATCH, Chain, CheckSpec
 
     samples = [{"gold": p["gold"], "completion": p["pred"]} for p in pairs]
     ready = [{"gold": "1", "completion": "1"}] * (BATCH * jobs)

@@ -65,9 +65,9 @@ def generate(
 ) -> None:
     """Rejection-sample k completions per prompt in adaptive rounds (vLLM, OpenAI-compatible, embedded CPU)."""
     from cotforge.io.normalize import parse_field_overrides
-    from cotforge.recipe import load_generate_recipe
-    from cotforge.sampling import GenerateConfig, format_generate_summary
-    from cotforge.sampling import generate as run_generate
+    from cotforge.generate.recipe import load_generate_recipe
+    from cotforge.generate.sampler import GenerateConfig, format_generate_summary
+    from cotforge.generate.sampler import generate as run_generate
 
     options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
     given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
@@ -175,7 +175,7 @@ def train_sft_cmd(dataset: Annotated[Path, typer.Argument(help="exported dataset
     """Supervised fine-tuning (TRL SFTTrainer) on an exported dataset."""
     import json
 
-    from cotforge.train_sft import train_sft
+    from cotforge.train.sft import train_sft
 
     print(json.dumps(train_sft(dataset, out, model=model, epochs=epochs, max_steps=max_steps, lora=lora,
                                config=config, max_length=max_length, batch_size=batch_size, lr=lr)))
@@ -194,7 +194,7 @@ def train_grpo_cmd(dataset: Annotated[Path, typer.Argument(help="prompts with go
     """GRPO (TRL GRPOTrainer) from the R1-Zero template with cotforge checks as rewards."""
     import json
 
-    from cotforge.train_grpo import train_grpo
+    from cotforge.train.grpo import train_grpo
 
     print(json.dumps(train_grpo(dataset, out, model=model, rewards=rewards, num_generations=num_generations,
                                 max_completion_length=max_completion_length, epochs=epochs, max_steps=max_steps,

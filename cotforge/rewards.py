@@ -4,7 +4,7 @@ R1-Zero was trained on rule-based rewards (accuracy + format; R1 added language 
 cotforge's checks are those rules. A reward here is the check's `Verdict.score` (None where the
 check does not apply, which TRL turns into NaN and leaves out of the group's mean), computed on the
 sample dict the filter builds (`cotforge.io.normalize.Normalizer`) by the filter's chain
-(`cotforge.chain.Chain`): no second implementation.
+(`cotforge.checks.chain.Chain`): no second implementation.
 
 TRL's calling convention (`GRPOTrainer`, `reward_funcs=[...]`):
     reward(prompts=[...], completions=[...], gold=[...], language=[...], ..., **kwargs) -> [float | None]
@@ -19,7 +19,7 @@ becomes the sample's `prompt`, so that e.g. the language check reads the user's 
 
 from __future__ import annotations
 
-from cotforge.chain import Chain, CheckSpec
+from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks.base import Verdict
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cotforge.chain import Chain, CheckSpec
+from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks import create
 
 HOSTILE = [

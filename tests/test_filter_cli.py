@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cotforge.chain import Chain, CheckSpec
+from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks.base import Check, Verdict, register
 
 GOOD = {"id": "g1", "prompt": "2+2?", "completion": "<think>2+2=4</think> The answer is 4."}

@@ -8,7 +8,7 @@ import pytest
 
 from cotforge.engines.replay import ReplayEngine
 from cotforge.query import run_query
-from cotforge.sampling import GenerateConfig, PromptState, allocate, generate
+from cotforge.generate.sampler import GenerateConfig, PromptState, allocate, generate
 
 GOOD = "<think>add them</think> The answer is {n}."
 BAD = "<think>I keep thinking"

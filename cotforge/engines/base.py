@@ -1,7 +1,7 @@
 """The engine interface: requests in; completions with token counts and finish reasons out.
 
 One `Request` per prompt asks for `n` samples (vLLM shares the prefill across them). Engines never
-see run folders or checks; the sampler (`cotforge.sampling`) owns rounds, resume and seeds.
+see run folders or checks; the sampler (`cotforge.generate.sampler`) owns rounds, resume and seeds.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from cotforge.checks.base import Check, Verdict, create
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 
-FILTERS_DIR = Path(__file__).resolve().parents[1] / "filters"
+FILTERS_DIR = Path(__file__).resolve().parents[2] / "filters"
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
 BATCH = 16
 
@@ -197,7 +197,7 @@ class Chain:
         self._ctx = mp.get_context("forkserver")
         # Import every check module (sympy, the LaTeX parser, ...) once in the fork server, so new and
         # replacement workers start with them loaded.
-        self._ctx.set_forkserver_preload(["cotforge.chain", *check_modules()])
+        self._ctx.set_forkserver_preload(["cotforge.checks.chain", *check_modules()])
         self._workers = [self._spawn() for _ in range(self.jobs)]
 
     def _spawn(self) -> _Worker:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
-from cotforge.decontam import tokens
+from cotforge.mix.decontam import tokens
 from cotforge.query import sql_literal
 
 _SPACE_RE = re.compile(r"\s+")

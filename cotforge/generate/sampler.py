@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.chain import Chain, parse_specs
+from cotforge.checks.chain import Chain, parse_specs
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
 from cotforge.filtering import split_bad_rows, verdict_rows
 from cotforge.io.atomic import atomic_write_bytes
@@ -38,7 +38,7 @@ from cotforge.parsing import split_completion
 from cotforge.progress import Progress
 from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
-from cotforge.templates import render_request
+from cotforge.generate.templates import render_request
 
 PRIOR_STRENGTH = 2.0  # pseudo-samples of the run-wide pass rate in each prompt's estimate
 MIN_PASS_RATE = 0.05

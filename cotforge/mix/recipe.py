@@ -12,7 +12,7 @@ sources:
     per_prompt: 1          # at most this many samples per prompt_id
     select: shortest       # which samples per_prompt keeps: random | shortest | longest
   - name: self_cognition
-    self_cognition: self_cognition.yaml   # templated rows (cotforge.selfcog) instead of a path
+    self_cognition: self_cognition.yaml   # templated rows (cotforge.mix.selfcog) instead of a path
     quota: 2000
     dedup: false           # exempt this source from dedup (its answers repeat on purpose); kept
                            # rows still enter the index, so later sources are compared with them

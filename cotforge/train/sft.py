@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cotforge.io.errors import CotforgeError
 from cotforge.parsing import split_completion
-from cotforge.train import build_config, load_model, load_tokenizer, lora_config, result, save
+from cotforge.train.common import build_config, load_model, load_tokenizer, lora_config, result, save
 
 SFT_DEFAULTS = {"num_train_epochs": 2, "max_length": 8192}  # R1: 2 epochs on the mix
 PROBE_REASONING = "cotforge probe: reasoning that training must keep"

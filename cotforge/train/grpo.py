@@ -14,8 +14,8 @@ from cotforge import rewards as reward_functions
 from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
-from cotforge.templates import render
-from cotforge.train import build_config, load_model, load_tokenizer, lora_config, result, save
+from cotforge.generate.templates import render
+from cotforge.train.common import build_config, load_model, load_tokenizer, lora_config, result, save
 
 DEFAULT_REWARDS = ("accuracy", "format", "language")
 # Columns the checks read; they reach the reward functions as keyword lists.

@@ -37,12 +37,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from cotforge.decontam import EvalIndex
-from cotforge.dedup import Deduper
+from cotforge.mix.decontam import EvalIndex
+from cotforge.mix.dedup import Deduper
 from cotforge.io.rundir import RunDir
-from cotforge.mix_decisions import DecisionLog
-from cotforge.mix_recipe import Recipe, Source, load_recipe
-from cotforge.mix_sources import source_relation, upstream_funnel
+from cotforge.mix.decisions import DecisionLog
+from cotforge.mix.recipe import Recipe, Source, load_recipe
+from cotforge.mix.sources import source_relation, upstream_funnel
 from cotforge.progress import Progress
 from cotforge.query import sql_literal
 from cotforge.schema import SAMPLE_SCHEMA, to_table

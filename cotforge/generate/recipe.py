@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
-from cotforge.sampling import GenerateConfig
+from cotforge.generate.sampler import GenerateConfig
 
 PATH_KEYS = ("prompts", "out")
 
