@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cotforge import __version__
-from cotforge.io.errors import CotforgeError
+from cotforge.io.errors import CotforgeError, Interrupted, environment_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "
@@ -19,6 +20,8 @@ BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the firs
                                                           "it in the run's quarantine table and go on")]
 Fields = Annotated[list[str] | None, typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
+AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
+                                                                     "committed rows; the data card says so")]
 
 
 def not_built(stage: str, issue: int) -> None:
@@ -108,12 +111,12 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 @app.command()
 def mix(recipe: Annotated[Path, typer.Argument(help="mix recipe YAML (paths relative to it)")],
         out: Annotated[Path, typer.Option("--out", help="run folder to write")],
-        overwrite: Overwrite = False) -> None:
+        overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Mix sources by quota with dedup and decontamination (the 600K/200K SFT mix)."""
     from cotforge.mix import format_report
     from cotforge.mix import mix as run_mix
 
-    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:])))
+    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:], allow_partial=allow_partial)))
 
 
 @app.command()
@@ -128,13 +131,14 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            reasoning_field: Annotated[bool, typer.Option(
                "--reasoning-field", help="messages style: reasoning in `reasoning_content`, not in <think>")]
            = False,
-           overwrite: Overwrite = False) -> None:
+           overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
     from cotforge.export import push
 
     options = {"reasoning_field": True} if reasoning_field else {}
-    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite, **options)
+    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,
+                         allow_partial=allow_partial, **options)
     print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")
@@ -146,8 +150,13 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
                                                   "prompts, quarantine")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
+    from cotforge.io.rundir import RunDir
     from cotforge.query import render, run_query
 
+    status = RunDir(run).unfinished()
+    if status is not None:
+        print(f"cotforge: note: {run} is an unfinished run (status {status}); the query sees only the rows "
+              f"committed so far", file=sys.stderr)
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
 
@@ -201,15 +210,31 @@ def train_grpo_cmd(dataset: Annotated[Path, typer.Argument(help="prompts with go
                                 lora=lora, config=config, batch_size=batch_size, lr=lr)))
 
 
+def _on_signal(signum: int, _frame) -> None:
+    # Ignore repeats while the first one unwinds (workers closing, locks released), then stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         app()
     except CotforgeError as err:
         print(str(err), file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("cotforge: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as stop:
+        print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except OSError as err:
+        fault = environment_fault(err)
+        if fault is None:
+            raise
+        print(str(fault), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,8 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
                 run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
                 progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
-        counts = run_counts(run.path, chain.names)
+        counts = {**run_counts(run.path, chain.names), "infrastructure": chain.infrastructure()}
         run.update_manifest(status="complete", counts={k: counts[k] for k in
                                                        ("rows_read", "accepted", "rejected", "quarantined")},
-                            funnel=counts["funnel"])
+                            funnel=counts["funnel"], infrastructure=counts["infrastructure"])
     return counts
