@@ -49,5 +49,9 @@ def format_summary(counts: dict) -> str:
         lines.append(f"  infrastructure: {infra.get('worker_deaths', 0)} check worker deaths this session, "
                      f"{infra.get('retried', 0)} items retried on a fresh worker; "
                      f"{counts.get('rejected_worker_died', 0)} rows rejected because their item killed a "
-                     f"fresh worker again (included above under their check; their verdict reason starts `worker died`)")
+                     f"fresh worker again (included above under their check; reason `worker died ...`)")
+    if counts.get("judge"):
+        from cotforge.judge.funnel import format_judge_funnel
+
+        lines.append(format_judge_funnel(counts["judge"]))
     return "\n".join(lines)
