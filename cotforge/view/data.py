@@ -219,7 +219,6 @@ def compare(left: RunView, right: RunView, page: int) -> dict:
             files = ", ".join(sql_literal(s) for s in shards)
             con.execute(f"""CREATE VIEW {alias} AS SELECT id, prompt, accepted, {FIRST_FAIL}.check AS failed_check,
                 {FIRST_FAIL}.reason AS failed_reason FROM read_parquet([{files}], union_by_name=true)""")
-        con.execute("SET enable_external_access=false")
         con.execute("""CREATE TEMP TABLE changed AS
             SELECT a.id, left(a.prompt, 120) AS prompt, a.accepted AS left_accepted, b.accepted AS right_accepted,
                    a.failed_check AS left_check, a.failed_reason AS left_reason,

@@ -19,15 +19,18 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 MAX_MATH_CHARS = 4000  # longer "math" is shown as code: it is rarely math, and conversion cost grows with it
-MATHML_TAGS = frozenset("""math mrow mi mn mo ms mtext mspace mfrac msqrt mroot mstyle merror mpadded mphantom
-    mfenced menclose msub msup msubsup munder mover munderover mmultiscripts mprescripts none mtable mtr mtd
-    mlabeledtr semantics annotation""".split())
-MATHML_ATTRIBUTES = frozenset("""display mathvariant mathsize stretchy fence separator separators lspace rspace
-    accent accentunder movablelimits largeop symmetric minsize maxsize linethickness columnalign rowalign
-    columnspacing rowspacing columnlines rowlines frame displaystyle scriptlevel notation open close width
-    height depth voffset form rowspan columnspan""".split())
-_BRACKET_DISPLAY = re.compile(r"\\\[(.+?)\\\]", re.S)
-_BRACKET_INLINE = re.compile(r"\\\((.+?)\\\)", re.S)
+MATHML_TAGS = frozenset([
+    "math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "mfrac", "msqrt", "mroot", "mstyle", "merror",
+    "mpadded", "mphantom", "mfenced", "menclose", "msub", "msup", "msubsup", "munder", "mover", "munderover",
+    "mmultiscripts", "mprescripts", "none", "mtable", "mtr", "mtd", "mlabeledtr", "semantics", "annotation"])
+MATHML_ATTRIBUTES = frozenset([
+    "display", "mathvariant", "mathsize", "stretchy", "fence", "separator", "separators", "lspace", "rspace",
+    "accent", "accentunder", "movablelimits", "largeop", "symmetric", "minsize", "maxsize", "linethickness",
+    "columnalign", "rowalign", "columnspacing", "rowspacing", "columnlines", "rowlines", "frame", "displaystyle",
+    "scriptlevel", "notation", "open", "close", "width", "height", "depth", "voffset", "form", "rowspan",
+    "columnspan"])
+_BRACKET_DISPLAY = re.compile(r"\\\[(.+?)\\\]", re.DOTALL)
+_BRACKET_INLINE = re.compile(r"\\\((.+?)\\\)", re.DOTALL)
 
 
 def _clean(element: ET.Element) -> ET.Element:
@@ -48,15 +51,15 @@ def _clean(element: ET.Element) -> ET.Element:
 
 def latex_to_mathml(latex: str, display: bool) -> str:
     """Safe MathML for `latex`, or the LaTeX itself as escaped code when it does not convert."""
-    mode = "block" if display else "inline"
-    if len(latex) <= MAX_MATH_CHARS:
-        try:
-            tree = _clean(convert_to_element(latex, display=mode))
-            tree.set("xmlns", "http://www.w3.org/1998/Math/MathML")
-            return ET.tostring(tree, encoding="unicode", method="html")
-        except Exception:  # noqa: BLE001 - any parser failure on model text falls back to the source
-            pass
-    return f'<code class="tex">{escape(latex)}</code>'
+    source = f'<code class="tex">{escape(latex)}</code>'
+    if len(latex) > MAX_MATH_CHARS:
+        return source
+    try:
+        tree = _clean(convert_to_element(latex, display="block" if display else "inline"))
+    except Exception:  # noqa: BLE001 - any parser failure on model text falls back to the source
+        return source
+    tree.set("xmlns", "http://www.w3.org/1998/Math/MathML")
+    return ET.tostring(tree, encoding="unicode", method="html")
 
 
 def _math_renderer(content: str, options: dict) -> str:
