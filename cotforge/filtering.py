@@ -63,23 +63,23 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     specs = parse_specs(checks)
     chain = Chain(specs, jobs)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
-    run = RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite)
-    normalize = Normalizer("sample", fields)
-    raw_rows = (raw for path in inputs for raw in read_rows(path))
-    with chain, Progress("filter") as progress:
-        for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
-            if run.has_shard("samples", index):
-                progress.advance(len(raw_chunk))
-                continue
-            samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
-            results = chain.run(samples)
-            rows = verdict_rows(samples, results, chain.names)
-            if quarantined:
-                run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
-            run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
-            progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
-    counts = run_counts(run.path, chain.names)
-    run.update_manifest(status="complete", counts={k: counts[k] for k in
-                                                   ("rows_read", "accepted", "rejected", "quarantined")},
-                        funnel=counts["funnel"])
+    with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
+        normalize = Normalizer("sample", fields)
+        raw_rows = (raw for path in inputs for raw in read_rows(path))
+        with chain, Progress("filter") as progress:
+            for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
+                if run.has_shard("samples", index):
+                    progress.advance(len(raw_chunk))
+                    continue
+                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
+                results = chain.run(samples)
+                rows = verdict_rows(samples, results, chain.names)
+                if quarantined:
+                    run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
+                run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
+                progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
+        counts = run_counts(run.path, chain.names)
+        run.update_manifest(status="complete", counts={k: counts[k] for k in
+                                                       ("rows_read", "accepted", "rejected", "quarantined")},
+                            funnel=counts["funnel"])
     return counts

@@ -275,7 +275,11 @@ class Sampler:
 def generate(prompts_path: str | Path, out: str | Path, config: GenerateConfig | None = None,
              engine: Engine | None = None, **kwargs) -> dict:
     """Run (or resume) rejection sampling; returns the summary with its funnel."""
-    return Sampler(prompts_path, out, config or GenerateConfig(), engine=engine, **kwargs).run_rounds()
+    sampler = Sampler(prompts_path, out, config or GenerateConfig(), engine=engine, **kwargs)
+    try:
+        return sampler.run_rounds()
+    finally:
+        sampler.run.close()  # release the run folder's writer lock
 
 
 def format_generate_summary(summary: dict) -> str:

@@ -245,7 +245,11 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
     """Run the recipe into the run folder `out`; returns the manifest's mix report."""
     recipe = load_recipe(recipe_path)
     config = {"recipe": recipe.raw}
-    run = RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite)
+    with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
+        return _mix_into(run, recipe, memory_limit)
+
+
+def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str) -> dict:
     manifest = run.manifest()
     if manifest.get("status") == "complete":
         return manifest["mix"]
