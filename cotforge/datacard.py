@@ -13,8 +13,8 @@ import pyarrow as pa
 import yaml
 
 from cotforge.query import connect
+from cotforge.resources import shipped_folder
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "data_cards"
 COLUMN_DOCS = {
     "id": "sample id", "prompt_id": "id of the prompt (several samples may share one)",
     "source": "mix source name (or the input's source)", "domain": "math, code, science, logic, general, ...",
@@ -155,5 +155,5 @@ def front_matter(schema: pa.Schema, rows: int, num_bytes: int, languages: list[s
 def render_card(context: dict, template: str | Path | None = None) -> str:
     from jinja2 import Template
 
-    text = Path(template or TEMPLATES / "template.md").read_text(encoding="utf-8")
+    text = Path(template or shipped_folder("data_cards") / "template.md").read_text(encoding="utf-8")
     return Template(text, keep_trailing_newline=True).render(**context)
