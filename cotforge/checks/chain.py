@@ -33,8 +33,8 @@ from cotforge.checks import load_all
 from cotforge.checks.base import Check, Verdict, create
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
+from cotforge.resources import shipped_folder
 
-FILTERS_DIR = Path(__file__).resolve().parents[2] / "filters"
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
 BATCH = 16
 
@@ -48,7 +48,7 @@ class CheckSpec:
 
 
 def preset_path(name: str) -> Path | None:
-    for folder in (Path.cwd() / "filters", FILTERS_DIR):
+    for folder in (Path.cwd() / "filters", shipped_folder("filters")):
         candidate = folder / f"{name}.yaml"
         if candidate.exists():
             return candidate
