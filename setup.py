@@ -12,5 +12,6 @@ SHIPPED = {"cotforge.filters": "filters", "cotforge.data_cards": "data_cards"}
 setup(
     packages=find_packages(include=["cotforge*"]) + list(SHIPPED),
     package_dir=SHIPPED,
-    package_data={"cotforge.filters": ["*.yaml"], "cotforge.data_cards": ["*.md"]},
+    package_data={"cotforge.filters": ["*.yaml"], "cotforge.data_cards": ["*.md"],
+                  "cotforge.view": ["templates/*.html", "static/*"]},
 )

@@ -126,7 +126,7 @@ def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, sch
         "upstream_funnels": [(source, funnel_rows({"funnel": info["upstream_funnel"]}))
                              for source, info in (report.get("sources") or {}).items() if info.get("upstream_funnel")],
         "by_source_domain": stats["by_source_domain"], "lengths": stats["lengths"],
-        "non_reasoning": stats["non_reasoning"],
+        "non_reasoning": stats["non_reasoning"], "reviewed": stats["reviewed"],
     }
     atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))
 
