@@ -2,12 +2,14 @@
 
 A process killed at any instant leaves either the old file or the new one, never a partial one.
 Temp names start with '.' and end with '.tmp', so no reader glob (`*.parquet`, `manifest.json`)
-ever matches them.
+ever matches them. They carry the writer's host and pid: processes on several nodes writing into one
+shared folder (a Ray cluster) never share a temp file.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pyarrow.parquet as pq
 
 
 def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
 def _fsync_dir(folder: Path) -> None:
