@@ -17,11 +17,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Self
 
-from cotforge.checks.chain import Chain, Result, parse_specs
+from cotforge.checks.chain import Result, parse_specs
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow, read_rows
 from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain, judge_funnel
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
@@ -67,10 +68,10 @@ class Committed:
 
     index: int
     rows_read: int
-    accepted: int
+    accepted: int = 0
 
 
-def judge_chunk(chain: Chain, run: RunDir, index: int, samples: list[dict]) -> int:
+def judge_chunk(chain: JudgedChain, run: RunDir, index: int, samples: list[dict]) -> int:
     """Judge one chunk and commit its samples shard (the chunk's commit point); returns accepted count."""
     rows = verdict_rows(samples, chain.run(samples), chain.names)
     run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
@@ -80,7 +81,7 @@ def judge_chunk(chain: Chain, run: RunDir, index: int, samples: list[dict]) -> i
 class LocalExecutor:
     """Judges each chunk as it is submitted, in this machine's supervised process pool."""
 
-    def __init__(self, chain: Chain, run: RunDir):
+    def __init__(self, chain: JudgedChain, run: RunDir):
         self.chain, self.run = chain, run
 
     def submit(self, index: int, samples: list[dict], rows_read: int) -> list[Committed]:
@@ -88,6 +89,13 @@ class LocalExecutor:
 
     def finish(self) -> list[Committed]:
         return []
+
+    def infrastructure(self) -> dict:
+        return self.chain.infrastructure()
+
+    @property
+    def stats(self) -> dict:
+        return self.chain.stats
 
     def __enter__(self) -> Self:
         return self
@@ -110,36 +118,39 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     if executor not in EXECUTORS:
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     specs = parse_specs(checks)
-    chain = Chain(specs, jobs if executor == "local" else 0)  # on Ray the chain's pool lives in the workers
+    # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
+    chain = JudgedChain(specs, jobs if executor == "local" else 0)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
-    run = RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite)
-    normalize = Normalizer("sample", fields)
-    raw_rows = (raw for path in inputs for raw in read_rows(path))
-    if executor == "ray":
-        from cotforge.cluster.filter import RayExecutor
+    with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
+        normalize = Normalizer("sample", fields)
+        raw_rows = (raw for path in inputs for raw in read_rows(path))
+        if executor == "ray":
+            from cotforge.cluster.filter import RayExecutor
 
-        pool = RayExecutor(specs, run, workers=jobs, address=address)
-    else:
-        pool = LocalExecutor(chain, run)
-    accepted = 0
-    with pool, Progress("filter") as progress:
-        def advance(committed: list[Committed]) -> None:
-            nonlocal accepted
-            for chunk in committed:
-                accepted += chunk.accepted
-                progress.advance(chunk.rows_read, accepted=accepted)
+            pool = RayExecutor(specs, run, workers=jobs, address=address)
+        else:
+            pool = LocalExecutor(chain, run)
+        accepted = 0
+        with pool, Progress("filter") as progress:
+            def advance(committed: list[Committed]) -> None:
+                nonlocal accepted
+                for chunk in committed:
+                    accepted += chunk.accepted
+                    progress.advance(chunk.rows_read, accepted=accepted)
 
-        for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
-            if run.has_shard("samples", index):
-                progress.advance(len(raw_chunk))
-                continue
-            samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
-            if quarantined:
-                run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
-            advance(pool.submit(index, samples, len(raw_chunk)))
-        advance(pool.finish())
-    counts = run_counts(run.path, chain.names)
-    run.update_manifest(status="complete", counts={k: counts[k] for k in
-                                                   ("rows_read", "accepted", "rejected", "quarantined")},
-                        funnel=counts["funnel"])
-    return counts
+            for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
+                if run.has_shard("samples", index):
+                    progress.advance(len(raw_chunk))
+                    continue
+                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
+                if quarantined:
+                    run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
+                advance(pool.submit(index, samples, len(raw_chunk)))
+            advance(pool.finish())
+        counts = {**run_counts(run.path, chain.names), "infrastructure": pool.infrastructure()}
+        judged = {"judge": judge_funnel(run.path, [s.config.name for s in chain.judges], pool.stats)} \
+            if chain.judges else {}
+        run.update_manifest(status="complete", counts={k: counts[k] for k in
+                                                       ("rows_read", "accepted", "rejected", "quarantined")},
+                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged)
+    return {**counts, **judged}

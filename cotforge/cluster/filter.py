@@ -22,14 +22,16 @@ across chunks, which an actor does by construction.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Self
 
-from cotforge.checks.chain import Chain, CheckSpec
+from cotforge.checks.chain import CheckSpec
 from cotforge.cluster.session import RaySession, shared_folder_problem
 from cotforge.filtering import Committed, judge_chunk
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain
 
 IN_FLIGHT_PER_ACTOR = 2  # one judging, one queued: an actor never waits for the driver between chunks
 TASK_RETRIES = 3  # per chunk, across actor deaths; then the command stops (a rerun resumes)
@@ -41,14 +43,15 @@ class ChunkJudge:
     def __init__(self, specs: list[CheckSpec], run_path: str):
         self.problem = shared_folder_problem(run_path)
         self.run = RunDir(run_path)
-        self.chain = Chain(specs, jobs=1)
+        self.chain = JudgedChain(specs, jobs=1)
         if self.problem is None:
             self.chain.start()
 
     def ready(self) -> str | None:
         return self.problem
 
-    def judge(self, index: int, samples: list[dict]) -> int:
+    def judge(self, index: int, samples: list[dict]) -> tuple[int, dict, dict]:
+        """Commit chunk `index`; (accepted, infrastructure events, judge calls) of this chunk."""
         if self.problem:
             raise CotforgeError(self.problem)
         path = self.run.shard_path("samples", index)
@@ -56,8 +59,16 @@ class ChunkJudge:
             import pyarrow.compute as pc
             import pyarrow.parquet as pq
 
-            return pc.sum(pq.read_table(path, columns=["accepted"])["accepted"]).as_py() or 0
-        return judge_chunk(self.chain, self.run, index, samples)
+            return pc.sum(pq.read_table(path, columns=["accepted"])["accepted"]).as_py() or 0, {}, {}
+        infrastructure, judges = Counter(self.chain.infrastructure()), _counters(self.chain.stats)
+        accepted = judge_chunk(self.chain, self.run, index, samples)
+        judges_after = _counters(self.chain.stats)
+        return (accepted, dict(Counter(self.chain.infrastructure()) - infrastructure),
+                {name: dict(judges_after[name] - judges.get(name, Counter())) for name in judges_after})
+
+
+def _counters(stats: dict) -> dict[str, Counter]:
+    return {name: Counter(counts) for name, counts in stats.items()}
 
 
 class RayExecutor:
@@ -70,6 +81,8 @@ class RayExecutor:
         self.session = RaySession(address, num_cpus=workers)
         self.actors: list = []
         self.pending: dict = {}  # object ref -> (actor slot, Committed without its accepted count)
+        self._infrastructure: Counter = Counter()  # summed over the workers' chunks
+        self._judges: dict[str, Counter] = {}
 
     def __enter__(self) -> Self:
         self.session.__enter__()
@@ -118,13 +131,24 @@ class RayExecutor:
         for ref in ready:
             _, chunk = self.pending.pop(ref)
             try:
-                chunk.accepted = ray.get(ref)
+                chunk.accepted, infrastructure, judges = ray.get(ref)
             except ray.exceptions.RayError as err:
                 raise CotforgeError(f"filter: chunk {chunk.index} failed on the Ray cluster "
                                     f"({type(err).__name__}: {_last_line(err)}); rerun the same command "
                                     f"to resume") from None
+            self._infrastructure.update(infrastructure)
+            for name, counts in judges.items():
+                self._judges.setdefault(name, Counter()).update(counts)
             done.append(chunk)
         return done
+
+    def infrastructure(self) -> dict:
+        """Check-worker deaths and retries inside the Ray workers (as the local chain reports them)."""
+        return {key: self._infrastructure.get(key, 0) for key in ("worker_deaths", "retried", "died_twice")}
+
+    @property
+    def stats(self) -> dict:
+        return {name: dict(counts) for name, counts in self._judges.items()}
 
     def __exit__(self, exc_type, exc, tb) -> None:
         ray = self.session.ray
