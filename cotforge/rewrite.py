@@ -95,7 +95,7 @@ class Rewriter:
 
     def originals(self) -> list[dict]:
         con = connect(self.source)
-        return con.execute("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
+        return con.sql("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
 
     def rewrite(self, originals: list[dict]) -> list[dict]:
         params = SamplingParams(temperature=self.config.temperature, top_p=1.0, max_tokens=self.config.max_tokens)
