@@ -20,6 +20,10 @@ BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the firs
                                                           "it in the run's quarantine table and go on")]
 Fields = Annotated[list[str] | None, typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
+Executor = Annotated[str, typer.Option("--executor", help="local: this machine; ray: a Ray cluster (--jobs is "
+                                                            "then the number of Ray workers, default all CPUs)")]
+RayAddress = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default $RAY_ADDRESS, "
+                                                                  "else a local Ray on this machine)")]
 AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
                                                                      "committed rows; the data card says so")]
 
@@ -100,7 +104,7 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
-               = 2000) -> None:
+               = 2000, executor: Executor = "local", address: RayAddress = None) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
@@ -108,7 +112,7 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 
     counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
-                            argv=sys.argv[1:])
+                            argv=sys.argv[1:], executor=executor, address=address)
     print(format_summary(counts))
 
 
