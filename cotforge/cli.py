@@ -117,6 +117,25 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 
 
 @app.command()
+def rewrite(run: Annotated[Path, typer.Argument(help="a run whose accepted samples are rewritten")],
+            out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
+            engine: Annotated[str, typer.Option("--engine", help="embedded | vllm | openai")] = "embedded",
+            model: Annotated[str | None, typer.Option("--model", help="rewriting model")] = None,
+            checks: Annotated[str, typer.Option("--checks", help="re-check preset (after the pattern check)")]
+            = "rewrite",
+            max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1024,
+            temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+            overwrite: Overwrite = False) -> None:
+    """Rewrite accepted R1-Zero-style outputs into |special_token|reasoning|special_token|summary, re-checked."""
+    from cotforge.rewrite import RewriteConfig
+    from cotforge.rewrite import rewrite as run_rewrite
+    from cotforge.stats import format_summary
+
+    config = RewriteConfig(engine=engine, model=model, checks=checks, max_tokens=max_tokens, temperature=temperature)
+    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:])))
+
+
+@app.command()
 def mix(recipe: Annotated[Path, typer.Argument(help="mix recipe YAML (paths relative to it)")],
         out: Annotated[Path, typer.Option("--out", help="run folder to write")],
         overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
