@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from datasketch import MinHash
 
-from cotforge.mix.dedup import Deduper, hash64, normalize_text, shingles
+from cotforge.mix.dedup import Deduper, dedup_text, hash64, normalize_text, shingles
 
 BATCH_ROWS = 4096
 WITHIN_SCHEMA = pa.schema([("_fkey", pa.uint64()), ("_frn", pa.int64()), ("_near_of", pa.string()),
@@ -25,14 +25,14 @@ WITHIN_SCHEMA = pa.schema([("_fkey", pa.uint64()), ("_frn", pa.int64()), ("_near
 
 
 def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str, seed: int,
-                       deduper: Deduper | None) -> None:
+                       deduper: Deduper | None, text: str = "sample") -> None:
     """(Re)create table `_within`: each near-duplicate sample (by `_fkey`, `_frn`), the id it repeats,
     their estimated Jaccard similarity and whether the normalized completions are identical. `deduper` None (near dedup off): the table stays empty."""
     cursor = con.cursor()
     _create(cursor, "_within", pa.Table.from_pylist([], schema=WITHIN_SCHEMA))
     if deduper is None or deduper.threshold is None:
         return
-    _signatures(con, cursor, relation, seed, deduper)
+    _signatures(con, cursor, relation, seed, deduper, text)
     duplicates: list[dict] = []
     group: list[tuple[str, np.ndarray, int]] = []
     current = None
@@ -58,10 +58,11 @@ def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str
     cursor.close()
 
 
-def _signatures(con, cursor, relation: str, seed: int, deduper: Deduper) -> None:
-    """Table `_sigs`: one MinHash signature per sample of a prompt that has more than one."""
+def _signatures(con, cursor, relation: str, seed: int, deduper: Deduper, text: str) -> None:
+    """Table `_sigs`: one MinHash signature (of the completion) per sample of a prompt that has more than
+    one, and `_key`, the hash of its dedup `text` (the recipe's mode): equal keys are exact duplicates."""
     reader = con.sql(f"""
-        SELECT hash(filename) AS _fkey, file_row_number AS _frn, id, prompt_id, completion,
+        SELECT hash(filename) AS _fkey, file_row_number AS _frn, id, prompt_id, prompt, summary, completion,
                length(coalesce(completion, '')) AS _length, md5_number_lower(concat({seed}, ':', id)) AS _rand
         FROM {relation}
         WHERE prompt_id IN (SELECT prompt_id FROM {relation} GROUP BY prompt_id HAVING count(*) > 1)
@@ -79,7 +80,7 @@ def _signatures(con, cursor, relation: str, seed: int, deduper: Deduper) -> None
             "prompt_id": pa.array([r["prompt_id"] for r in rows], pa.string()),
             "_length": pa.array([r["_length"] for r in rows], pa.int64()),
             "_rand": pa.array([r["_rand"] for r in rows], pa.uint64()),
-            "_key": pa.array([hash64(text) for text in texts], pa.uint64()),
+            "_key": pa.array([hash64(normalize_text(dedup_text(r, text))) for r in rows], pa.uint64()),
             "_sig": pa.array([m.hashvalues.astype(np.uint32).tobytes() for m in minhashes], pa.binary())})
         (_insert if created else _create)(cursor, "_sigs", table)
         created = True
