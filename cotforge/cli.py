@@ -152,6 +152,16 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
     print(render(columns, rows, fmt))
 
 
+@app.command("convert-embedded")
+def convert_embedded(think: Annotated[bool, typer.Option(
+        "--think", help="give the tokenizer <think>/</think> (for reasoning parsers such as vLLM's deepseek_r1)")]
+        = False) -> None:
+    """De-quantize the embedded SmolLM2 GGUF into a safetensors folder (cached) and print its path (for vLLM)."""
+    from cotforge.engines.convert import converted_model
+
+    print(converted_model("think" if think else "plain"))
+
+
 train_app = typer.Typer(no_args_is_help=True, help="Thin TRL backend: `train sft` on the mix, `train grpo` with "
                         "the checks as rewards. GPUs: `accelerate launch [--config_file F] -m cotforge.cli train ...`")
 app.add_typer(train_app, name="train")
