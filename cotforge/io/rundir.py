@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge import __version__
-from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable, remove_stale_temps
 from cotforge.io.errors import CotforgeError
 from cotforge.io.lock import FolderLock, is_lock_file
 
@@ -70,10 +70,35 @@ class RunDir:
         return self.path / "manifest.json"
 
     def manifest(self) -> dict:
+        if not self.path.exists():
+            raise CotforgeError(f"{self.path}: no such run folder")
+        if not self.path.is_dir():
+            raise CotforgeError(f"{self.path}: is a file; give the run folder that generate, filter or mix wrote "
+                                f"(to judge a samples file, run `cotforge filter` on it first)")
         try:
             return json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise CotforgeError(f"{self.path}: not a cotforge run folder (no manifest.json)") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CotforgeError(f"{self.manifest_path}: damaged manifest ({err}); rerun the command that "
+                                f"wrote the run with --overwrite") from None
+
+    def unfinished(self) -> str | None:
+        """The manifest's status when the run did not finish (killed, interrupted), else None."""
+        status = self.manifest().get("status")
+        return None if status == "complete" else str(status)
+
+    def require_finished(self, use: str, allow_partial: bool) -> bool:
+        """Refuse an unfinished run as a source unless `allow_partial`; True when it is partial."""
+        status = self.unfinished()
+        if status is None:
+            return False
+        if not allow_partial:
+            command = self.manifest().get("command", "cotforge")
+            raise CotforgeError(f"{self.path}: unfinished {command} run (status {status}); rerun its command to "
+                                f"finish it, or pass --allow-partial to {use} the "
+                                f"{self.count_rows('samples')} rows committed so far")
+        return True
 
     @classmethod
     def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
@@ -112,6 +137,7 @@ class RunDir:
             run._clear()
         run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run.path)
+        check_writable(run.path)
         if not run.manifest_path.exists():
             run.write_manifest({
                 "cotforge_version": __version__, "command": command, "argv": argv or [],
