@@ -23,9 +23,9 @@ from cotforge.query import connect, sql_literal
 PAGE_ROWS = 50
 SQL_ROWS = 500
 TABLES = ("samples", "prompts", "quarantine", "reviews")
-# A reason's kind: its numbers masked, so "answer 17 != gold 18" groups with its peers (one plain
+# A reason's kind: its numbers masked, so "answer 17.5 != gold 18" groups with its peers (one plain
 # regex: the overview of a 1M-sample run spends most of its time here).
-REASON_KIND = "regexp_replace(coalesce(reason, ''), '[0-9]+', 'N', 'g')"
+REASON_KIND = "regexp_replace(coalesce(reason, ''), '-?[0-9][0-9.,]*', 'N', 'g')"
 FIRST_FAIL = "list_filter(verdicts, lambda v: NOT v.passed)[1]"
 PROMPT_SORTS = {"id": "id", "samples": "samples", "accepted": "accepted", "pass_rate": "pass_rate",
                 "tokens": "completion_tokens"}
