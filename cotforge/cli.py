@@ -89,6 +89,10 @@ def generate(
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
     summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
                            fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    if "top_rejection" not in summary:  # say why when nothing was accepted
+        from cotforge.stats import top_rejection
+
+        summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
 
 
