@@ -166,8 +166,7 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
     """Decide on a narrow table in priority order (decisions go to a file, by file-order position),
     then stream the full rows in file order beside them: no sort, window or join holds long texts."""
     per_prompt = source.per_prompt or 2**31
-    find_within_prompt(con, relation, _ORDER[source.select], recipe.seed, deduper if source.dedup else None,
-                       recipe.dedup_text)
+    find_within_prompt(con, relation, _ORDER[source.select], recipe.seed, deduper if source.dedup else None)
     # near duplicates under one prompt rank apart, so per_prompt picks among distinct samples
     con.execute(f"""CREATE OR REPLACE TABLE _ranks AS
         SELECT _fkey, _frn, _rand, _near_of, _near_j, _near_exact,
