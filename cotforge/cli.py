@@ -89,6 +89,10 @@ def generate(
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
     summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
                            fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    if "top_rejection" not in summary:  # say why when nothing was accepted
+        from cotforge.stats import top_rejection
+
+        summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
 
 
@@ -183,6 +187,16 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
               f"committed so far", file=sys.stderr)
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
+
+
+@app.command("convert-embedded")
+def convert_embedded(think: Annotated[bool, typer.Option(
+        "--think", help="give the tokenizer <think>/</think> (for reasoning parsers such as vLLM's deepseek_r1)")]
+        = False) -> None:
+    """De-quantize the embedded SmolLM2 GGUF into a safetensors folder (cached) and print its path (for vLLM)."""
+    from cotforge.engines.convert import converted_model
+
+    print(converted_model("think" if think else "plain"))
 
 
 @app.command()
