@@ -25,7 +25,7 @@ def test_non_reasoning_recipe_judge_and_mix(cli, tmp_path):
     env = {**os.environ, "COTFORGE_CACHE": str(tmp_path / "cache")}  # the judge's verdict cache
     run = tmp_path / "non-reasoning"
     cli("generate", prompts, "--recipe", REPO / "recipes" / "r1-non-reasoning.yaml", "--out", run,
-        "--max-tokens", "24", "--max-rounds", "1", "--jobs", "1", env=env, check=True)
+        "--max-tokens", "24", "--max-rounds", "1", "--jobs", "1", env=env, check=True, timeout=1500)
     rows = json.loads(cli("query", run, "SELECT id, prompt_id, reasoning, accepted, "
                           "list_filter(verdicts, lambda v: v.check = 'judge')[1].reason AS judge, "
                           "list_filter(verdicts, lambda v: NOT v.passed AND v.check != 'judge') = [] AS rules_ok "
