@@ -20,6 +20,7 @@ from typing import Self
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import Result, parse_specs
+from cotforge.io.atomic import check_writable
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow, read_rows
@@ -170,6 +171,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
+                check_writable(run.path)  # a full disk is reported before a chunk is judged, not after
                 samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
