@@ -7,51 +7,19 @@ chunks whose samples shard exists, so a killed run resumes without duplicates or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 
-from cotforge.checks.chain import Chain, Result, parse_specs
-from cotforge.io.errors import BadRow, CotforgeError
+from cotforge.checks.chain import Chain, parse_specs, verdict_rows
+from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
-from cotforge.io.readers import RawRow, read_rows
+from cotforge.io.readers import read_rows
+from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
 from cotforge.io.rundir import RunDir
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
 
-BAD_ROW_MODES = ("fail", "quarantine")
 CHUNK_ROWS = 2000
-
-
-def chunks(rows: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str) -> tuple[list[dict], list[dict]]:
-    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records."""
-    good, quarantined = [], []
-    for raw in raw_rows:
-        try:
-            good.append(normalize(raw))
-        except BadRow as bad:
-            if bad_rows == "fail":
-                raise
-            quarantined.append(bad.quarantine_record())
-    return good, quarantined
-
-
-def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
-    """Attach verdicts, extracted answer and the accepted flag to each sample."""
-    for sample, result in zip(samples, results):
-        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
-                              for name, v in zip(names, result.verdicts)]
-        if result.answer is not None:
-            sample["answer"] = result.answer
-        sample["accepted"] = result.accepted
-    return samples
 
 
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,

@@ -31,7 +31,7 @@ def llama_url():
 
 
 def test_llama_cpp_n2_yields_two_completions_topped_up(llama_url):
-    engine = get_engine("openai", base_url=llama_url, concurrency=2)
+    engine = get_engine("openai", base_url=llama_url, concurrency=2, n_per_request=None)
     assert engine.model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # the one model /v1/models lists
     params = SamplingParams(temperature=1.0, max_tokens=16)
     out = engine.generate([ask("poem", "Write a poem about the sea.", n=2, seed=7)], params)
@@ -113,7 +113,7 @@ def test_connection_refused_is_reported():
 
 def test_server_honouring_n_gets_one_request_and_usage_split():
     with ScriptedServer([lambda body: (200, {}, chat_answer(n=body.get("n", 1), completion_tokens=7))]) as server:
-        engine = get_engine("openai", base_url=server.base_url, model="m")
+        engine = get_engine("openai", base_url=server.base_url, model="m", n_per_request=None)
         out = engine.generate([ask("a", "hi", n=3)], SamplingParams())
     assert len(server.received) == 1 and server.received[0][2]["n"] == 3
     assert engine.n_per_request is True

@@ -6,6 +6,9 @@ Streaming (what `cotforge generate`'s scheduler uses, `cotforge.generate.schedul
 - `engine.max_inflight`: how many *sequences* (sum of `request.n`) to keep outstanding so that the
   engine never runs dry: a vLLM engine's `max_num_seqs`, an OpenAI fleet's total concurrency, an
   in-process engine's batch size plus one batch queued. The scheduler keeps this many submitted.
+- `engine.inflight`: sequences submitted and not generated yet. The scheduler tops up while it is
+  below `max_inflight`; an engine that hands back samples one by one (openai: one call per sample)
+  counts each off as it ends, even while its request waits for its siblings.
 - `engine.submit(request, params)`: queue one request; returns at once, never waits on generation.
 - `engine.poll(timeout_s)`: the requests finished since the last call, as `Finished` records (the
   very `Request` objects submitted, so callers match them by identity). Waits up to `timeout_s` for
@@ -160,8 +163,6 @@ class _BatchStreamer:
         for item in out:
             if isinstance(item, BaseException):
                 raise item
-        with self._lock:
-            self.inflight -= sum(f.request.n for f in out)
         return out
 
     def _loop(self) -> None:
@@ -185,7 +186,10 @@ class _BatchStreamer:
                 groups.setdefault(params, []).append(request)
             try:
                 for params, requests in groups.items():
-                    for request, completions in zip(requests, self.engine.generate(requests, params)):
+                    outputs = self.engine.generate(requests, params)
+                    with self._lock:
+                        self.inflight -= sum(r.n for r in requests)
+                    for request, completions in zip(requests, outputs):
                         self.done.put(Finished(request, completions))
             except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
                 self.done.put(error)

@@ -5,10 +5,14 @@ sequences in flight (default 256 per server, what a vLLM server batches by defau
 `base_url` (one URL or a list: one server per node). Each call goes to the least-loaded server that
 is up (sequences in flight; ties to the one listed first).
 
-Chat requests go to `/v1/chat/completions`, `raw_prompt` requests to `/v1/completions`. A request for
-`n` samples is sent once with `n` where the server honours it; llama.cpp's server returns one choice
-whatever `n` says, so short answers are topped up with single requests (seed + j) and the engine
-remembers, per server, to send singles from then on.
+Chat requests go to `/v1/chat/completions`, `raw_prompt` requests to `/v1/completions`. By default
+each sample is its own call (`n=1`, seed + j): a server frees a slot as each sequence ends, and a
+client that counts a whole `n` group in flight until its longest member ends leaves those slots
+empty (measured on the simulated server: 0.6 of 64 slots busy with groups of 4 at concurrency 72).
+vLLM's prefix cache still computes the shared prompt once. `n_per_request=None` sends `n` where the
+server honours it and learns from the first answer (llama.cpp's server returns one choice whatever
+`n` says: short answers are topped up with single calls and that server gets singles from then on);
+`True` always sends `n`.
 
 Failures:
 - 429 and 5xx: retried with exponential backoff and full jitter, honouring `Retry-After`, on whichever
@@ -91,7 +95,7 @@ class OpenAIEngine(Engine):
 
     def __init__(self, base_url: str | list[str] | None = None, api_key: str | None = None, model: str | None = None,
                  concurrency: int | None = None, timeout_s: float = 3600, connect_timeout_s: float = 10,
-                 max_retries: int = 5, n_per_request: bool | None = None, backoff_s: float = 1.0,
+                 max_retries: int = 5, n_per_request: bool | None = False, backoff_s: float = 1.0,
                  backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0) -> None:
         urls = base_url if isinstance(base_url, (list, tuple)) else [base_url or os.environ.get("OPENAI_BASE_URL")
                                                                       or DEFAULT_BASE_URL]
@@ -131,7 +135,12 @@ class OpenAIEngine(Engine):
 
     @property
     def inflight(self) -> int:
+        """Sequences submitted and not answered yet (a sample counts off as soon as its own call returns)."""
         return self._inflight
+
+    def _answered(self, count: int) -> None:
+        with self._lock:
+            self._inflight -= count
 
     def submit(self, request: Request, params: SamplingParams) -> None:
         with self._lock:
@@ -150,8 +159,6 @@ class OpenAIEngine(Engine):
         for item in out:
             if isinstance(item, BaseException):
                 raise item
-        with self._lock:
-            self._inflight -= sum(f.request.n for f in out)
         return out
 
     def close(self) -> None:
@@ -297,6 +304,7 @@ class OpenAIEngine(Engine):
         # the sum evenly (remainder to the first choices); per-choice counts are approximate when n > 1.
         total, count = int(usage.get("completion_tokens") or 0), max(len(choices), 1)
         slots = job.pending.slots
+        self._answered(len(choices))
         for k, choice in enumerate(choices):
             slots[job.first + k] = Completion(_choice_text(choice), choice.get("finish_reason") or "unknown",
                                               prompt_tokens, total // count + (k < total % count),
@@ -315,6 +323,8 @@ class OpenAIEngine(Engine):
         if pending.finished:
             return
         pending.finished = True
+        if error:
+            self._answered(sum(slot is None for slot in pending.slots))
         self._done.put(Finished(pending.request, [] if error else list(pending.slots), error))
 
     def _mark_down(self, server: _Server) -> None:
