@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cotforge import __version__
-from cotforge.io.errors import CotforgeError
+from cotforge.io.errors import CotforgeError, Interrupted, environment_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "
@@ -19,6 +20,8 @@ BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the firs
                                                           "it in the run's quarantine table and go on")]
 Fields = Annotated[list[str] | None, typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
+AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
+                                                                     "committed rows; the data card says so")]
 
 
 def not_built(stage: str, issue: int) -> None:
@@ -125,12 +128,12 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 @app.command()
 def mix(recipe: Annotated[Path, typer.Argument(help="mix recipe YAML (paths relative to it)")],
         out: Annotated[Path, typer.Option("--out", help="run folder to write")],
-        overwrite: Overwrite = False) -> None:
+        overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Mix sources by quota with dedup and decontamination (the 600K/200K SFT mix)."""
     from cotforge.mix import format_report
     from cotforge.mix import mix as run_mix
 
-    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:])))
+    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:], allow_partial=allow_partial)))
 
 
 @app.command()
@@ -145,14 +148,16 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            reasoning_field: Annotated[bool, typer.Option(
                "--reasoning-field", help="messages style: reasoning in `reasoning_content`, not in <think>")]
            = False,
-           overwrite: Overwrite = False) -> None:
+           overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
     from cotforge.export import push
 
     options = {"reasoning_field": True} if reasoning_field else {}
-    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite, **options)
+    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,
+                         allow_partial=allow_partial, **options)
     print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
+    print(f"look at the run and review samples: cotforge view {run}")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")
 
@@ -160,13 +165,46 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
 @app.command()
 def query(run: Annotated[Path, typer.Argument(help="a run folder")],
           sql: Annotated[str, typer.Argument(help="SQL over views samples, accepted, rejected, verdicts, "
-                                                  "prompts, quarantine")],
+                                                  "prompts, quarantine, reviews")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
+    from cotforge.io.rundir import RunDir
     from cotforge.query import render, run_query
 
+    status = RunDir(run).unfinished()
+    if status is not None:
+        print(f"cotforge: note: {run} is an unfinished run (status {status}); the query sees only the rows "
+              f"committed so far", file=sys.stderr)
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
+
+
+@app.command()
+def view(runs: Annotated[list[Path], typer.Argument(help="run or mix folders (two or more: compare them)")],
+         port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
+         host: Annotated[str, typer.Option("--host", help="address to bind; off 127.0.0.1 a token is required")]
+         = "127.0.0.1",
+         token: Annotated[str | None, typer.Option("--token", envvar="COTFORGE_VIEW_TOKEN",
+                                                   help="access token (made up when --host is not loopback)")]
+         = None,
+         reviewer: Annotated[str | None, typer.Option("--reviewer", help="name kept with each review")] = None) -> None:
+    """Browse runs in a local web page: funnel, rejection reasons, prompts, samples, SQL; review by hand."""
+    from cotforge.view.app import serve
+
+    serve(runs, host=host, port=port, token=token, reviewer=reviewer)
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="a run or mix folder")],
+           out: Annotated[Path, typer.Option("--out", help="HTML file to write")],
+           samples: Annotated[int, typer.Option("--samples", help="accepted and rejected traces shown, each")] = 5,
+           seed: Annotated[int, typer.Option("--seed", help="picks the traces shown")] = 0) -> None:
+    """One self-contained HTML report (funnel, plots, sample traces): no server, no network."""
+    from cotforge.view.report import build_report
+
+    result = build_report(run, out, samples=samples, seed=seed)
+    print(f"wrote {result['path']} ({result['bytes']:,} bytes; {result['accepted_shown']} accepted and "
+          f"{result['rejected_shown']} rejected traces)")
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Thin TRL backend: `train sft` on the mix, `train grpo` with "
@@ -218,15 +256,31 @@ def train_grpo_cmd(dataset: Annotated[Path, typer.Argument(help="prompts with go
                                 lora=lora, config=config, batch_size=batch_size, lr=lr)))
 
 
+def _on_signal(signum: int, _frame) -> None:
+    # Ignore repeats while the first one unwinds (workers closing, locks released), then stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         app()
     except CotforgeError as err:
         print(str(err), file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("cotforge: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as stop:
+        print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except OSError as err:
+        fault = environment_fault(err)
+        if fault is None:
+            raise
+        print(str(fault), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

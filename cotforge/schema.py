@@ -37,7 +37,8 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("prompt_id", pa.string(), "id of the prompt this sample answers"),
     ("sample_idx", pa.int32(), "index of the sample among its prompt's samples (stable key with prompt_id)"),
     ("round", pa.int32(), "generation round that produced it (0-based)"),
-    ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained"),
+    ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained (chat: user turns)"),
+    ("messages", pa.list_(MESSAGE), "a chat prompt's own turns (system, user, ...); export writes these"),
     ("gold", pa.string(), "reference answer copied from the prompt"),
     ("domain", pa.string(), "domain copied from the prompt"),
     ("language", pa.string(), "expected language copied from the prompt"),
@@ -70,6 +71,18 @@ _QUARANTINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 
+_REVIEW_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("seq", pa.int64(), "decision number in this run (0, 1, ...); the highest per sample is the one that counts"),
+    ("sample_id", pa.string(), "id of the reviewed sample"),
+    ("decision", pa.string(), "accept | reject | edit (edit keeps the sample with the edited text)"),
+    ("note", pa.string(), "the reviewer's note"),
+    ("reasoning", pa.string(), "edited reasoning (edit only; the sample's own text stays in `samples`)"),
+    ("summary", pa.string(), "edited summary (edit only)"),
+    ("reviewer", pa.string(), "who decided (the `cotforge view` user)"),
+    ("created", pa.string(), "UTC time of the decision, ISO 8601"),
+]
+
+
 def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
     return pa.schema([pa.field(name, typ, metadata={"doc": doc}) for name, typ, doc in fields])
 
@@ -77,9 +90,15 @@ def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
 PROMPT_SCHEMA = _schema(_PROMPT_FIELDS)
 SAMPLE_SCHEMA = _schema(_SAMPLE_FIELDS)
 QUARANTINE_SCHEMA = _schema(_QUARANTINE_FIELDS)
+REVIEW_SCHEMA = _schema(_REVIEW_FIELDS)
 
 PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
 SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
+
+
+def user_text(messages: list[dict] | None) -> str:
+    """A chat prompt as plain text (its user turns): what checks, dedup and decontamination read."""
+    return "\n".join(turn["content"] for turn in messages or [] if turn.get("role") == "user")
 
 
 def describe(schema: pa.Schema) -> str:

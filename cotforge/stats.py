@@ -20,6 +20,9 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         SELECT first_check, count(*) FROM (
           SELECT list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check FROM samples WHERE NOT accepted)
         GROUP BY first_check""").fetchall())
+    # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
+    worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND "
+                              "starts_with(reason, 'worker died')").fetchone()[0]
     order = check_order or sorted(by_check)
     remaining = accepted + rejected
     funnel = [{"stage": "rows in", "rows": accepted + rejected + quarantined},
@@ -31,6 +34,7 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
                        "remaining": remaining})
     return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
             "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
+            "rejected_worker_died": worker_died,
             "funnel": funnel}
 
 
@@ -40,4 +44,14 @@ def format_summary(counts: dict) -> str:
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")
+    infra = counts.get("infrastructure") or {}
+    if infra.get("worker_deaths") or counts.get("rejected_worker_died"):
+        lines.append(f"  infrastructure: {infra.get('worker_deaths', 0)} check worker deaths this session, "
+                     f"{infra.get('retried', 0)} items retried on a fresh worker; "
+                     f"{counts.get('rejected_worker_died', 0)} rows rejected because their item killed a "
+                     f"fresh worker again (included above under their check; reason `worker died ...`)")
+    if counts.get("judge"):
+        from cotforge.judge.funnel import format_judge_funnel
+
+        lines.append(format_judge_funnel(counts["judge"]))
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import Chain, parse_specs
+from cotforge.checks.chain import parse_specs
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.generate.checking import Checker
@@ -38,9 +38,10 @@ from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
 from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain
 from cotforge.parsing import split_completion
 from cotforge.progress import Progress
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
+from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
@@ -63,7 +64,7 @@ class Scheduler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        self.chain = Chain(parse_specs(config.checks), config.jobs)
+        self.chain = JudgedChain(parse_specs(config.checks), config.jobs)  # rules, then any judge batched
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
@@ -183,7 +184,8 @@ class Scheduler:
             parsed = split_completion(completion.text)
             rows.append({
                 "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
-                "prompt": prompt.get("prompt") or json.dumps(prompt.get("messages")),
+                "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
+                "messages": prompt.get("messages"),
                 **{k: prompt.get(k) for k in COPIED},
                 "model": self.engine.model, "engine": self.engine.name,
                 "temperature": self.params.temperature, "top_p": self.params.top_p,
@@ -259,6 +261,7 @@ class Scheduler:
         if self._owns_engine and self._engine is not None:
             self._engine.close()
             self._engine = None
+        self.run.close()  # release the run folder's writer lock
 
 
 def generate(prompts_path: str | Path, out: str | Path, config: GenerateConfig | None = None,

@@ -17,13 +17,15 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge import __version__
-from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable, remove_stale_temps
 from cotforge.io.errors import CotforgeError
+from cotforge.io.lock import FolderLock, is_lock_file
 
 
 class RunConfigMismatch(CotforgeError):
@@ -61,24 +63,64 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock: FolderLock | None = None
 
     @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"
 
     def manifest(self) -> dict:
+        if not self.path.exists():
+            raise CotforgeError(f"{self.path}: no such run folder")
+        if not self.path.is_dir():
+            raise CotforgeError(f"{self.path}: is a file; give the run folder that generate, filter or mix wrote "
+                                f"(to judge a samples file, run `cotforge filter` on it first)")
         try:
             return json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise CotforgeError(f"{self.path}: not a cotforge run folder (no manifest.json)") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CotforgeError(f"{self.manifest_path}: damaged manifest ({err}); rerun the command that "
+                                f"wrote the run with --overwrite") from None
+
+    def unfinished(self) -> str | None:
+        """The manifest's status when the run did not finish (killed, interrupted), else None."""
+        status = self.manifest().get("status")
+        return None if status == "complete" else str(status)
+
+    def require_finished(self, use: str, allow_partial: bool) -> bool:
+        """Refuse an unfinished run as a source unless `allow_partial`; True when it is partial."""
+        status = self.unfinished()
+        if status is None:
+            return False
+        if not allow_partial:
+            command = self.manifest().get("command", "cotforge")
+            raise CotforgeError(f"{self.path}: unfinished {command} run (status {status}); rerun its command to "
+                                f"finish it, or pass --allow-partial to {use} the "
+                                f"{self.count_rows('samples')} rows committed so far")
+        return True
 
     @classmethod
     def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
              argv: list[str] | None = None, overwrite: bool = False) -> RunDir:
-        """Create a run folder, or reopen it to resume when the command and config match."""
+        """Create a run folder, or reopen it to resume when the command and config match.
+
+        The folder is locked for this process until `close()` (or exit): a second writer is refused.
+        """
         run = cls(path)
         fingerprints = [fingerprint(p) for p in inputs]
         wanted = config_hash(command, config, fingerprints)
+        run.lock = FolderLock.acquire(run.path, command)
+        try:
+            run._prepare(command, config, fingerprints, wanted, argv, overwrite)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _prepare(self, command: str, config: dict, fingerprints: list[dict], wanted: str,
+                 argv: list[str] | None, overwrite: bool) -> None:
+        run = self
         if run.manifest_path.exists():
             old = run.manifest()
             if old.get("config_hash") != wanted and not overwrite:
@@ -88,24 +130,38 @@ class RunDir:
                     f"use another --out, or --overwrite to discard it")
             if old.get("config_hash") != wanted or overwrite:
                 run._clear()
-        elif run.path.exists() and any(run.path.iterdir()):
+        elif run.path.exists() and any(not _is_ours(p) for p in run.path.iterdir()):
             if not overwrite:
                 raise CotforgeError(f"{run.path}: folder exists and is not a cotforge run; "
                                     f"use --overwrite to replace its contents")
             run._clear()
         run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run.path)
+        check_writable(run.path)
         if not run.manifest_path.exists():
             run.write_manifest({
                 "cotforge_version": __version__, "command": command, "argv": argv or [],
                 "config": config, "config_hash": wanted, "inputs": fingerprints,
                 "created": _now(), "status": "running", "counts": {},
             })
-        return run
+
+    def close(self) -> None:
+        """Release the writer's lock (the run's files stay as they are)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _clear(self) -> None:
         """Empty the folder: shards, round plans, work files and manifest alike (manifest last)."""
         for target in sorted(self.path.iterdir(), key=lambda p: p.name == "manifest.json"):
+            if is_lock_file(target):
+                continue
             if target.is_dir():
                 shutil.rmtree(target)
             else:
@@ -148,6 +204,11 @@ class RunDir:
 
     def count_rows(self, table: str) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def _is_ours(path: Path) -> bool:
+    """Our lock file, or a temp file a killed writer left (e.g. killed during the first manifest write)."""
+    return is_lock_file(path) or (path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
 def _describe_change(old: dict, command: str, config: dict, fingerprints: list[dict]) -> str:

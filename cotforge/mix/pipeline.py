@@ -1,6 +1,8 @@
 """`mix`: build an SFT mix from sources by quota, with dedup and decontamination.
 
 Order of stages, per source in recipe order (a row's reason is the first stage it fails):
+0. near duplicates under one prompt (completions compared, see within.py) are dropped first
+   (`near duplicate of ID (jaccard 0.93, same prompt)`), so that
 1. per_prompt: DuckDB ranks each prompt's samples by the `select` policy; rows past `per_prompt`
    are dropped (`over per_prompt`).
 2. The survivors stream in a seeded random order (md5 of seed and id) through
@@ -37,12 +39,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from cotforge.mix.decontam import EvalIndex
-from cotforge.mix.dedup import Deduper
+from cotforge.io.readers import is_run_folder
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
+from cotforge.mix.decontam import EvalIndex
+from cotforge.mix.dedup import Deduper
 from cotforge.mix.recipe import Recipe, Source, load_recipe
 from cotforge.mix.sources import source_relation, upstream_funnel
+from cotforge.mix.within import find_within_prompt
 from cotforge.progress import Progress
 from cotforge.query import sql_literal
 from cotforge.schema import SAMPLE_SCHEMA, to_table
@@ -106,7 +110,12 @@ def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: Ev
     """Each row's (stage, reason, score), or None when kept; rows arrive in priority order."""
     reasons: list = [None] * len(rows)
     for pos, row in enumerate(rows):
-        if row["_over"]:
+        if row["_near_of"] is not None and row["_near_exact"]:
+            reasons[pos] = ("exact duplicate", f"exact duplicate of {row['_near_of']}", None)
+        elif row["_near_of"] is not None:
+            why = f"near duplicate of {row['_near_of']} (jaccard {row['_near_j']:.2f}, same prompt)"
+            reasons[pos] = ("near duplicate", why, row["_near_j"])
+        elif row["_over"]:
             reasons[pos] = ("over per_prompt", "over per_prompt", None)
         elif evals is not None and (label := evals.match(row.get("prompt") or "")):
             reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
@@ -164,11 +173,16 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
     """Decide on a narrow table in priority order (decisions go to a file, by file-order position),
     then stream the full rows in file order beside them: no sort, window or join holds long texts."""
     per_prompt = source.per_prompt or 2**31
+    find_within_prompt(con, relation, _ORDER[source.select], recipe.seed, deduper if source.dedup else None)
+    # near duplicates under one prompt rank apart, so per_prompt picks among distinct samples
     con.execute(f"""CREATE OR REPLACE TABLE _ranks AS
-        SELECT _fkey, file_row_number AS _frn, _rand,
-               row_number() OVER (PARTITION BY prompt_id ORDER BY {_ORDER[source.select]}) AS _rank
-        FROM (SELECT hash(filename) AS _fkey, file_row_number, prompt_id, length(coalesce(completion, '')) AS _length,
-                     md5_number_lower(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})""")
+        SELECT _fkey, _frn, _rand, _near_of, _near_j, _near_exact,
+               row_number() OVER (PARTITION BY prompt_id, _near_of IS NULL ORDER BY {_ORDER[source.select]}) AS _rank
+        FROM (SELECT hash(filename) AS _fkey, file_row_number AS _frn, prompt_id,
+                     length(coalesce(completion, '')) AS _length,
+                     md5_number_lower(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})
+        LEFT JOIN _within USING (_fkey, _frn)""")
+    con.execute("DROP TABLE _within")
     extra = ", completion" if recipe.dedup_text == "sample" else ""
     cursor = con.cursor()
     cursor.execute("DROP TABLE IF EXISTS _keys")
@@ -182,13 +196,13 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
         rows_seen += len(rows)
     con.execute("DROP TABLE _ranks")
     pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _keys WHERE _rank <= {per_prompt} "
-                            "GROUP BY ALL").fetchall()) if rows_seen else {}
+                            "AND _near_of IS NULL GROUP BY ALL").fetchall()) if rows_seen else {}
     targets = _targets(source.quota, pool)
     kept: Counter = Counter()
     dropped: Counter = Counter()
     if rows_seen:
         log = DecisionLog(workdir / "decisions.bin")
-        reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _keys "
+        reader = con.sql(f"SELECT * EXCLUDE (_rank), _near_of IS NULL AND _rank > {per_prompt} AS _over FROM _keys "
                          "ORDER BY _over, _rand, _ord").to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             rows = batch.to_pylist()
@@ -215,7 +229,9 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
 def _key_schema(with_completion: bool) -> pa.Schema:
     texts = ["id", "prompt_id", "prompt", "summary", "domain"] + (["completion"] if with_completion else [])
     return pa.schema([*((name, pa.string()) for name in texts), ("_full", pa.uint64()), ("_fkey", pa.uint64()),
-                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_rank", pa.int64()),
+                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_near_of", pa.string()), ("_near_j", pa.float64()),
+                      ("_near_exact", pa.bool_()),
+                      ("_rank", pa.int64()),
                       ("_ord", pa.int64())])
 
 
@@ -241,11 +257,31 @@ def _source_report(source: Source, targets, pool: dict, kept: Counter, dropped: 
 
 
 def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv: list[str] | None = None,
-        memory_limit: str = "256MB") -> dict:
-    """Run the recipe into the run folder `out`; returns the manifest's mix report."""
+        memory_limit: str = "256MB", allow_partial: bool = False) -> dict:
+    """Run the recipe into the run folder `out`; returns the manifest's mix report.
+
+    A source that is an unfinished run is refused unless `allow_partial`; its committed rows are then
+    used and the report (and so the data card) marks the source partial."""
     recipe = load_recipe(recipe_path)
+    partial = _partial_sources(recipe, allow_partial)
     config = {"recipe": recipe.raw}
-    run = RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite)
+    with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
+        return _mix_into(run, recipe, memory_limit, partial)
+
+
+def _partial_sources(recipe: Recipe, allow_partial: bool) -> dict[str, str]:
+    """Run-folder sources that did not finish: name -> what was taken."""
+    partial = {}
+    for source in recipe.sources:
+        if source.path is not None and is_run_folder(source.path):
+            run = RunDir(source.path)
+            if run.require_finished("mix", allow_partial):
+                partial[source.name] = (f"status {run.unfinished()}, {run.count_rows('samples')} rows "
+                                        f"committed")
+    return partial
+
+
+def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str, partial: dict[str, str]) -> dict:
     manifest = run.manifest()
     if manifest.get("status") == "complete":
         return manifest["mix"]
@@ -271,6 +307,8 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
                 relation = source_relation(source, workdir)
                 sources[source.name] = _mix_source(con, recipe, source, relation, evals, deduper, writer, progress,
                                                    workdir)
+                if source.name in partial:
+                    sources[source.name]["partial"] = partial[source.name]
             writer.flush()
     finally:
         con.close()
