@@ -3,12 +3,14 @@
 A process killed at any instant leaves either the old file or the new one, never a partial one.
 Write failures from the environment (disk full, read-only, permissions) become one-line errors
 naming the path. Temp names start with '.' and end with '.tmp', so no reader glob (`*.parquet`, `manifest.json`)
-ever matches them.
+ever matches them. They carry the writer's host and pid: processes on several nodes writing into one
+shared folder (a Ray cluster) never share a temp file.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from cotforge.io.errors import environment_fault
 
 
 def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
 def _fsync_dir(folder: Path) -> None:
