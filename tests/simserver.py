@@ -49,10 +49,12 @@ class Simulator:
         self.timeline: list[int] = []  # busy slot-steps per 100 steps
         self.outstanding = 0  # sum over steps of sequences held (decoding or waiting)
         self.peak = 0  # most sequences held at once
+        self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.frozen = False  # POST /freeze: stop answering anything, connections left open (a hung server)
 
     def reset(self) -> None:
         self.steps = self.busy = self.requests = self.outstanding = self.peak = 0
+        self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.timeline = []
 
     async def run(self) -> None:
@@ -66,7 +68,8 @@ class Simulator:
             self.busy += len(self.active)
             self.timeline[-1] += len(self.active)
             held = len(self.active) + len(self.waiting)
-            self.outstanding += held
+            if self.first_step is not None:
+                self.outstanding += held
             self.peak = max(self.peak, held)
             still = []
             for seq in self.active:
@@ -89,6 +92,8 @@ class Simulator:
 
     async def complete(self, body: dict) -> dict:
         self.requests += 1
+        if self.first_step is None:
+            self.first_step = self.steps
         messages = body.get("messages") or [{"content": body.get("prompt", "")}]
         text = messages[-1]["content"]
         n, seed, max_tokens = int(body.get("n", 1)), int(body.get("seed", 0)), int(body.get("max_tokens", 16))
@@ -97,6 +102,7 @@ class Simulator:
         self.waiting.extend(seqs)
         for seq in seqs:
             await seq.done.wait()
+        self.last_step = self.steps
         gold = self.prompts.get(text, {}).get("gold", "0")
         choices = []
         for j, ((length, correct), seq) in enumerate(zip(draws, seqs)):
@@ -130,6 +136,7 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
             elif method == "GET" and path == "/stats":
                 answer = {"steps": sim.steps, "busy": sim.busy, "slots": sim.slots, "requests": sim.requests,
                           "outstanding": sim.outstanding, "peak": sim.peak,
+                          "first_step": sim.first_step, "last_step": sim.last_step,
                           "timeline": [round(b / (100 * sim.slots), 2) for b in sim.timeline]}
             elif method == "POST" and path == "/stats/reset":
                 sim.reset()

@@ -141,6 +141,7 @@ class OpenAIEngine(Engine):
     def _answered(self, count: int) -> None:
         with self._lock:
             self._inflight -= count
+        self._done.put(None)  # wakes a caller waiting in poll: there is room to top up
 
     def submit(self, request: Request, params: SamplingParams) -> None:
         with self._lock:
@@ -159,7 +160,7 @@ class OpenAIEngine(Engine):
         for item in out:
             if isinstance(item, BaseException):
                 raise item
-        return out
+        return [item for item in out if item is not None]
 
     def close(self) -> None:
         if self._loop.is_closed():

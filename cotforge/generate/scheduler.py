@@ -64,7 +64,10 @@ class Scheduler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        self.chain = JudgedChain(parse_specs(config.checks), config.jobs)  # rules, then any judge batched
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        # rules, then any judge batched; built in the checker's thread (see checking.py)
+        self._build_chain = lambda: JudgedChain(specs, config.jobs)
+        self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
@@ -125,17 +128,21 @@ class Scheduler:
         fresh = deque(pid for pid, prompt in self.state.items() if not self.done(prompt))
         follow_ups: deque[str] = deque()
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
-        checker = Checker(self.chain)
-        with self.chain, checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
+        checker = Checker(self._build_chain)
+        with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
             progress.advance(len(self.state) - len(fresh))
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
                     while engine.inflight < max_inflight and (follow_ups or fresh):
-                        prompt_id = (follow_ups or fresh).popleft()
+                        source = follow_ups or fresh
+                        prompt_id = source.popleft()
                         request = self._request(prompt_id)
                         if request is None:
                             continue
+                        if engine.inflight + request.n > max_inflight and engine.inflight > 0:
+                            source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
+                            break
                         waves[id(request)] = (request, self.state[prompt_id].waves)
                         engine.submit(request, self.params)
                         self.outstanding += 1
@@ -156,7 +163,9 @@ class Scheduler:
                                              tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                         else:
                             follow_ups.append(prompt_id)
-                    self._maybe_commit()
+                        self._maybe_commit()
+                    self._maybe_commit()  # by age, also while nothing new was judged
+                self.names = checker.names()
             finally:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
         return self.finish(time.monotonic() - start)
@@ -243,7 +252,7 @@ class Scheduler:
     def finish(self, seconds: float) -> dict:
         from cotforge.stats import run_counts  # DuckDB: imported when needed, not before the first request
 
-        counts = run_counts(self.run.path, self.chain.names)
+        counts = run_counts(self.run.path, self.names)
         samples = counts["accepted"] + counts["rejected"]
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
