@@ -159,7 +159,7 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
 async def serve(args: argparse.Namespace) -> None:
     prompts = {}
     if args.prompts:  # read before the server starts: nothing else runs in the loop yet
-        for line in Path(args.prompts).read_text().splitlines():  # noqa: ASYNC240
+        for line in Path(args.prompts).read_text().splitlines():
             row = json.loads(line)
             prompts[row["prompt"]] = row
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma)
