@@ -44,7 +44,7 @@ def make_run(folder: Path, cli) -> Path:
 
 @pytest.fixture(scope="module")
 def run_template(tmp_path_factory) -> Path:
-    from tests.conftest import cotforge
+    from conftest import cotforge
 
     return make_run(tmp_path_factory.mktemp("view"), cotforge)
 
