@@ -189,6 +189,16 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
     print(render(columns, rows, fmt))
 
 
+@app.command("convert-embedded")
+def convert_embedded(think: Annotated[bool, typer.Option(
+        "--think", help="give the tokenizer <think>/</think> (for reasoning parsers such as vLLM's deepseek_r1)")]
+        = False) -> None:
+    """De-quantize the embedded SmolLM2 GGUF into a safetensors folder (cached) and print its path (for vLLM)."""
+    from cotforge.engines.convert import converted_model
+
+    print(converted_model("think" if think else "plain"))
+
+
 @app.command()
 def view(runs: Annotated[list[Path], typer.Argument(help="run or mix folders (two or more: compare them)")],
          port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
