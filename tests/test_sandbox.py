@@ -288,3 +288,19 @@ def test_a_new_run_removes_stale_folders_but_not_live_ones(tmp_path):
                           env={**os.environ, "TMPDIR": str(scratch)})
     assert done.stdout.strip() == "42", done.stderr
     assert not stale.exists() and not old_layout.exists() and starting.exists()
+
+
+def test_where_namespaces_are_refused_isolation_says_why_and_what_to_do(monkeypatch):
+    # Stand-in: this machine permits the namespaces, so the launcher's refusal is simulated.
+    from cotforge.checks import sandbox
+
+    refused = sandbox.RunResult(125, "", "sandbox: unshare: Operation not permitted\n", 0.01, False)
+    monkeypatch.setattr(sandbox, "_launch", lambda *args, **kwargs: refused)
+    sandbox.isolation.cache_clear()
+    try:
+        ok, how = sandbox.isolation()
+        assert not ok and "unshare: Operation not permitted" in how and "unprivileged_userns_clone=1" in how
+        with pytest.raises(RuntimeError, match="require_isolation: false"):
+            sandbox.run_python("print(1)")
+    finally:
+        sandbox.isolation.cache_clear()
