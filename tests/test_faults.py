@@ -237,3 +237,15 @@ def test_cli_filter_survives_a_killed_worker_and_counts_it_apart(tmp_path):
                      r"0 rows rejected", out), out
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["infrastructure"] == {"worker_deaths": 1, "retried": 1, "died_twice": 0}
+
+
+def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
+    _, run, command, returncode, _, _ = interrupted_filter(tmp_path, signal.SIGKILL, True)
+    assert returncode == -signal.SIGKILL
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+    assert "taking over a stale lock (filter pid" in resumed.stderr and "no longer running" in resumed.stderr
+    assert "rows read 30000: accepted 30000, rejected 0" in resumed.stdout
+    from cotforge.query import run_query
+
+    _, rows = run_query(run, "SELECT count(*), count(DISTINCT id) FROM samples")
+    assert rows == [(30000, 30000)]
