@@ -39,7 +39,7 @@ def test_non_reasoning_recipe_judge_and_mix(cli, tmp_path):
         assert row["accepted"] == (row["rules_ok"] and row["judge"] == "judged yes")
     hello = next(row for row in rows if row["prompt_id"] == "hello")
     assert not hello["reasoning"]  # "hello" was not asked for a CoT
-    judged = list((tmp_path / "cache").glob("*.jsonl"))
+    judged = list((tmp_path / "cache" / "judge").glob("*.jsonl"))
     assert judged  # the verdicts went to the cache folder given
     accepted = sum(row["accepted"] for row in rows)
 
