@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
-from cotforge.checks.chain import Chain, Result, parse_specs
+from cotforge.checks.chain import Chain, Result
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow, read_rows
@@ -60,8 +60,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     """Judge every sample in `inputs`; returns the run's counts and funnel."""
     if bad_rows not in BAD_ROW_MODES:
         raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
-    specs = parse_specs(checks)
-    chain = Chain(specs, jobs)
+    chain = Chain.for_data(checks, jobs)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     run = RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite)
     normalize = Normalizer("sample", fields)

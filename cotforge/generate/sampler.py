@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import Chain, parse_specs
+from cotforge.checks.chain import Chain
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
 from cotforge.filtering import split_bad_rows, verdict_rows
 from cotforge.io.atomic import atomic_write_bytes
@@ -129,7 +129,7 @@ class Sampler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        self.chain = Chain(parse_specs(config.checks), config.jobs)
+        self.chain = Chain.for_data(config.checks, config.jobs)
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
