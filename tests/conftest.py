@@ -34,3 +34,14 @@ def cotforge(*args: str, check: bool = False, timeout: float = 600, **kwargs) ->
 @pytest.fixture
 def cli():
     return cotforge
+
+
+REAL_TRACES = Path(__file__).parent / "data" / "real_traces"
+
+
+@pytest.fixture(scope="session")
+def real_traces() -> list[dict]:
+    """Public reasoning traces others' models wrote (tests/data/real_traces/README.md says whose)."""
+    import json
+
+    return [json.loads(line) for path in sorted(REAL_TRACES.glob("*.jsonl")) for line in path.open(encoding="utf-8")]
