@@ -136,6 +136,7 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
     options = {"reasoning_field": True} if reasoning_field else {}
     summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite, **options)
     print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
+    print(f"look at the run and review samples: cotforge view {run}")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")
 
@@ -143,13 +144,41 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
 @app.command()
 def query(run: Annotated[Path, typer.Argument(help="a run folder")],
           sql: Annotated[str, typer.Argument(help="SQL over views samples, accepted, rejected, verdicts, "
-                                                  "prompts, quarantine")],
+                                                  "prompts, quarantine, reviews")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
     from cotforge.query import render, run_query
 
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
+
+
+@app.command()
+def view(runs: Annotated[list[Path], typer.Argument(help="run or mix folders (two or more: compare them)")],
+         port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
+         host: Annotated[str, typer.Option("--host", help="address to bind; off 127.0.0.1 a token is required")]
+         = "127.0.0.1",
+         token: Annotated[str | None, typer.Option("--token", envvar="COTFORGE_VIEW_TOKEN",
+                                                   help="access token (made up when --host is not loopback)")]
+         = None,
+         reviewer: Annotated[str | None, typer.Option("--reviewer", help="name kept with each review")] = None) -> None:
+    """Browse runs in a local web page: funnel, rejection reasons, prompts, samples, SQL; review by hand."""
+    from cotforge.view.app import serve
+
+    serve(runs, host=host, port=port, token=token, reviewer=reviewer)
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="a run or mix folder")],
+           out: Annotated[Path, typer.Option("--out", help="HTML file to write")],
+           samples: Annotated[int, typer.Option("--samples", help="accepted and rejected traces shown, each")] = 5,
+           seed: Annotated[int, typer.Option("--seed", help="picks the traces shown")] = 0) -> None:
+    """One self-contained HTML report (funnel, plots, sample traces): no server, no network."""
+    from cotforge.view.report import build_report
+
+    result = build_report(run, out, samples=samples, seed=seed)
+    print(f"wrote {result['path']} ({result['bytes']:,} bytes; {result['accepted_shown']} accepted and "
+          f"{result['rejected_shown']} rejected traces)")
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Thin TRL backend: `train sft` on the mix, `train grpo` with "

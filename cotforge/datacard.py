@@ -13,8 +13,8 @@ import pyarrow as pa
 import yaml
 
 from cotforge.query import connect
+from cotforge.resources import shipped_folder
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "data_cards"
 COLUMN_DOCS = {
     "id": "sample id", "prompt_id": "id of the prompt (several samples may share one)",
     "source": "mix source name (or the input's source)", "domain": "math, code, science, logic, general, ...",
@@ -68,6 +68,7 @@ def collect(run_path: str | Path) -> dict:
                           "length(coalesce(summary, '')) AS summary FROM accepted").fetchnumpy()
     languages = [lang for (lang,) in con.execute(
         "SELECT DISTINCT language FROM accepted WHERE language IS NOT NULL ORDER BY 1").fetchall()]
+    reviewed = _reviewed_counts(con)
     con.close()
     reasoning = np.asarray(lengths["reasoning"], dtype=np.int64)
     return {"by_source_domain": by_source_domain,
@@ -75,7 +76,16 @@ def collect(run_path: str | Path) -> dict:
             "reasoning_lengths": reasoning[reasoning > 0],
             "lengths": [("reasoning (reasoning rows)", _length_stats(reasoning[reasoning > 0])),
                         ("summary", _length_stats(np.asarray(lengths["summary"], dtype=np.int64)))],
-            "non_reasoning": int((reasoning == 0).sum()), "languages": languages or ["en"]}
+            "non_reasoning": int((reasoning == 0).sum()), "languages": languages or ["en"], "reviewed": reviewed}
+
+
+def _reviewed_counts(con) -> dict | None:
+    """Rows a person decided on (latest decision per sample), by decision; None when nobody reviewed."""
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'review_latest'").fetchone()[0]:
+        return None
+    counts = dict(con.execute("SELECT r.decision, count(*) FROM review_latest r JOIN samples s ON s.id = r.sample_id "
+                              "GROUP BY 1").fetchall())
+    return {"rows": sum(counts.values()), **{d: counts.get(d, 0) for d in ("accept", "reject", "edit")}}
 
 
 def render_plots(stats: dict, funnel: list[dict], folder: Path) -> dict[str, str]:
@@ -145,5 +155,5 @@ def front_matter(schema: pa.Schema, rows: int, num_bytes: int, languages: list[s
 def render_card(context: dict, template: str | Path | None = None) -> str:
     from jinja2 import Template
 
-    text = Path(template or TEMPLATES / "template.md").read_text(encoding="utf-8")
+    text = Path(template or shipped_folder("data_cards") / "template.md").read_text(encoding="utf-8")
     return Template(text, keep_trailing_newline=True).render(**context)

@@ -29,6 +29,7 @@ from cotforge.datacard import (
 from cotforge.formatters import STYLES, format_sample
 from cotforge.io.atomic import atomic_write_bytes, atomic_write_table
 from cotforge.io.errors import CotforgeError
+from cotforge.io.lock import FolderLock, is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect
 
@@ -55,7 +56,7 @@ def _record(sample: dict, style: str, options: dict) -> dict:
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not is_lock_file(p) for p in out.iterdir()):
         if not overwrite:
             raise CotforgeError(f"{out}: folder exists and is not empty; use --overwrite to replace it")
         for name in ("data", "assets", "README.md"):
@@ -73,6 +74,12 @@ def export(run_path: str | Path, out: str | Path, style: str = "messages", shard
         raise CotforgeError("--shard-rows must be at least 1")
     manifest = RunDir(run_path).manifest()
     out = Path(out)
+    with FolderLock.acquire(out, "export"):
+        return _export_locked(run_path, out, manifest, style, shard_rows, overwrite, license, style_options)
+
+
+def _export_locked(run_path: str | Path, out: Path, manifest: dict, style: str, shard_rows: int, overwrite: bool,
+                   license: str, style_options: dict) -> dict:
     _prepare(out, overwrite)
     schema = output_schema(style, bool(style_options.get("reasoning_field")))
     con = connect(run_path)
@@ -119,7 +126,7 @@ def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, sch
         "upstream_funnels": [(source, funnel_rows({"funnel": info["upstream_funnel"]}))
                              for source, info in (report.get("sources") or {}).items() if info.get("upstream_funnel")],
         "by_source_domain": stats["by_source_domain"], "lengths": stats["lengths"],
-        "non_reasoning": stats["non_reasoning"],
+        "non_reasoning": stats["non_reasoning"], "reviewed": stats["reviewed"],
     }
     atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))
 

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
-from cotforge.checks.chain import Chain, Result
+from cotforge.checks.chain import Result
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow, read_rows
 from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain, judge_funnel
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
@@ -60,25 +61,27 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     """Judge every sample in `inputs`; returns the run's counts and funnel."""
     if bad_rows not in BAD_ROW_MODES:
         raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
-    chain = Chain.for_data(checks, jobs)
+    chain = JudgedChain.for_data(checks, jobs)  # rule checks in the worker pool, then any judge in engine batches
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
-    run = RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite)
-    normalize = Normalizer("sample", fields)
-    raw_rows = (raw for path in inputs for raw in read_rows(path))
-    with chain, Progress("filter") as progress:
-        for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
-            if run.has_shard("samples", index):
-                progress.advance(len(raw_chunk))
-                continue
-            samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
-            results = chain.run(samples)
-            rows = verdict_rows(samples, results, chain.names)
-            if quarantined:
-                run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
-            run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
-            progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
-    counts = run_counts(run.path, chain.names)
-    run.update_manifest(status="complete", counts={k: counts[k] for k in
-                                                   ("rows_read", "accepted", "rejected", "quarantined")},
-                        funnel=counts["funnel"])
-    return counts
+    with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
+        normalize = Normalizer("sample", fields)
+        raw_rows = (raw for path in inputs for raw in read_rows(path))
+        with chain, Progress("filter") as progress:
+            for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
+                if run.has_shard("samples", index):
+                    progress.advance(len(raw_chunk))
+                    continue
+                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
+                results = chain.run(samples)
+                rows = verdict_rows(samples, results, chain.names)
+                if quarantined:
+                    run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
+                run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
+                progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
+        counts = run_counts(run.path, chain.names)
+        judged = {"judge": judge_funnel(run.path, [s.config.name for s in chain.judges], chain.stats)} \
+            if chain.judges else {}
+        run.update_manifest(status="complete", counts={k: counts[k] for k in
+                                                       ("rows_read", "accepted", "rejected", "quarantined")},
+                            funnel=counts["funnel"], **judged)
+    return {**counts, **judged}

@@ -1,6 +1,9 @@
 """`cotforge query`: DuckDB views over a run folder's committed Parquet shards.
 
-Views: samples, accepted, rejected, verdicts (one row per sample and check), prompts, quarantine.
+Views: samples, accepted, rejected, verdicts (one row per sample and check), prompts, quarantine,
+reviews (every human decision, cotforge/review.py). `samples` is as the checks left it; `accepted` and
+`rejected` apply the latest review of each sample (a human decision is final; an edit's text replaces
+reasoning and summary), so everything downstream of them (export, mix) honours the reviews.
 Only published `part-*.parquet` files are read, so a run that another process is still writing can
 be queried: it shows the shards committed so far.
 """
@@ -17,7 +20,7 @@ import pyarrow as pa
 
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA
+from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -47,8 +50,11 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     _table_view(con, run, "samples", SAMPLE_SCHEMA)
     _table_view(con, run, "quarantine", QUARANTINE_SCHEMA)
-    con.execute("CREATE VIEW accepted AS SELECT * FROM samples WHERE accepted")
-    con.execute("CREATE VIEW rejected AS SELECT * FROM samples WHERE NOT accepted")
+    if _table_view(con, run, "reviews", REVIEW_SCHEMA):
+        _reviewed_views(con)
+    else:  # nothing reviewed: the checks' verdict alone (and no join on the export's path)
+        con.execute("CREATE VIEW accepted AS SELECT * FROM samples WHERE accepted")
+        con.execute("CREATE VIEW rejected AS SELECT * FROM samples WHERE NOT accepted")
     con.execute("""CREATE VIEW verdicts AS
         SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed,
                -- three states, by base.status_of's rule (so run folders written before it read the same)
@@ -75,6 +81,25 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
                    sum(completion_tokens) AS completion_tokens
             FROM samples GROUP BY prompt_id""")
     return con
+
+
+def _reviewed_views(con: duckdb.DuckDBPyConnection) -> None:
+    """`accepted` / `rejected` with each sample's latest review applied (the reviews are few: the
+    join's hash table holds them, the samples stream past it)."""
+    con.execute("""CREATE VIEW review_latest AS
+        SELECT sample_id, arg_max(decision, seq) AS decision, arg_max(reasoning, seq) AS reasoning,
+               arg_max(summary, seq) AS summary
+        FROM reviews GROUP BY sample_id""")
+    con.execute("""CREATE VIEW _reviewed AS
+        SELECT s.* REPLACE (
+                 CASE r.decision WHEN 'reject' THEN false WHEN 'accept' THEN true WHEN 'edit' THEN true
+                      ELSE s.accepted END AS accepted,
+                 CASE WHEN r.decision = 'edit' THEN coalesce(r.reasoning, s.reasoning) ELSE s.reasoning END
+                      AS reasoning,
+                 CASE WHEN r.decision = 'edit' THEN coalesce(r.summary, s.summary) ELSE s.summary END AS summary)
+        FROM samples s LEFT JOIN review_latest r ON r.sample_id = s.id""")
+    con.execute("CREATE VIEW accepted AS SELECT * FROM _reviewed WHERE accepted")
+    con.execute("CREATE VIEW rejected AS SELECT * FROM _reviewed WHERE NOT accepted")
 
 
 def run_query(run_path: str | Path, sql: str) -> tuple[list[str], list[tuple]]:

@@ -15,12 +15,13 @@ becomes the sample's `prompt`, so that e.g. the language check reads the user's 
 
     from cotforge import rewards
     GRPOTrainer(..., reward_funcs=[rewards.accuracy, rewards.format, rewards.from_check("length", max_tokens=4096)])
+    rewards.get("judge", engine="openai", rubric="helpfulness")  # a model as judge (cotforge.judge)
 """
 
 from __future__ import annotations
 
-from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks.base import Verdict
+from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow
 
@@ -90,6 +91,37 @@ class CheckReward:
         return f"CheckReward({self.check!r}, name={self.__name__!r}, options={self.options!r})"
 
 
+class JudgeReward:
+    """The `judge` check as a reward: 1.0 where the judge says yes, 0.0 for no, None where its answer
+    did not parse or nothing applies (no gold and no rubric). Options are the judge's (`JudgeConfig`:
+    engine, model, rubric, scope, template, cache, ...); a reward judges every completion it is given,
+    batched through the judge engine, with the same verdict cache as the filter."""
+
+    def __init__(self, name: str = "judge", judge_engine=None, **options):
+        self.options = options
+        self.__name__ = name
+        self._engine = judge_engine  # an Engine instance to share (e.g. a served model's client); else built
+        self._stage = None
+
+    @property
+    def stage(self):
+        if self._stage is None:
+            from cotforge.judge import JudgeConfig, JudgeStage
+
+            self._stage = JudgeStage(JudgeConfig.from_options(dict(self.options)), self._engine)
+        return self._stage
+
+    def verdicts(self, prompts: list | None = None, completions: list | None = None, **columns) -> list[Verdict]:
+        return self.stage.judge(reward_samples(prompts, completions or [], **columns))
+
+    def __call__(self, prompts: list | None = None, completions: list | None = None,
+                 **columns) -> list[float | None]:
+        return [verdict.score for verdict in self.verdicts(prompts, completions, **columns)]
+
+    def __repr__(self) -> str:
+        return f"JudgeReward(name={self.__name__!r}, options={self.options!r})"
+
+
 def from_check(name: str, reward_name: str | None = None, jobs: int = 0, **options) -> CheckReward:
     """Any registered check (with its options) as a reward; unknown names or options raise now."""
     reward = CheckReward(name, reward_name, jobs, **options)
@@ -98,7 +130,11 @@ def from_check(name: str, reward_name: str | None = None, jobs: int = 0, **optio
 
 
 def get(name: str, **options) -> CheckReward:
-    """A reward by name: one of NAMED (`accuracy` is the `answer` check) or any check name."""
+    """A reward by name: one of NAMED (`accuracy` is the `answer` check), `judge`, or any check name."""
+    if name == "judge":
+        reward = JudgeReward("judge", **options)
+        reward.stage  # noqa: B018 - validate the options now, not mid-training
+        return reward
     return from_check(NAMED.get(name, name), reward_name=name, **options)
 
 
@@ -109,6 +145,7 @@ format = CheckReward("format", "format")  # shadows the builtin here only: it is
 language = CheckReward("language", "language")
 repetition = CheckReward("repetition", "repetition")
 length = CheckReward("length", "length")
+judge = JudgeReward("judge")  # the embedded model against the gold; give options via get("judge", ...)
 
-__all__ = ["NAMED", "CheckReward", "accuracy", "format", "from_check", "get", "language", "length",
-           "repetition", "reward_samples"]
+__all__ = ["NAMED", "CheckReward", "JudgeReward", "accuracy", "format", "from_check", "get", "judge",
+           "language", "length", "repetition", "reward_samples"]

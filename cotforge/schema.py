@@ -70,6 +70,18 @@ _QUARANTINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 
+_REVIEW_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("seq", pa.int64(), "decision number in this run (0, 1, ...); the highest per sample is the one that counts"),
+    ("sample_id", pa.string(), "id of the reviewed sample"),
+    ("decision", pa.string(), "accept | reject | edit (edit keeps the sample with the edited text)"),
+    ("note", pa.string(), "the reviewer's note"),
+    ("reasoning", pa.string(), "edited reasoning (edit only; the sample's own text stays in `samples`)"),
+    ("summary", pa.string(), "edited summary (edit only)"),
+    ("reviewer", pa.string(), "who decided (the `cotforge view` user)"),
+    ("created", pa.string(), "UTC time of the decision, ISO 8601"),
+]
+
+
 def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
     return pa.schema([pa.field(name, typ, metadata={"doc": doc}) for name, typ, doc in fields])
 
@@ -77,6 +89,7 @@ def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
 PROMPT_SCHEMA = _schema(_PROMPT_FIELDS)
 SAMPLE_SCHEMA = _schema(_SAMPLE_FIELDS)
 QUARANTINE_SCHEMA = _schema(_QUARANTINE_FIELDS)
+REVIEW_SCHEMA = _schema(_REVIEW_FIELDS)
 
 PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
 SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]

@@ -71,4 +71,8 @@ def format_summary(counts: dict) -> str:
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")
+    if counts.get("judge"):
+        from cotforge.judge.funnel import format_judge_funnel
+
+        lines.append(format_judge_funnel(counts["judge"]))
     return "\n".join(lines)

@@ -33,7 +33,7 @@ def _reasoning_run(path: Path, prompts: int = 10) -> Path:
     rows = []
     for p in range(prompts):
         for k in range(4):
-            reasoning = f"think {p} " + "step " * (10 * (k + 1))
+            reasoning = f"think {p} " + _text(300 + 4 * p + k, 10 * (k + 1))  # distinct, not near duplicates
             rows.append({"id": f"r{p}-{k}", "prompt_id": f"rp{p}", "sample_idx": k,
                          "prompt": f"Math problem {p}: {_text(p, 20)}", "domain": "math" if p % 2 else "code",
                          "source": "numina", "reasoning": reasoning, "summary": f"Answer {p}",
@@ -215,3 +215,45 @@ def test_self_cognition_source(world: Path) -> None:
     assert {r[0] for r in rows} <= {"en", "zh"}
     _, texts = run_query(world / "mix", "SELECT summary, reasoning FROM accepted")
     assert all("Cotforge-R1" in summary and reasoning == "" for summary, reasoning in texts)
+
+
+NEAR_RECIPE = """
+name: near-under-one-prompt
+seed: 3
+sources:
+  - name: reasoning
+    path: samples.jsonl
+    {per_prompt}
+    select: shortest
+dedup:
+  exact: true
+  near: {{threshold: 0.8}}
+"""
+
+
+@pytest.mark.parametrize("per_prompt", [None, 2])
+def test_near_duplicates_under_one_prompt_count_once(tmp_path: Path, per_prompt) -> None:
+    """Three responses to one prompt that differ by one word in 120 leave one survivor; per_prompt then
+    picks among the distinct responses (here: that one and a genuinely different, longer answer)."""
+    base = _text(7, 120).split()
+    variants = []
+    for k, word in enumerate(["zebra", "walrus", "okapi"]):
+        words = list(base)
+        words[40 + k] = word  # one word in 120
+        variants.append(" ".join(words))
+    distinct = _text(11, 125)
+    rows = [{"id": f"v{k}", "prompt": "Explain the pattern.", "completion": f"<think>{text}</think>Done."}
+            for k, text in enumerate([*variants, distinct])]
+    rows.append({"id": "other", "prompt": "Another prompt.", "completion": f"<think>{variants[0]}</think>Done."})
+    _jsonl(tmp_path / "samples.jsonl", rows)
+    recipe = _recipe(tmp_path, NEAR_RECIPE.format(per_prompt=f"per_prompt: {per_prompt}" if per_prompt else ""))
+    mix(recipe, tmp_path / "mix")
+    listed = {r["id"]: r for r in _rows(tmp_path / "mix")}
+    kept = sorted(i for i, r in listed.items() if r["accepted"])
+    survivors = [i for i in ("v0", "v1", "v2") if listed[i]["accepted"]]
+    assert len(survivors) == 1, listed
+    assert "v3" in kept and "other" in kept  # the distinct answer, and the same text under another prompt
+    assert kept == sorted([*survivors, "v3", "other"])
+    for dropped in {"v0", "v1", "v2"} - set(survivors):
+        assert re.fullmatch(rf"near duplicate of {survivors[0]} \(jaccard 0\.\d\d, same prompt\)",
+                            listed[dropped]["reason"]), listed[dropped]

@@ -30,8 +30,8 @@ from cotforge.checks import load_all
 from cotforge.checks.base import NOT_APPLICABLE, Check, Verdict, create
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
+from cotforge.resources import shipped_folder
 
-FILTERS_DIR = Path(__file__).resolve().parents[2] / "filters"
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
 BATCH = 16
 
@@ -45,7 +45,7 @@ class CheckSpec:
 
 
 def preset_path(name: str) -> Path | None:
-    for folder in (Path.cwd() / "filters", FILTERS_DIR):
+    for folder in (Path.cwd() / "filters", shipped_folder("filters")):
         candidate = folder / f"{name}.yaml"
         if candidate.exists():
             return candidate
@@ -182,22 +182,36 @@ class Result:
         return all(v.passed for v in self.verdicts)
 
 
-VERIFIED = "verified"  # the chain's own last stage when it has verifying checks
+VERIFIED = "verified"  # the data chain's own last stage when it has verifying checks
 
 
-def verification_verdict(verdicts: list[Verdict], verifying: dict[int, str], allow_unverified: bool) -> Verdict:
-    """Did any verifying check (answer, code, ...) judge the sample? A sample none could judge (no
-    gold, no tests, unreadable tests) is unverified: rejected, or n/a where the preset allows it.
-    `verifying`: chain position -> check name of the verifying checks."""
-    judged = [name for i, name in verifying.items() if verdicts[i].status != NOT_APPLICABLE]
-    if judged:
-        return Verdict.ok(f"judged by {', '.join(judged)}")
-    missing = sorted({verdicts[i].missing for i in verifying if verdicts[i].missing}) or ["gold"]
-    what = " or ".join(missing)
-    if allow_unverified:
-        return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what)
-    return Verdict(False, None, f"unverified: no {what} to check against (allow_unverified: true in the "
-                                f"preset accepts such samples)", what)
+class VerificationGate:
+    """Did any verifying check (answer, code, a judge ...) judge the sample? A sample none could judge
+    (no gold, no tests, unreadable tests) is unverified: rejected, or n/a where the preset allows it.
+    Appended as the `verified` verdict after every other stage."""
+
+    def __init__(self, verifying: dict[int, str], allow_unverified: bool):
+        self.verifying = verifying  # chain position -> name of the verifying checks
+        self.allow_unverified = allow_unverified
+
+    def config(self) -> dict:
+        return {"check": VERIFIED, "allow_unverified": self.allow_unverified}
+
+    def verdict(self, verdicts: list[Verdict]) -> Verdict:
+        judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
+        if judged:
+            return Verdict.ok(f"judged by {', '.join(judged)}")
+        missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
+        what = " or ".join(missing)
+        if self.allow_unverified:
+            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what)
+        return Verdict(False, None, f"unverified: no {what} to check against (allow_unverified: true in the "
+                                    f"preset accepts such samples)", what)
+
+    def apply(self, results: list[Result]) -> list[Result]:
+        for result in results:
+            result.verdicts.append(self.verdict(result.verdicts))
+        return results
 
 
 class Chain:
@@ -211,8 +225,8 @@ class Chain:
         self.checks = build_checks(specs)
         self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(specs, self.checks))
                           if type(check).verifies}
-        self.allow_unverified = allow_unverified
-        self.gated = allow_unverified is not None and bool(self.verifying)
+        self.gate = VerificationGate(self.verifying, allow_unverified) \
+            if allow_unverified is not None and self.verifying else None
         self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(specs, self.checks)]
         self.jobs = (os.cpu_count() or 1) if jobs is None else jobs
         self.worker_memory = worker_memory
@@ -231,21 +245,15 @@ class Chain:
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.specs] + ([VERIFIED] if self.gated else [])
+        return [s.name for s in self.specs] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
         config = [{"check": s.name, **c.options(), "timeout_s": t}
                   for s, c, t in zip(self.specs, self.checks, self.timeouts)]
-        if self.gated:
-            config.append({"check": VERIFIED, "allow_unverified": self.allow_unverified})
-        return config
+        return config + ([self.gate.config()] if self.gate else [])
 
     def _verify(self, results: list[Result]) -> list[Result]:
-        if self.gated:
-            for result in results:
-                result.verdicts.append(verification_verdict(result.verdicts, self.verifying,
-                                                            bool(self.allow_unverified)))
-        return results
+        return self.gate.apply(results) if self.gate else results
 
     # pool lifecycle
     def start(self) -> None:

@@ -3,7 +3,12 @@
 Tests (the `tests` field, JSON) come as stdin/stdout pairs (`[{"input": ..., "output": ...}]`, or
 APPS-style `{"inputs": [...], "outputs": [...]}`), as a list of assert statements, or as one string
 of Python whose top-level asserts are the tests (its other statements are shared setup). Every test
-runs in its own sandboxed process (see `sandbox.py`). Score = share of tests passed.
+runs in its own sandbox (see `sandbox.py`). Score = share of tests passed.
+
+The verdict cannot be forged from inside: a stdio test is judged by its output against an expected
+output the program never sees; an assert test by a harness in a second process that holds the test
+and a report pipe, while the solution runs in a fresh interpreter and only answers calls with plain
+data (see `_assert_rpc.py`).
 """
 
 from __future__ import annotations
@@ -11,23 +16,16 @@ from __future__ import annotations
 import ast
 import json
 import os
-import secrets
+from pathlib import Path
 
 from cotforge.checks.base import Check, Verdict, register
-from cotforge.checks.sandbox import run_python
+from cotforge.checks.sandbox import run_program, run_python
 from cotforge.checks.text import CODE_DOMAINS, fenced_blocks, is_code_domain, reasoning_and_summary
 
 PYTHON_TAGS = ("", "python", "py", "python3", "py3")
-_NONCE_VAR = "COTFORGE_TEST_NONCE"
-# The solution runs as a module of its own; the test runs in its namespace; the nonce, read from the
-# environment and removed before the solution runs, proves that the test ran to its end.
-_ASSERT_HARNESS = """import os
-_nonce = os.environ.pop({var!r}, "")
-_namespace = {{"__name__": "solution"}}
-exec(compile({solution!r}, "solution.py", "exec"), _namespace)
-exec(compile({test!r}, "test.py", "exec"), _namespace)
-print(_nonce)
-"""
+# Assert tests run in two processes (see _assert_rpc.py): the verdict comes from the harness over a
+# pipe only it holds, and the solution never has the test (or any secret) in its memory.
+_RPC_SOURCE = (Path(__file__).parent / "_assert_rpc.py").read_text()
 
 
 def parse_tests(raw) -> tuple[str, list, str]:
@@ -130,20 +128,35 @@ class CodeCheck(Check):
             stdin, expected = test
             result = run_python(code, _as_text(stdin), **limits)
         else:
-            nonce = secrets.token_hex(16)
-            source = _ASSERT_HARNESS.format(var=_NONCE_VAR, solution=code, test=f"{setup}\n{test}")
-            result = run_python(source, "", env={_NONCE_VAR: nonce}, **limits)
+            files = {"_assert_rpc.py": _RPC_SOURCE, "solution.py": code,
+                     "test.json": json.dumps({"setup": setup, "test": test})}
+            result = run_program(files, ["_assert_rpc.py", "harness"], report=True, **limits)
         if result.timed_out:
             return False, f"timeout over {self.time_limit_s:g}s", result.seconds
+        if kind == "assert":
+            return _assert_verdict(result)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
             return False, f"error: {last[:160]}", result.seconds
-        if kind == "stdio":
-            got = _normalize_output(result.stdout)
-            if got != _normalize_output(_as_text(expected)):
-                shown = os.linesep.join(got)[:80]
-                return False, f"expected {_as_text(expected).strip()[:80]!r}, got {shown!r}", result.seconds
-            return True, "", result.seconds
-        if _normalize_output(result.stdout)[-1:] != [nonce]:
-            return False, "test did not run to its end (solution exited early?)", result.seconds
+        got = _normalize_output(result.stdout)
+        if got != _normalize_output(_as_text(expected)):
+            shown = os.linesep.join(got)[:80]
+            return False, f"expected {_as_text(expected).strip()[:80]!r}, got {shown!r}", result.seconds
         return True, "", result.seconds
+
+
+def _assert_verdict(result) -> tuple[bool, str, float]:
+    """Judge an assert test by the harness's report alone: exit codes and stdout can be forged."""
+    try:
+        report = json.loads(result.report) if result.report else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        return False, f"test did not run to its end (no verdict from the harness; {last[:120]})", result.seconds
+    if report.get("ok") is True:
+        return True, "", result.seconds
+    if report.get("ended"):
+        return False, f"test did not run to its end (solution exited early?): {report.get('error', '')}"[:200], \
+            result.seconds
+    return False, f"error: {str(report.get('error', ''))[:160]}", result.seconds

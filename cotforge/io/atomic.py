@@ -54,6 +54,29 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+def atomic_create_table(path: Path, table: pa.Table) -> bool:
+    """Publish `table` as `path` only if no file has that name yet (hard link, never a replace);
+    False when another writer got there first. For append-only logs with numbered files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
 def remove_stale_temps(folder: Path) -> int:
     """Delete temp files a killed writer left behind; returns how many."""
     removed = 0

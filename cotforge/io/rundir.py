@@ -17,6 +17,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from cotforge import __version__
 from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
 from cotforge.io.errors import CotforgeError
+from cotforge.io.lock import FolderLock, is_lock_file
 
 
 class RunConfigMismatch(CotforgeError):
@@ -61,6 +63,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock: FolderLock | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -75,10 +78,24 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
              argv: list[str] | None = None, overwrite: bool = False) -> RunDir:
-        """Create a run folder, or reopen it to resume when the command and config match."""
+        """Create a run folder, or reopen it to resume when the command and config match.
+
+        The folder is locked for this process until `close()` (or exit): a second writer is refused.
+        """
         run = cls(path)
         fingerprints = [fingerprint(p) for p in inputs]
         wanted = config_hash(command, config, fingerprints)
+        run.lock = FolderLock.acquire(run.path, command)
+        try:
+            run._prepare(command, config, fingerprints, wanted, argv, overwrite)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _prepare(self, command: str, config: dict, fingerprints: list[dict], wanted: str,
+                 argv: list[str] | None, overwrite: bool) -> None:
+        run = self
         if run.manifest_path.exists():
             old = run.manifest()
             if old.get("config_hash") != wanted and not overwrite:
@@ -88,7 +105,7 @@ class RunDir:
                     f"use another --out, or --overwrite to discard it")
             if old.get("config_hash") != wanted or overwrite:
                 run._clear()
-        elif run.path.exists() and any(run.path.iterdir()):
+        elif run.path.exists() and any(not _is_ours(p) for p in run.path.iterdir()):
             if not overwrite:
                 raise CotforgeError(f"{run.path}: folder exists and is not a cotforge run; "
                                     f"use --overwrite to replace its contents")
@@ -101,11 +118,24 @@ class RunDir:
                 "config": config, "config_hash": wanted, "inputs": fingerprints,
                 "created": _now(), "status": "running", "counts": {},
             })
-        return run
+
+    def close(self) -> None:
+        """Release the writer's lock (the run's files stay as they are)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _clear(self) -> None:
         """Empty the folder: shards, round plans, work files and manifest alike (manifest last)."""
         for target in sorted(self.path.iterdir(), key=lambda p: p.name == "manifest.json"):
+            if is_lock_file(target):
+                continue
             if target.is_dir():
                 shutil.rmtree(target)
             else:
@@ -148,6 +178,11 @@ class RunDir:
 
     def count_rows(self, table: str) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def _is_ours(path: Path) -> bool:
+    """Our lock file, or a temp file a killed writer left (e.g. killed during the first manifest write)."""
+    return is_lock_file(path) or (path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
 def _describe_change(old: dict, command: str, config: dict, fingerprints: list[dict]) -> str:

@@ -10,8 +10,8 @@ Memory stays flat however many rows are kept: MinHashLSH holds only the current 
 duplicates inside it), while the buckets of all earlier batches live in an on-disk DuckDB table
 (band, bucket hash -> row) that each batch joins against, and the signatures live in a flat file
 read back by offset for the few candidates. Disk grows with the kept rows (~0.7 KB each); RAM does
-not. Rows with the same `prompt_id` are never near duplicates of each other: `per_prompt` governs
-those.
+not. Rows with the same `prompt_id` are not compared here: their completions are compared before
+`per_prompt` (see within.py).
 """
 
 from __future__ import annotations

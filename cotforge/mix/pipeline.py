@@ -1,6 +1,8 @@
 """`mix`: build an SFT mix from sources by quota, with dedup and decontamination.
 
 Order of stages, per source in recipe order (a row's reason is the first stage it fails):
+0. near duplicates under one prompt (completions compared, see within.py) are dropped first
+   (`near duplicate of ID (jaccard 0.93, same prompt)`), so that
 1. per_prompt: DuckDB ranks each prompt's samples by the `select` policy; rows past `per_prompt`
    are dropped (`over per_prompt`).
 2. The survivors stream in a seeded random order (md5 of seed and id) through
@@ -37,12 +39,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from cotforge.mix.decontam import EvalIndex
-from cotforge.mix.dedup import Deduper
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
+from cotforge.mix.decontam import EvalIndex
+from cotforge.mix.dedup import Deduper
 from cotforge.mix.recipe import Recipe, Source, load_recipe
 from cotforge.mix.sources import source_relation, upstream_funnel
+from cotforge.mix.within import find_within_prompt
 from cotforge.progress import Progress
 from cotforge.query import sql_literal
 from cotforge.schema import SAMPLE_SCHEMA, to_table
@@ -106,7 +109,12 @@ def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: Ev
     """Each row's (stage, reason, score), or None when kept; rows arrive in priority order."""
     reasons: list = [None] * len(rows)
     for pos, row in enumerate(rows):
-        if row["_over"]:
+        if row["_near_of"] is not None and row["_near_exact"]:
+            reasons[pos] = ("exact duplicate", f"exact duplicate of {row['_near_of']}", None)
+        elif row["_near_of"] is not None:
+            why = f"near duplicate of {row['_near_of']} (jaccard {row['_near_j']:.2f}, same prompt)"
+            reasons[pos] = ("near duplicate", why, row["_near_j"])
+        elif row["_over"]:
             reasons[pos] = ("over per_prompt", "over per_prompt", None)
         elif evals is not None and (label := evals.match(row.get("prompt") or "")):
             reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
@@ -164,11 +172,16 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
     """Decide on a narrow table in priority order (decisions go to a file, by file-order position),
     then stream the full rows in file order beside them: no sort, window or join holds long texts."""
     per_prompt = source.per_prompt or 2**31
+    find_within_prompt(con, relation, _ORDER[source.select], recipe.seed, deduper if source.dedup else None)
+    # near duplicates under one prompt rank apart, so per_prompt picks among distinct samples
     con.execute(f"""CREATE OR REPLACE TABLE _ranks AS
-        SELECT _fkey, file_row_number AS _frn, _rand,
-               row_number() OVER (PARTITION BY prompt_id ORDER BY {_ORDER[source.select]}) AS _rank
-        FROM (SELECT hash(filename) AS _fkey, file_row_number, prompt_id, length(coalesce(completion, '')) AS _length,
-                     md5_number_lower(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})""")
+        SELECT _fkey, _frn, _rand, _near_of, _near_j, _near_exact,
+               row_number() OVER (PARTITION BY prompt_id, _near_of IS NULL ORDER BY {_ORDER[source.select]}) AS _rank
+        FROM (SELECT hash(filename) AS _fkey, file_row_number AS _frn, prompt_id,
+                     length(coalesce(completion, '')) AS _length,
+                     md5_number_lower(concat({recipe.seed}, ':', id)) AS _rand FROM {relation})
+        LEFT JOIN _within USING (_fkey, _frn)""")
+    con.execute("DROP TABLE _within")
     extra = ", completion" if recipe.dedup_text == "sample" else ""
     cursor = con.cursor()
     cursor.execute("DROP TABLE IF EXISTS _keys")
@@ -182,13 +195,13 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
         rows_seen += len(rows)
     con.execute("DROP TABLE _ranks")
     pool = dict(con.execute(f"SELECT coalesce(domain, ''), count(*) FROM _keys WHERE _rank <= {per_prompt} "
-                            "GROUP BY ALL").fetchall()) if rows_seen else {}
+                            "AND _near_of IS NULL GROUP BY ALL").fetchall()) if rows_seen else {}
     targets = _targets(source.quota, pool)
     kept: Counter = Counter()
     dropped: Counter = Counter()
     if rows_seen:
         log = DecisionLog(workdir / "decisions.bin")
-        reader = con.sql(f"SELECT * EXCLUDE (_rank), _rank > {per_prompt} AS _over FROM _keys "
+        reader = con.sql(f"SELECT * EXCLUDE (_rank), _near_of IS NULL AND _rank > {per_prompt} AS _over FROM _keys "
                          "ORDER BY _over, _rand, _ord").to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             rows = batch.to_pylist()
@@ -215,7 +228,9 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
 def _key_schema(with_completion: bool) -> pa.Schema:
     texts = ["id", "prompt_id", "prompt", "summary", "domain"] + (["completion"] if with_completion else [])
     return pa.schema([*((name, pa.string()) for name in texts), ("_full", pa.uint64()), ("_fkey", pa.uint64()),
-                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_rank", pa.int64()),
+                      ("_frn", pa.int64()), ("_rand", pa.uint64()), ("_near_of", pa.string()), ("_near_j", pa.float64()),
+                      ("_near_exact", pa.bool_()),
+                      ("_rank", pa.int64()),
                       ("_ord", pa.int64())])
 
 
@@ -245,7 +260,11 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
     """Run the recipe into the run folder `out`; returns the manifest's mix report."""
     recipe = load_recipe(recipe_path)
     config = {"recipe": recipe.raw}
-    run = RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite)
+    with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
+        return _mix_into(run, recipe, memory_limit)
+
+
+def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str) -> dict:
     manifest = run.manifest()
     if manifest.get("status") == "complete":
         return manifest["mix"]

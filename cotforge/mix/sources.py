@@ -19,7 +19,8 @@ from cotforge.filtering import chunks
 from cotforge.io.normalize import ALIASES, Normalizer
 from cotforge.io.readers import RawRow, is_run_folder, read_rows
 from cotforge.mix.recipe import Source
-from cotforge.query import sql_literal
+from cotforge.query import connect, sql_literal
+from cotforge.review import has_reviews
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 from cotforge.mix.selfcog import load_spec, self_cognition_rows
 
@@ -68,7 +69,11 @@ def source_relation(source: Source, workdir: Path) -> str:
     """SQL for the source's candidate rows, staging a Parquet file if needed.
 
     Columns: SAMPLE_SCHEMA's, plus `filename` and `file_row_number`, a unique row key."""
-    if source.path is not None and is_run_folder(source.path):
+    if source.path is not None and is_run_folder(source.path) and has_reviews(source.path):
+        staged = workdir / f"source-{source.name}.parquet"
+        _stage_reviewed(source.path, staged)
+        relation = f"(SELECT * FROM read_parquet({sql_literal(staged)}, {_ROW_KEY}))"
+    elif source.path is not None and is_run_folder(source.path):
         shards = sorted((source.path / "samples").glob("part-*.parquet"))
         if not shards:
             return "(SELECT *, '' AS filename, 0::BIGINT AS file_row_number FROM _empty_samples)"
@@ -83,6 +88,18 @@ def source_relation(source: Source, workdir: Path) -> str:
     if source.where:
         relation = f"(SELECT * FROM {relation} WHERE {source.where})"
     return relation
+
+
+def _stage_reviewed(run_path: Path, staged: Path) -> None:
+    """A reviewed run's accepted rows as `cotforge query` defines them (a person's decision wins over
+    the checks, edits replace the text), copied to one Parquet file by DuckDB in file order: the mix
+    reads sources twice by row position, which a view with a join does not promise to keep."""
+    con = connect(run_path)
+    try:
+        con.execute("SET preserve_insertion_order=true")
+        con.execute(f"COPY (SELECT * FROM accepted) TO {sql_literal(staged)} (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.close()
 
 
 def upstream_funnel(source: Source) -> list | None:
