@@ -75,9 +75,11 @@ def main() -> None:
                 for g, members in groups.items()}
     print(f"{'r1 preset kept':<20}" + "".join(f"{accepted[g]:>8}/{len(groups[g]):<4} {100 * accepted[g] / len(groups[g]):5.1f}%  "
                                               for g in sorted(groups)))
-    correct = [r for r in groups["finished"] if r["upstream_correct"]]
-    agree = sum(create("answer").check(sample_of(r)).passed for r in correct)
-    print(f"answer check agrees with the upstream grader on {agree}/{len(correct)} finished traces it marked correct")
+    answer = create("answer")
+    agree = sum(answer.check(sample_of(r)).passed == r["upstream_correct"] for r in groups["finished"])
+    right = sum(r["upstream_correct"] for r in groups["finished"])
+    print(f"answer check agrees with the upstream grader on {agree}/{len(groups['finished'])} finished traces "
+          f"({right} graded correct upstream)")
     if {"repetition", "gopher_repetition"} <= set(rejected):
         ours, theirs = rejected["repetition"], rejected["gopher_repetition"]
         print(f"repetition vs gopher_repetition: false rejects on finished {ours['finished']}/{len(groups['finished'])} "

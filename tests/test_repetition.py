@@ -114,3 +114,15 @@ def test_presets_build(preset):
     from cotforge.checks.chain import Chain
 
     assert "repetition" in Chain.for_data(preset, jobs=0).names
+
+
+def test_gsm8k_solutions_restated_as_their_own_summary_pass(shared_dir):
+    """Every GSM8K worked solution as the reasoning, restated word for word as the summary: no loop."""
+    import json
+
+    rows = [json.loads(line) for line in (shared_dir / "data" / "gsm8k" / "test.jsonl").open()]
+    check = create("repetition")
+    failed = [r["answer"] for r in rows
+              if not check.check({"completion": f"<think>\n{r['answer']}\n</think>\n\n{r['answer']}"}).passed]
+    print(f"\nrepetition on {len(rows)} GSM8K solutions restated as summaries: {len(failed)} rejected")
+    assert not failed, failed[:2]

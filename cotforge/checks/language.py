@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -33,7 +34,9 @@ from cotforge.checks.text import reasoning_and_summary
 
 # Things that are not language, removed before judging (order matters: blocks before inline bits).
 _NON_LANGUAGE = re.compile(
-    r"^[ \t]{0,3}(```|~~~).*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)"  # fenced code
+    # quoted text: cited on purpose, in any language (straight double quotes stay within a line)
+    r"\"[^\"\n]{1,300}\"|“[^”]{0,300}”|‘[^’]{0,300}’|「[^」]{0,300}」|『[^』]{0,300}』|«[^»]{0,300}»|„[^“”]{0,300}[“”]"
+    r"|^[ \t]{0,3}(```|~~~).*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)"  # fenced code
     r"|`[^`\n]*`"  # inline code
     r"|\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|\$[^$\n]+\$"  # display and inline math
     r"|\\begin\{(\w+\*?)\}.*?\\end\{\2\}"  # LaTeX environments
@@ -44,9 +47,6 @@ _NON_LANGUAGE = re.compile(
     r"|\b\w*(?:_\w*|[a-z][A-Z]\w*|[A-Za-z]\d|\d[A-Za-z])\w*"  # snake_case, camelCase, x2, 3rd-like ids
     r"|[\d.,]*\d",  # numbers
     re.DOTALL | re.MULTILINE)
-# Quoted text: cited on purpose, in any language. Straight double quotes stay within a line.
-_QUOTED = re.compile(r"\"[^\"\n]{1,300}\"|“[^”]{0,300}”|‘[^’]{0,300}’|「[^」]{0,300}」|『[^』]{0,300}』|«[^»]{0,300}»"
-                     r"|„[^“”]{0,300}[“”]")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 
 HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -55,6 +55,8 @@ HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
 CJK = HAN + KANA + HANGUL
 # A token: a run of CJK characters, or a word of any other script (letters only).
 _TOKEN = re.compile(f"[{CJK}]+|[^\\W\\d_{CJK}]+")
+_ASCII_WORD = re.compile(r"[A-Za-z]+")
+_NON_LATIN_RUN = re.compile(f"[{CJK}]+|[^\\W\\d_A-Za-z{CJK}]+")  # a prompt's words in scripts other than Latin
 _KANA = re.compile(f"[{KANA}]")
 _HANGUL = re.compile(f"[{HANGUL}]")
 _WORD = re.compile(f"[^\\W\\d_{CJK}]{{2,}}")  # a spaced-script word of 2+ letters (for prompt detection)
@@ -90,7 +92,7 @@ def language_code(code: str | None) -> str | None:
 
 def strip_non_language(text: str) -> str:
     """Remove code, math, numbers, identifiers and quoted text."""
-    return _NON_LANGUAGE.sub(" ", _QUOTED.sub(" ", text))
+    return _NON_LANGUAGE.sub(" ", text)
 
 
 def sentences(text: str) -> list[str]:
@@ -112,6 +114,10 @@ FUNCTION_WORDS = {
     "nl": "de het een en is van dat niet met op voor zijn ook maar dus er te wij ze",
 }
 _FUNCTION_WORDS = {lang: frozenset(words.split()) for lang, words in FUNCTION_WORDS.items()}
+_WORD_LANGUAGES: dict[str, tuple[str, ...]] = {}  # function word -> the languages it belongs to
+for _lang, _words in _FUNCTION_WORDS.items():
+    for _word in _words:
+        _WORD_LANGUAGES[_word] = (*_WORD_LANGUAGES.get(_word, ()), _lang)
 
 
 def _fasttext(words: list[str]) -> tuple[str, float]:
@@ -121,6 +127,11 @@ def _fasttext(words: list[str]) -> tuple[str, float]:
 
 def latin_language(words: list[str], target: str | None) -> str | None:
     """The language of a sentence's Latin-script words, or None when too ambiguous to tell."""
+    if target in _FUNCTION_WORDS:  # clearly the target's function words: no need to ask fastText
+        votes = Counter(lang for w in words for lang in _WORD_LANGUAGES.get(w.lower(), ()))
+        own = votes.pop(target, 0)
+        if own >= 3 and own >= 3 * max(votes.values(), default=0):
+            return target
     lang, prob = _fasttext(words)
     if target is None or lang == target or SCRIPTS.get(target, "latin") != "latin":
         return lang
@@ -147,6 +158,7 @@ def sentence_language(sentence: str, min_words: int, target: str | None = None) 
     return latin_language(words, target)
 
 
+@lru_cache(maxsize=4096)
 def detect_language(text: str, min_words: int = 1) -> str | None:
     """Language of a whole text (a prompt): its most frequent sentence language."""
     counts: dict[str, int] = {}
@@ -210,6 +222,16 @@ def _letters(sentence: str) -> list[str]:
 def sentence_runs(sentence: str, target: str, min_words: int, cited: frozenset) -> list[Run]:
     """The sentence's words as runs of one language each."""
     target_script = SCRIPTS.get(target, "latin")
+    if sentence.isascii():  # the common case: Latin words only, one language per sentence
+        words = [w for w in _ASCII_WORD.findall(sentence) if len(w) > 1]
+        if not words:
+            return []
+        if target_script == "latin":
+            lang = (latin_language(words, target) if len(words) >= min_words else None) or target
+        else:
+            words = [w for w in words if not w.isupper()]
+            lang = "en"
+        return [Run(lang, float(len(words)), " ".join(words), sentence)] if words else []
     tokens = [(token, script_of(token)) for token in _letters(sentence)]
     latin = [t for t, script in tokens if script == "latin" and len(t) > 1]
     # Latin words are one language per sentence: fastText where there are enough of them to tell.
@@ -284,7 +306,7 @@ class LanguageCheck(Check):
             target, source = detect_language(text, self.min_words), "majority"
         if target is None:
             return Verdict.skip("no words to judge")
-        cited = frozenset(m.group(0) for m in _TOKEN.finditer(prompt) if script_of(m.group(0)) != "latin")
+        cited = frozenset(_NON_LATIN_RUN.findall(prompt)) if not prompt.isascii() else frozenset()
         result = tally(text, target, self.min_words, cited)
         if result.total_words < 1:
             return Verdict.skip("no words to judge")

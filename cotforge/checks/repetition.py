@@ -37,6 +37,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _ANSWER_STATEMENT = re.compile(r"\b(?:final\s+answer|the\s+answer\s+is|answer\s*:)|(?:最终答案|答案是|答案为)",
                                re.IGNORECASE)
 _NORMALIZE = re.compile(r"\W+")
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+")  # `tokens` for lower-cased ASCII text, faster
 
 
 class Loop(NamedTuple):
@@ -113,20 +114,24 @@ class RepetitionCheck(Check):
 
     def find_loop(self, text: str, max_answers: int) -> Loop | None:
         """The loop in one field (reasoning or summary), or None."""
-        words = tokens(text)
+        ascii_text = text.isascii()
+        words = _ASCII_TOKEN.findall(text.lower()) if ascii_text else tokens(text.lower())
         if not words:
             return None
-        lowered = [w.lower() for w in words]
-        scale = self.cjk_ngram_scale if cjk_count(text) * 2 > len(words) else 1
-        run = tandem_repeat(lowered, self.ngram * scale, self.min_copies, self.min_loop_words * scale)
+        scale = 1 if ascii_text or cjk_count(text) * 2 <= len(words) else self.cjk_ngram_scale
+        run = tandem_repeat(words, self.ngram * scale, self.min_copies, self.min_loop_words * scale)
         if run:
             period, copies, start = run
             excerpt = " ".join(words[start:start + min(period, 12)])
             return Loop(f"a {period}-word stretch repeated {copies} times back to back ('{excerpt}...')",
                         min(1.0, period * copies / len(words)))
-        counts = Counter(key for unit in _units(text)
-                         if len(tokens(unit)) >= self.min_unit_words * scale
-                         and (key := _NORMALIZE.sub(" ", unit.lower()).strip()))
+        counts: Counter = Counter()
+        units = _units(text)
+        if len(units) > self.max_unit_repeats:  # fewer units cannot repeat often enough
+            for unit in units:
+                size = len(_ASCII_TOKEN.findall(unit.lower())) if ascii_text else len(tokens(unit))
+                if size >= self.min_unit_words * scale:
+                    counts[_NORMALIZE.sub(" ", unit.lower()).strip()] += 1
         if counts:
             unit, count = counts.most_common(1)[0]
             if count > self.max_unit_repeats:
