@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cotforge import __version__
-from cotforge.io.errors import CotforgeError
+from cotforge.io.errors import CotforgeError, Interrupted, environment_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "
@@ -19,6 +20,12 @@ BadRows = Annotated[str, typer.Option("--bad-rows", help="fail: stop at the firs
                                                           "it in the run's quarantine table and go on")]
 Fields = Annotated[list[str] | None, typer.Option("--field", help="FIELD=COLUMN: read FIELD from COLUMN")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="discard a run with another configuration")]
+Executor = Annotated[str, typer.Option("--executor", help="local: this machine; ray: a Ray cluster (--jobs is "
+                                                            "then the number of Ray workers, default all CPUs)")]
+RayAddress = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default $RAY_ADDRESS, "
+                                                                  "else a local Ray on this machine)")]
+AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
+                                                                     "committed rows; the data card says so")]
 
 
 def not_built(stage: str, issue: int) -> None:
@@ -82,6 +89,10 @@ def generate(
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
     summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
                            fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    if "top_rejection" not in summary:  # say why when nothing was accepted
+        from cotforge.stats import top_rejection
+
+        summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
 
 
@@ -93,7 +104,7 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
-               = 2000) -> None:
+               = 2000, executor: Executor = "local", address: RayAddress = None) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
@@ -101,19 +112,38 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 
     counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
-                            argv=sys.argv[1:])
+                            argv=sys.argv[1:], executor=executor, address=address)
     print(format_summary(counts))
+
+
+@app.command()
+def rewrite(run: Annotated[Path, typer.Argument(help="a run whose accepted samples are rewritten")],
+            out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
+            engine: Annotated[str, typer.Option("--engine", help="embedded | vllm | openai")] = "embedded",
+            model: Annotated[str | None, typer.Option("--model", help="rewriting model")] = None,
+            checks: Annotated[str, typer.Option("--checks", help="re-check preset (after the pattern check)")]
+            = "rewrite",
+            max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1024,
+            temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+            overwrite: Overwrite = False) -> None:
+    """Rewrite accepted R1-Zero-style outputs into |special_token|reasoning|special_token|summary, re-checked."""
+    from cotforge.rewrite import RewriteConfig
+    from cotforge.rewrite import rewrite as run_rewrite
+    from cotforge.stats import format_summary
+
+    config = RewriteConfig(engine=engine, model=model, checks=checks, max_tokens=max_tokens, temperature=temperature)
+    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:])))
 
 
 @app.command()
 def mix(recipe: Annotated[Path, typer.Argument(help="mix recipe YAML (paths relative to it)")],
         out: Annotated[Path, typer.Option("--out", help="run folder to write")],
-        overwrite: Overwrite = False) -> None:
+        overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Mix sources by quota with dedup and decontamination (the 600K/200K SFT mix)."""
     from cotforge.mix import format_report
     from cotforge.mix import mix as run_mix
 
-    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:])))
+    print(format_report(run_mix(recipe, out, overwrite=overwrite, argv=sys.argv[1:], allow_partial=allow_partial)))
 
 
 @app.command()
@@ -128,13 +158,14 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            reasoning_field: Annotated[bool, typer.Option(
                "--reasoning-field", help="messages style: reasoning in `reasoning_content`, not in <think>")]
            = False,
-           overwrite: Overwrite = False) -> None:
+           overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
     from cotforge.export import push
 
     options = {"reasoning_field": True} if reasoning_field else {}
-    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite, **options)
+    summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,
+                         allow_partial=allow_partial, **options)
     print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
     print(f"look at the run and review samples: cotforge view {run}")
     if push_to_hub:
@@ -147,8 +178,13 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
                                                   "prompts, quarantine, reviews")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
+    from cotforge.io.rundir import RunDir
     from cotforge.query import render, run_query
 
+    status = RunDir(run).unfinished()
+    if status is not None:
+        print(f"cotforge: note: {run} is an unfinished run (status {status}); the query sees only the rows "
+              f"committed so far", file=sys.stderr)
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
 
@@ -230,15 +266,31 @@ def train_grpo_cmd(dataset: Annotated[Path, typer.Argument(help="prompts with go
                                 lora=lora, config=config, batch_size=batch_size, lr=lr)))
 
 
+def _on_signal(signum: int, _frame) -> None:
+    # Ignore repeats while the first one unwinds (workers closing, locks released), then stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
+    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         app()
     except CotforgeError as err:
         print(str(err), file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("cotforge: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as stop:
+        print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except OSError as err:
+        fault = environment_fault(err)
+        if fault is None:
+            raise
+        print(str(fault), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from cotforge.datacard import (
     render_plots,
 )
 from cotforge.formatters import STYLES, format_sample
-from cotforge.io.atomic import atomic_write_bytes, atomic_write_table
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable
 from cotforge.io.errors import CotforgeError
 from cotforge.io.lock import FolderLock, is_lock_file
 from cotforge.io.rundir import RunDir
@@ -59,20 +59,30 @@ def _prepare(out: Path, overwrite: bool) -> None:
     if out.exists() and any(not is_lock_file(p) for p in out.iterdir()):
         if not overwrite:
             raise CotforgeError(f"{out}: folder exists and is not empty; use --overwrite to replace it")
-        for name in ("data", "assets", "README.md"):
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        _remove_outputs(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
+    check_writable(out)
 
 
 def export(run_path: str | Path, out: str | Path, style: str = "messages", shard_rows: int = 100_000,
-           overwrite: bool = False, license: str = "other", **style_options) -> dict:
-    """Write the dataset folder; returns {rows, shards, files}. `style_options` go to the formatter."""
+           overwrite: bool = False, license: str = "other", allow_partial: bool = False, **style_options) -> dict:
+    """Write the dataset folder; returns {rows, shards, files}. `style_options` go to the formatter.
+
+    An unfinished run (killed or interrupted: its manifest says `running`) is refused unless
+    `allow_partial`, which exports the rows committed so far and says so in the data card."""
     if style not in STYLES:
         raise CotforgeError(f"--style {style!r}: choose one of {', '.join(STYLES)}")
     if shard_rows < 1:
         raise CotforgeError("--shard-rows must be at least 1")
-    manifest = RunDir(run_path).manifest()
+    if style_options.get("reasoning_field") and style != "messages":
+        raise CotforgeError(f"--reasoning-field puts the reasoning in the messages' `reasoning_content`; "
+                            f"it needs --style messages, not {style}")
+    source = RunDir(run_path)
+    manifest = source.manifest()
+    if source.require_finished("export", allow_partial):
+        manifest = {**manifest, "partial": f"Exported from the unfinished {manifest.get('command')} run "
+                                           f"`{Path(run_path).name}` (status {manifest.get('status')}) with "
+                                           f"--allow-partial: only the rows it had committed by then."}
     out = Path(out)
     with FolderLock.acquire(out, "export"):
         return _export_locked(run_path, out, manifest, style, shard_rows, overwrite, license, style_options)
@@ -81,6 +91,21 @@ def export(run_path: str | Path, out: str | Path, style: str = "messages", shard
 def _export_locked(run_path: str | Path, out: Path, manifest: dict, style: str, shard_rows: int, overwrite: bool,
                    license: str, style_options: dict) -> dict:
     _prepare(out, overwrite)
+    try:
+        return _write_dataset(run_path, out, manifest, style, shard_rows, license, style_options)
+    except BaseException:
+        _remove_outputs(out)  # a failed export leaves no half dataset to refuse the rerun with
+        raise
+
+
+def _remove_outputs(out: Path) -> None:
+    for name in ("data", "assets", "README.md"):
+        target = out / name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def _write_dataset(run_path: str | Path, out: Path, manifest: dict, style: str, shard_rows: int, license: str,
+                   style_options: dict) -> dict:
     schema = output_schema(style, bool(style_options.get("reasoning_field")))
     con = connect(run_path)
     rows = con.execute("SELECT count(*) FROM accepted").fetchall()[0][0]
@@ -127,8 +152,14 @@ def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, sch
                              for source, info in (report.get("sources") or {}).items() if info.get("upstream_funnel")],
         "by_source_domain": stats["by_source_domain"], "lengths": stats["lengths"],
         "non_reasoning": stats["non_reasoning"], "reviewed": stats["reviewed"],
+        "partial": [note for note in [manifest.get("partial"), *_partial_sources(report)] if note],
     }
     atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))
+
+
+def _partial_sources(report: dict) -> list[str]:
+    return [f"Mix source `{name}` was an unfinished run taken with --allow-partial ({info['partial']})."
+            for name, info in (report.get("sources") or {}).items() if info.get("partial")]
 
 
 def _yaml(value) -> str:

@@ -3,15 +3,23 @@
 Input rows are taken in fixed-size chunks; chunk i becomes `samples/part-i.parquet` (and
 `quarantine/part-i.parquet` when it had bad rows, written first). A rerun of the same command skips
 chunks whose samples shard exists, so a killed run resumes without duplicates or losses.
+
+Where the chain runs is the executor's business: `local` (this machine's process pool) or `ray`
+(`cotforge.cluster.filter`, actors on a Ray cluster committing into the same folder). The executor is
+not part of the run's configuration: a run started on one may be resumed on the other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Self
 
-from cotforge.checks.chain import Result
+import pyarrow.parquet as pq
+
+from cotforge.checks.chain import Result, parse_specs, preset_options
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow, read_rows
@@ -22,6 +30,7 @@ from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
 
 BAD_ROW_MODES = ("fail", "quarantine")
+EXECUTORS = ("local", "ray")
 CHUNK_ROWS = 2000
 
 
@@ -31,17 +40,37 @@ def chunks(rows: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str) -> tuple[list[dict], list[dict]]:
-    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records."""
+def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str,
+                   seen_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records.
+
+    With `seen_ids`, a row whose id was already seen is a bad row too: every later join on `id`
+    (verdicts, mixes, exports) would be ambiguous."""
     good, quarantined = [], []
     for raw in raw_rows:
         try:
-            good.append(normalize(raw))
+            row = normalize(raw)
+            if seen_ids is not None:
+                _claim_id(row, raw, seen_ids)
+            good.append(row)
         except BadRow as bad:
             if bad_rows == "fail":
                 raise
             quarantined.append(bad.quarantine_record())
     return good, quarantined
+
+
+def _claim_id(row: dict, raw: RawRow, seen_ids: set[str]) -> None:
+    if row["id"] in seen_ids:
+        given = raw.data is not None and any(alias in raw.data for alias in ("id", "uid"))
+        problem = (f"duplicate id {row['id']!r}: an earlier row has it" if given else
+                   f"duplicate row: same prompt and completion as an earlier row (id {row['id']!r})")
+        raise BadRow(raw.file, raw.line, "id", problem, raw.raw)
+    seen_ids.add(row["id"])
+
+
+def committed_ids(run: RunDir, index: int) -> list[str]:
+    return pq.read_table(run.shard_path("samples", index), columns=["id"]).column("id").to_pylist()
 
 
 def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
@@ -55,33 +84,103 @@ def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -
     return samples
 
 
+@dataclass
+class Committed:
+    """A chunk whose samples shard is committed: input rows it covered, samples it accepted."""
+
+    index: int
+    rows_read: int
+    accepted: int = 0
+
+
+def judge_chunk(chain: JudgedChain, run: RunDir, index: int, samples: list[dict]) -> int:
+    """Judge one chunk and commit its samples shard (the chunk's commit point); returns accepted count."""
+    rows = verdict_rows(samples, chain.run(samples), chain.names)
+    run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
+    return sum(r["accepted"] for r in rows)
+
+
+class LocalExecutor:
+    """Judges each chunk as it is submitted, in this machine's supervised process pool."""
+
+    def __init__(self, chain: JudgedChain, run: RunDir):
+        self.chain, self.run = chain, run
+
+    def submit(self, index: int, samples: list[dict], rows_read: int) -> list[Committed]:
+        return [Committed(index, rows_read, judge_chunk(self.chain, self.run, index, samples))]
+
+    def finish(self) -> list[Committed]:
+        return []
+
+    def infrastructure(self) -> dict:
+        return self.chain.infrastructure()
+
+    @property
+    def stats(self) -> dict:
+        return self.chain.stats
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.chain.close()
+
+
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,
                    bad_rows: str = "fail", fields: dict | None = None, overwrite: bool = False,
-                   chunk_rows: int = CHUNK_ROWS, argv: list[str] | None = None) -> dict:
-    """Judge every sample in `inputs`; returns the run's counts and funnel."""
+                   chunk_rows: int = CHUNK_ROWS, argv: list[str] | None = None, executor: str = "local",
+                   address: str | None = None) -> dict:
+    """Judge every sample in `inputs`; returns the run's counts and funnel.
+
+    `executor="ray"` runs the chain on a Ray cluster (`address`, default $RAY_ADDRESS or a local Ray);
+    there `jobs` is the number of Ray workers (one CPU each; default every CPU of the cluster).
+    """
     if bad_rows not in BAD_ROW_MODES:
         raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
-    chain = JudgedChain.for_data(checks, jobs)  # rule checks in the worker pool, then any judge in engine batches
+    if chunk_rows < 1:
+        raise CotforgeError(f"--chunk-rows {chunk_rows}: must be at least 1")
+    if executor not in EXECUTORS:
+        raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    specs = parse_specs(checks)
+    # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
+    # Unverified samples are rejected unless the preset says `allow_unverified: true`.
+    allow_unverified = preset_options(checks).get("allow_unverified", False)
+    chain = JudgedChain(specs, jobs if executor == "local" else 0, allow_unverified=allow_unverified)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
         raw_rows = (raw for path in inputs for raw in read_rows(path))
-        with chain, Progress("filter") as progress:
+        seen_ids: set[str] = set()
+        if executor == "ray":
+            from cotforge.cluster.filter import RayExecutor
+
+            pool = RayExecutor(specs, run, workers=jobs, address=address, allow_unverified=allow_unverified)
+        else:
+            pool = LocalExecutor(chain, run)
+        accepted = 0
+        with pool, Progress("filter") as progress:
+            def advance(committed: list[Committed]) -> None:
+                nonlocal accepted
+                for chunk in committed:
+                    accepted += chunk.accepted
+                    progress.advance(chunk.rows_read, accepted=accepted)
+
             for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
                 if run.has_shard("samples", index):
+                    seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
-                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
-                results = chain.run(samples)
-                rows = verdict_rows(samples, results, chain.names)
+                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
-                run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
-                progress.advance(len(raw_chunk), accepted=sum(r["accepted"] for r in rows))
-        counts = run_counts(run.path, chain.names)
-        judged = {"judge": judge_funnel(run.path, [s.config.name for s in chain.judges], chain.stats)} \
+                advance(pool.submit(index, samples, len(raw_chunk)))
+            advance(pool.finish())
+        counts = {**run_counts(run.path, chain.names), "infrastructure": pool.infrastructure()}
+        if counts["rows_read"] == 0:
+            raise CotforgeError(f"{', '.join(map(str, inputs))}: no rows to filter (the input is empty)")
+        judged = {"judge": judge_funnel(run.path, [s.config.name for s in chain.judges], pool.stats)} \
             if chain.judges else {}
         run.update_manifest(status="complete", counts={k: counts[k] for k in
                                                        ("rows_read", "accepted", "rejected", "quarantined")},
-                            funnel=counts["funnel"], **judged)
+                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged)
     return {**counts, **judged}

@@ -37,7 +37,8 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("prompt_id", pa.string(), "id of the prompt this sample answers"),
     ("sample_idx", pa.int32(), "index of the sample among its prompt's samples (stable key with prompt_id)"),
     ("round", pa.int32(), "generation round that produced it (0-based)"),
-    ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained"),
+    ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained (chat: user turns)"),
+    ("messages", pa.list_(MESSAGE), "a chat prompt's own turns (system, user, ...); export writes these"),
     ("gold", pa.string(), "reference answer copied from the prompt"),
     ("domain", pa.string(), "domain copied from the prompt"),
     ("language", pa.string(), "expected language copied from the prompt"),
@@ -59,6 +60,9 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("verdicts", pa.list_(VERDICT), "one verdict per check, in chain order"),
     ("accepted", pa.bool_(), "all checks passed"),
     ("metadata", pa.string(), "JSON object with any other columns of the input row"),
+    ("origin_id", pa.string(), "id of the sample this one was rewritten from (`cotforge rewrite`); the original "
+     + "stays in its run; a human edit goes to the `reviews` table"),
+    ("rewritten_by", pa.string(), "engine:model that rewrote it into the readable pattern (null: not rewritten)"),
 ]
 
 _QUARANTINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
@@ -93,6 +97,11 @@ REVIEW_SCHEMA = _schema(_REVIEW_FIELDS)
 
 PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
 SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
+
+
+def user_text(messages: list[dict] | None) -> str:
+    """A chat prompt as plain text (its user turns): what checks, dedup and decontamination read."""
+    return "\n".join(turn["content"] for turn in messages or [] if turn.get("role") == "user")
 
 
 def describe(schema: pa.Schema) -> str:

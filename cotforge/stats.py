@@ -24,6 +24,12 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         """SELECT regexp_extract(reason, 'no (\\w+(?: or \\w+)*)', 1) AS missing, count(*) FILTER (WHERE NOT passed),
                   count(*) FILTER (WHERE passed) FROM verdicts
            WHERE "check" = 'verified' AND status <> 'passed' GROUP BY missing ORDER BY missing""").fetchall()
+    # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
+    worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND "
+                              "starts_with(reason, 'worker died')").fetchone()[0]
+    top = con.execute("""
+        SELECT "check", count(*) AS n, mode(reason) FROM verdicts WHERE NOT passed
+        GROUP BY "check" ORDER BY n DESC, "check" LIMIT 1""").fetchone()
     order = check_order or sorted(by_check)
     remaining = accepted + rejected
     funnel = [{"stage": "rows in", "rows": accepted + rejected + quarantined},
@@ -35,6 +41,8 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
                        "remaining": remaining})
     return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
             "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
+            "rejected_worker_died": worker_died,
+            "top_rejection": {"check": top[0], "rows": top[1], "reason": top[2]} if top else None,
             "funnel": funnel,
             "unverified": [{"missing": m, "rejected": r, "allowed": a} for m, r, a in unverified]}
 
@@ -62,6 +70,11 @@ def format_unverified(counts: dict) -> str | None:
     return f"unverified {rejected + allowed} ({state}): " + ", ".join(parts)
 
 
+def top_rejection(run_path: str | Path) -> dict | None:
+    """The check that rejected the most rows, with its most common reason."""
+    return run_counts(run_path)["top_rejection"]
+
+
 def format_summary(counts: dict) -> str:
     lines = [(f"rows read {counts['rows_read']}: accepted {counts['accepted']}, rejected {counts['rejected']}, "
              f"quarantined {counts['quarantined']}")]
@@ -71,6 +84,16 @@ def format_summary(counts: dict) -> str:
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")
+    top = counts.get("top_rejection")
+    if counts["accepted"] == 0 and counts["rejected"] and top:
+        lines.append(f"  nothing was accepted: check '{top['check']}' rejected {top['rows']} of "
+                     f"{counts['rejected']} rows; its most common reason: {top['reason']}")
+    infra = counts.get("infrastructure") or {}
+    if infra.get("worker_deaths") or counts.get("rejected_worker_died"):
+        lines.append(f"  infrastructure: {infra.get('worker_deaths', 0)} check worker deaths this session, "
+                     f"{infra.get('retried', 0)} items retried on a fresh worker; "
+                     f"{counts.get('rejected_worker_died', 0)} rows rejected because their item killed a "
+                     f"fresh worker again (included above under their check; reason `worker died ...`)")
     if counts.get("judge"):
         from cotforge.judge.funnel import format_judge_funnel
 

@@ -39,8 +39,9 @@ def _reasoning_run(path: Path, prompts: int = 10) -> Path:
                          "source": "numina", "reasoning": reasoning, "summary": f"Answer {p}",
                          "completion": f"<think>{reasoning}</think>Answer {p}", "accepted": k < 3,
                          "verdicts": [{"check": "format", "passed": k < 3, "score": None, "reason": None}]})
-    run = RunDir.open(path, "filter", {"checks": ["format"]}, [])
-    run.write_shard("samples", 0, to_table(rows, SAMPLE_SCHEMA))
+    with RunDir.open(path, "filter", {"checks": ["format"]}, []) as run:
+        run.write_shard("samples", 0, to_table(rows, SAMPLE_SCHEMA))
+        run.update_manifest(status="complete")  # a finished run: mix refuses unfinished ones
     return path
 
 

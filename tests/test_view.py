@@ -126,6 +126,8 @@ def test_latest_review_wins_and_mix_honours_reviews(run: Path, tmp_path: Path):
     mix(recipe, tmp_path / "mixed")
     _, kept = run_query(tmp_path / "mixed", "SELECT id, summary FROM accepted ORDER BY id")
     assert kept == [("s3", "Five."), ("s5", "The answer is 7.")]
+    web = client(tmp_path / "mixed")  # a mix folder opens like any run
+    assert "rows in" in web.get("/run/0").text and "Five." in web.get("/run/0/sample", params={"id": "s3"}).text
 
 
 def test_sql_page_reaches_only_the_run(run: Path, tmp_path: Path):

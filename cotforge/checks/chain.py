@@ -4,8 +4,10 @@ Workers run every check of the chain on each sample they are given. Before each 
 writes (item, check, start time) to shared memory; the parent kills a worker whose current check
 overran its `timeout_s`, gives that check a `timeout` verdict, replaces the worker and re-queues the
 item without that check. A worker that dies (segfault, OOM kill, memory rlimit) is handled the same
-way. So every item gets a verdict for every check, and no single answer can stall the run for more
-than its limit.
+way, except that a death is first taken for an accident (the OOM killer, a kill from outside): the
+item is retried on a fresh worker, and only an item that kills its worker a second time gets the
+`worker died` verdict. So every item gets a verdict for every check, and no single answer can stall
+the run for more than its limit.
 
 Workers are forkserver processes: like any `multiprocessing` child they re-import the caller's
 `__main__` module, so a script that drives a chain should keep heavy imports (torch, a model) inside
@@ -18,6 +20,7 @@ import importlib
 import multiprocessing as mp
 import os
 import resource
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -142,17 +145,22 @@ def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, stat
 
 
 def _worker_main(conn, specs: list[CheckSpec], status, memory_bytes: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides when workers stop (it closes them).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     checks = build_checks(specs)
-    while True:
-        message = conn.recv()
-        if message is None:
-            return
-        for item, sample, skip in message:
-            status[0] = item
-            verdicts = run_checks(checks, sample, skip, status)
-            conn.send((item, verdicts, sample.get("answer")))
+    try:
+        while True:
+            message = conn.recv()
+            if message is None:
+                return
+            for item, sample, skip in message:
+                status[0] = item
+                verdicts = run_checks(checks, sample, skip, status)
+                conn.send((item, verdicts, sample.get("answer")))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone (killed or interrupted): nothing left to report to
 
 
 class _Worker:
@@ -232,6 +240,7 @@ class Chain:
         self.worker_memory = worker_memory
         self._workers: list[_Worker] = []
         self._ctx = None
+        self.worker_deaths = self.retried = self.died_twice = 0
 
     @classmethod
     def from_spec(cls, spec: str | list, jobs: int | None = None) -> Chain:
@@ -329,20 +338,36 @@ class Chain:
         died = not worker.process.is_alive()
         if not (overran or died) or not worker.inflight:
             return
-        if overran:
-            verdict = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s")
-        else:
-            verdict = Verdict.fail(f"worker died (exit code {worker.process.exitcode}) in this check")
+        exitcode = worker.process.exitcode
         worker.kill()
         index = self._workers.index(worker)
         self._workers[index] = self._spawn()
+        if not overran:
+            self.worker_deaths += 1
         for pending, (sample, skip) in worker.inflight.items():
-            if pending == item and (started > 0 or overran):
+            if pending == item and overran:
                 skip = dict(skip or {})
-                skip[check_index] = verdict
+                skip[check_index] = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s")
             elif pending == item:
+                # A worker can die for reasons outside the item (OOM killer, a kill): the item gets a
+                # fresh worker, and only an item that kills its worker again is judged by that.
                 crashes[item] += 1
-                if crashes[item] > 2:  # died outside any check, repeatedly: give up on this item
-                    results[item] = Result([Verdict.fail("worker crashed repeatedly")] * len(self.checks), None)
-                    continue
+                if crashes[item] < 2:
+                    self.retried += 1
+                else:
+                    self.died_twice += 1
+                    verdict = Verdict.fail(f"worker died (exit code {exitcode}) in this check, again on a "
+                                           f"fresh worker")
+                    if started > 0:
+                        skip = dict(skip or {})
+                        skip[check_index] = verdict
+                    else:
+                        results[item] = Result([Verdict.fail(f"worker died (exit code {exitcode}) outside any "
+                                                             f"check, again on a fresh worker")] * len(self.checks),
+                                               None)
+                        continue
             queue.appendleft((pending, sample, skip))
+
+    def infrastructure(self) -> dict:
+        """Worker deaths this chain saw: retried items, and items that killed a fresh worker again."""
+        return {"worker_deaths": self.worker_deaths, "retried": self.retried, "died_twice": self.died_twice}

@@ -36,7 +36,7 @@ from cotforge.io.rundir import RunDir
 from cotforge.judge import JudgedChain
 from cotforge.parsing import split_completion
 from cotforge.progress import Progress
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
+from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 from cotforge.stats import run_counts
 from cotforge.generate.templates import render_request
 
@@ -203,7 +203,8 @@ class Sampler:
                 parsed = split_completion(completion.text)
                 rows.append({
                     "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index,
-                    "round": round_index, "prompt": prompt.get("prompt") or json.dumps(prompt.get("messages")),
+                    "round": round_index, "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
+                    "messages": prompt.get("messages"),
                     **{k: prompt.get(k) for k in ("gold", "domain", "language", "source", "tests", "metadata")},
                     "model": self.engine.model, "engine": self.engine.name,
                     "temperature": self.params.temperature, "top_p": self.params.top_p,

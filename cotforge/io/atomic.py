@@ -1,22 +1,27 @@
 """Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
 
 A process killed at any instant leaves either the old file or the new one, never a partial one.
-Temp names start with '.' and end with '.tmp', so no reader glob (`*.parquet`, `manifest.json`)
-ever matches them.
+Write failures from the environment (disk full, read-only, permissions) become one-line errors
+naming the path. Temp names start with '.' and end with '.tmp', so no reader glob (`*.parquet`, `manifest.json`)
+ever matches them. They carry the writer's host and pid: processes on several nodes writing into one
+shared folder (a Ray cluster) never share a temp file.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cotforge.io.errors import environment_fault
+
 
 def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -30,9 +35,9 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` then publish tmp as `path` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -40,10 +45,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        fault = environment_fault(err, path)
+        if fault is None:
+            raise
+        raise fault from None
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+
+
+def check_writable(folder: Path) -> None:
+    """Write, fsync and remove a small probe file, so a full disk or a read-only folder is reported
+    before any work is done rather than after a whole chunk is judged."""
+    probe = Path(folder) / ".cotforge-write-probe.tmp"
+    atomic_write(probe, lambda tmp: tmp.write_bytes(b"\0" * 65536))
+    probe.unlink()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.readers import RawRow
 from cotforge.parsing import split_sample
+from cotforge.schema import user_text
 
 MAX_TEXT_CHARS = 4 * 1024 * 1024  # one text field; longer is "pathological", reported as bad
 
@@ -188,6 +189,8 @@ class Normalizer:
                 row["id"] = "s" + short_hash(prompt_key or "", row["completion"])
         row.setdefault("sample_idx", 0)
         row.setdefault("engine", "import")
+        if not row.get("prompt") and row.get("messages"):  # ids above hash the turns; text stages read this
+            row["prompt"] = user_text(row["messages"])
         return row
 
 

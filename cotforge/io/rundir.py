@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge import __version__
-from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, remove_stale_temps
+from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable, remove_stale_temps
 from cotforge.io.errors import CotforgeError
 from cotforge.io.lock import FolderLock, is_lock_file
 
@@ -70,10 +70,35 @@ class RunDir:
         return self.path / "manifest.json"
 
     def manifest(self) -> dict:
+        if not self.path.exists():
+            raise CotforgeError(f"{self.path}: no such run folder")
+        if not self.path.is_dir():
+            raise CotforgeError(f"{self.path}: is a file; give the run folder that generate, filter or mix wrote "
+                                f"(to judge a samples file, run `cotforge filter` on it first)")
         try:
             return json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise CotforgeError(f"{self.path}: not a cotforge run folder (no manifest.json)") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CotforgeError(f"{self.manifest_path}: damaged manifest ({err}); rerun the command that "
+                                f"wrote the run with --overwrite") from None
+
+    def unfinished(self) -> str | None:
+        """The manifest's status when the run did not finish (killed, interrupted), else None."""
+        status = self.manifest().get("status")
+        return None if status == "complete" else str(status)
+
+    def require_finished(self, use: str, allow_partial: bool) -> bool:
+        """Refuse an unfinished run as a source unless `allow_partial`; True when it is partial."""
+        status = self.unfinished()
+        if status is None:
+            return False
+        if not allow_partial:
+            command = self.manifest().get("command", "cotforge")
+            raise CotforgeError(f"{self.path}: unfinished {command} run (status {status}); rerun its command to "
+                                f"finish it, or pass --allow-partial to {use} the "
+                                f"{self.count_rows('samples')} rows committed so far")
+        return True
 
     @classmethod
     def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
@@ -99,6 +124,12 @@ class RunDir:
         if run.manifest_path.exists():
             old = run.manifest()
             if old.get("config_hash") != wanted and not overwrite:
+                change = _harmless_change(run, old, command, config, fingerprints)
+                if change == "restart":
+                    overwrite = True
+                elif change == "resume":
+                    old = run.update_manifest(config=config, config_hash=wanted, argv=argv or [])
+            if old.get("config_hash") != wanted and not overwrite:
                 raise RunConfigMismatch(
                     f"{run.path}: holds a '{old.get('command')}' run with another configuration "
                     f"({_describe_change(old, command, config, fingerprints)}); "
@@ -112,6 +143,7 @@ class RunDir:
             run._clear()
         run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run.path)
+        check_writable(run.path)
         if not run.manifest_path.exists():
             run.write_manifest({
                 "cotforge_version": __version__, "command": command, "argv": argv or [],
@@ -178,6 +210,28 @@ class RunDir:
 
     def count_rows(self, table: str) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def _harmless_change(run: RunDir, old: dict, command: str, config: dict, fingerprints: list[dict]) -> str | None:
+    """'restart' or 'resume' when a run with another configuration can be taken over without
+    --overwrite because nothing is lost: it committed no rows (e.g. refused by --bad-rows fail before
+    its first shard): restart; only --bad-rows changed from fail to quarantine (rows committed under
+    `fail` had no bad rows, so they stand): resume."""
+    if not any(run.path.glob("*/part-*.parquet")):
+        return "restart"
+    old_config = dict(old.get("config") or {})
+    new_config = dict(config)
+    if (old.get("command") == command and old_config.pop("bad_rows", None) == "fail"
+            and new_config.pop("bad_rows", None) == "quarantine" and _same(old_config, new_config)
+            and [i.get("blake2b") for i in old.get("inputs", [])] == [i["blake2b"] for i in fingerprints]):
+        return "resume"
+    return None
+
+
+def _same(left: dict, right: dict) -> bool:
+    def canonical(value: dict) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+    return canonical(left) == canonical(right)
 
 
 def _is_ours(path: Path) -> bool:

@@ -257,6 +257,9 @@ class JudgedChain:
     def start(self) -> None:
         self.chain.start()
 
+    def infrastructure(self) -> dict:
+        return self.chain.infrastructure()
+
     def close(self) -> None:
         self.chain.close()
         for stage in self.judges:

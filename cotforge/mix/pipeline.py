@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from cotforge.io.readers import is_run_folder
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
 from cotforge.mix.decontam import EvalIndex
@@ -256,15 +257,31 @@ def _source_report(source: Source, targets, pool: dict, kept: Counter, dropped: 
 
 
 def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv: list[str] | None = None,
-        memory_limit: str = "256MB") -> dict:
-    """Run the recipe into the run folder `out`; returns the manifest's mix report."""
+        memory_limit: str = "256MB", allow_partial: bool = False) -> dict:
+    """Run the recipe into the run folder `out`; returns the manifest's mix report.
+
+    A source that is an unfinished run is refused unless `allow_partial`; its committed rows are then
+    used and the report (and so the data card) marks the source partial."""
     recipe = load_recipe(recipe_path)
+    partial = _partial_sources(recipe, allow_partial)
     config = {"recipe": recipe.raw}
     with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
-        return _mix_into(run, recipe, memory_limit)
+        return _mix_into(run, recipe, memory_limit, partial)
 
 
-def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str) -> dict:
+def _partial_sources(recipe: Recipe, allow_partial: bool) -> dict[str, str]:
+    """Run-folder sources that did not finish: name -> what was taken."""
+    partial = {}
+    for source in recipe.sources:
+        if source.path is not None and is_run_folder(source.path):
+            run = RunDir(source.path)
+            if run.require_finished("mix", allow_partial):
+                partial[source.name] = (f"status {run.unfinished()}, {run.count_rows('samples')} rows "
+                                        f"committed")
+    return partial
+
+
+def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str, partial: dict[str, str]) -> dict:
     manifest = run.manifest()
     if manifest.get("status") == "complete":
         return manifest["mix"]
@@ -290,6 +307,8 @@ def _mix_into(run: RunDir, recipe: Recipe, memory_limit: str) -> dict:
                 relation = source_relation(source, workdir)
                 sources[source.name] = _mix_source(con, recipe, source, relation, evals, deduper, writer, progress,
                                                    workdir)
+                if source.name in partial:
+                    sources[source.name]["partial"] = partial[source.name]
             writer.flush()
     finally:
         con.close()

@@ -1,0 +1,197 @@
+"""Faults from outside: killed check workers, signals, a full or read-only disk, leftovers of a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO
+
+from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.chain import Chain, CheckSpec
+
+
+@register
+class _SlowCheck(Check):
+    """Test-only check: takes a little while per sample, so a worker can be killed mid-check."""
+
+    name = "test_slow"
+    timeout_s = 30.0
+
+    def check(self, sample: dict) -> Verdict:
+        time.sleep(0.05)
+        return Verdict.ok()
+
+
+def test_worker_killed_from_outside_is_retried_not_judged():
+    samples = [{"completion": f"<think>{i}</think> {i}"} for i in range(80)]
+    killed = []
+
+    def kill_a_worker(chain: Chain) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = [w for w in chain._workers if w.status[2] > 0 and w.process.pid]
+            if busy:
+                os.kill(busy[0].process.pid, signal.SIGKILL)  # what the OOM killer does
+                killed.append(int(busy[0].status[0]))
+                return
+            time.sleep(0.01)
+
+    with Chain([CheckSpec("test_slow")], jobs=2) as chain:
+        chain.start()
+        killer = threading.Thread(target=kill_a_worker, args=(chain,))
+        killer.start()
+        results = chain.run(samples)
+        killer.join()
+    assert killed, "no worker was caught mid-check"
+    assert all(r.accepted for r in results), [r.verdicts for r in results if not r.accepted]
+    assert chain.infrastructure() == {"worker_deaths": 1, "retried": 1, "died_twice": 0}
+
+
+def samples_file(path, n):
+    path.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"q{i}", "completion": f"<think>step {i}</think> {i}"})
+                            + "\n" for i in range(n)))
+    return path
+
+
+def interrupted_filter(tmp_path, signum: int, whole_group: bool):
+    """A real `cotforge filter` with a worker pool, stopped by `signum` once a few shards are committed."""
+    data = samples_file(tmp_path / "in.jsonl", 30000)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cotforge.cli", "filter", str(data), "--out", str(run), "--checks",
+               "format,language", "--jobs", "2", "--chunk-rows", "300"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list((run / "samples").glob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if whole_group:
+        os.killpg(process.pid, signum)  # what Ctrl-C in a terminal does
+    else:
+        os.kill(process.pid, signum)
+    out, err = process.communicate(timeout=60)
+    return data, run, command, process.returncode, out, err
+
+
+@pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGINT, True), (signal.SIGTERM, False),
+                                                     (signal.SIGTERM, True)])
+def test_signal_stops_quietly_and_the_rerun_resumes(tmp_path, cli, signum, whole_group):
+    _, run, command, returncode, _, err = interrupted_filter(tmp_path, signum, whole_group)
+    assert returncode == 128 + signum
+    lines = [line for line in err.splitlines() if not line.startswith("filter: ")]  # progress lines
+    assert lines == ["cotforge: interrupted; rerun the same command to resume"], err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+    assert "rows read 30000: accepted 30000" in resumed.stdout
+    assert "stale lock" not in resumed.stderr, "an interrupted writer releases its lock"
+
+
+def test_unfinished_run_is_refused_by_export_and_mix_unless_allow_partial(tmp_path, cli):
+    _, run, _, returncode, _, _ = interrupted_filter(tmp_path, signal.SIGINT, True)
+    assert returncode == 130
+    committed = int(cli("query", run, "SELECT count(*) FROM samples", "--format", "csv", check=True)
+                    .stdout.splitlines()[1])
+    assert 0 < committed < 30000
+
+    refused = cli("export", run, "--out", tmp_path / "ds")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (f"{run}: unfinished filter run (status running); rerun its command to finish "
+                                      f"it, or pass --allow-partial to export the {committed} rows committed so far")
+    assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").iterdir())
+    partial = cli("export", run, "--out", tmp_path / "ds", "--allow-partial", check=True)
+    assert f"exported {committed} rows" in partial.stdout
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "**Partial data.** Exported from the unfinished filter run `run` (status running)" in card
+
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(f"name: m\nseed: 1\nsources:\n  - name: r\n    path: {run}\n")
+    refused = cli("mix", recipe, "--out", tmp_path / "mixed")
+    assert refused.returncode == 1 and "unfinished filter run" in refused.stderr
+    assert "--allow-partial to mix" in refused.stderr
+    mixed = cli("mix", recipe, "--out", tmp_path / "mixed", "--allow-partial", check=True)
+    assert f"kept {committed} of {committed} rows" in mixed.stdout
+    cli("export", tmp_path / "mixed", "--out", tmp_path / "ds2", check=True)
+    card = (tmp_path / "ds2" / "README.md").read_text()
+    assert "Mix source `r` was an unfinished run taken with --allow-partial (status running" in card
+
+    queried = cli("query", run, "SELECT 1", check=True)
+    assert "unfinished run (status running)" in queried.stderr
+
+
+def test_folder_holding_only_temp_files_is_a_fresh_run(tmp_path, cli):
+    data = samples_file(tmp_path / "in.jsonl", 10)
+    run = tmp_path / "run"
+    killed_during_first_manifest = (
+        "import os, signal, sys\n"
+        "from cotforge.io import RunDir\n"
+        "real_replace = os.replace\n"
+        "def die(src, dst):\n"
+        "    if str(dst).endswith('manifest.json'): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real_replace(src, dst)\n"
+        "os.replace = die\n"
+        f"RunDir.open({str(run)!r}, 'filter', {{}}, [{str(data)!r}])\n")
+    result = subprocess.run([sys.executable, "-c", killed_during_first_manifest], cwd=REPO, check=False)
+    assert result.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in run.iterdir())
+    assert len(left) == 2 and left[0] == ".cotforge.lock" and left[1].startswith(".manifest.json."), left
+    assert not (run / "manifest.json").exists()
+    result = cli("filter", data, "--out", run, "--checks", "format", check=True)
+    assert "rows read 10: accepted 10" in result.stdout
+    assert "rows" in cli("query", run, "SELECT count(*) AS rows FROM samples", check=True).stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs, so writes fail with ENOSPC; needs root (mount), skipped otherwise."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}); needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_one_line_naming_the_path(cli, tmp_path, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 8192))  # leave less than the probe needs
+    data = samples_file(tmp_path / "in.jsonl", 50)
+    result = cli("filter", data, "--out", small_disk / "run", "--checks", "format")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    probe = small_disk / "run" / ".cotforge-write-probe.tmp"
+    assert result.stderr.strip().splitlines() == [
+        (f"{probe}: cannot write: No space left on device; free space on that disk (or choose another folder), "
+         "then rerun the same command to resume")]
+    (small_disk / "filler").unlink()  # space freed: the same command now runs
+    assert "rows read 50" in cli("filter", data, "--out", small_disk / "run", "--checks", "format", check=True).stdout
+
+
+def test_disk_full_mid_run_is_one_line(cli, tmp_path, small_disk):
+    data = tmp_path / "in.jsonl"  # ~3 MiB of samples: the shards cannot fit in 1 MiB
+    data.write_text("".join(json.dumps({"id": f"r{i}", "prompt": os.urandom(300).hex(),
+                                        "completion": "<think>x</think> " + os.urandom(300).hex()}) + "\n"
+                            for i in range(2500)))
+    result = cli("filter", data, "--out", small_disk / "run", "--checks", "format", "--chunk-rows", "500")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{small_disk / 'run'}") and "No space left on device; free space" in line
+
+
+def test_read_only_folder_is_one_line(cli, tmp_path, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    data = samples_file(tmp_path / "in.jsonl", 5)
+    for command in (["filter", data, "--out", small_disk / "run", "--checks", "format"],
+                    ["export", tmp_path / "nothing", "--out", small_disk / "ds"]):
+        if command[0] == "export":
+            cli("filter", data, "--out", tmp_path / "nothing", "--checks", "format", check=True)
+            command[1] = tmp_path / "nothing"
+        result = cli(*command)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Read-only file system" in lines[0] and str(small_disk) in lines[0], lines
