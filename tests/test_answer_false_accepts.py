@@ -110,3 +110,19 @@ def test_the_reason_never_says_an_answer_equal_to_the_gold_was_rejected() -> Non
     for gold, summary in cases:
         verdict, _ = answer(gold, f"<think>x</think>\n{summary}")
         assert f"answer {gold} != gold {gold}" not in verdict.reason, verdict
+
+
+def test_real_traces_agree_with_their_upstream_grades(real_traces):
+    """Finished Sky-T1 traces (tests/data/real_traces): the answer check agrees with the grade the
+    SkyThought harness gave each one, right or wrong, and never grades an unfinished trace's last number
+    when the prompt opened its reasoning."""
+    finished = [row for row in real_traces if row["finished"]]
+    verdicts = [answer(row["gold"], row["completion"], row["prompt"])[0] for row in finished]
+    agree = sum(v.passed == row["upstream_correct"] for v, row in zip(verdicts, finished))
+    print(f"\nanswer vs upstream grades on {len(finished)} finished real traces: {agree} agree")
+    assert agree == len(finished), [(r["id"], v.reason) for v, r in zip(verdicts, finished)
+                                    if v.passed != r["upstream_correct"]][:3]
+    unfinished = [row for row in real_traces if not row["finished"] and row["completion"].startswith("<think>")]
+    opened = [answer(row["gold"], row["completion"].removeprefix("<think>\n"), "Solve it.\n<think>\n")[0]
+              for row in unfinished[:20]]
+    assert all(v.reason.startswith("no final answer found") for v in opened), [v.reason for v in opened][:3]
