@@ -38,9 +38,10 @@ def opens_think(prompt) -> bool:
 
 
 def split_sample(sample: dict, special_token: str = SPECIAL_TOKEN) -> Parsed:
-    """`split_completion` of a sample's completion, knowing whether its prompt opened `<think>`."""
-    return split_completion(sample.get("completion") or "", special_token,
-                            opened=opens_think(sample.get("prompt")) or opens_think(sample.get("messages")))
+    """`split_completion` of a sample's completion, knowing whether its prompt opened `<think>`
+    (`think_opened`, set by generate from the prompt it sent, or a stored prompt ending in `<think>`)."""
+    opened = bool(sample.get("think_opened")) or opens_think(sample.get("prompt")) or opens_think(sample.get("messages"))
+    return split_completion(sample.get("completion") or "", special_token, opened=opened)
 
 
 def split_completion(text: str, special_token: str = SPECIAL_TOKEN, opened: bool = False) -> Parsed:

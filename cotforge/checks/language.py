@@ -304,6 +304,8 @@ class LanguageCheck(Check):
         source = "expected" if sample.get("language") else "prompt"
         if target is None:  # no prompt to go by: the reasoning's own majority language
             target, source = detect_language(text, self.min_words), "majority"
+        if target and not sample.get("language"):
+            sample["language"] = target  # recorded on the sample (the chain returns it), so exports and cards have it
         if target is None:
             return Verdict.skip("no words to judge")
         cited = frozenset(_NON_LATIN_RUN.findall(prompt)) if not prompt.isascii() else frozenset()
