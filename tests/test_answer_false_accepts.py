@@ -5,6 +5,8 @@ Each case is a completion as a model writes it; the reason must name the answer 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cotforge.checks import create
@@ -126,3 +128,23 @@ def test_real_traces_agree_with_their_upstream_grades(real_traces):
     opened = [answer(row["gold"], row["completion"].removeprefix("<think>\n"), "Solve it.\n<think>\n")[0]
               for row in unfinished[:20]]
     assert all(v.reason.startswith("no final answer found") for v in opened), [v.reason for v in opened][:3]
+
+
+def test_generate_with_r1_zero_template_does_not_grade_an_unclosed_completion(tmp_path):
+    """generate sends R1-Zero's plain prompt, which ends inside <think>: a completion that never closes it is
+    reasoning cut short, so its last number is not graded (the replay engine serves the completions)."""
+    from cotforge.engines.replay import ReplayEngine
+    from cotforge.generate import GenerateConfig, generate
+    from cotforge.query import run_query
+
+    prompts, recorded = tmp_path / "prompts.jsonl", tmp_path / "recorded.jsonl"
+    prompts.write_text(json.dumps({"id": "p0", "prompt": "What is 6 + 6?", "gold": "12"}) + "\n")
+    completions = ["6 plus 6 is 12, so the total is 12", "6 plus 6 is 12. </think> <answer>12</answer>"]
+    recorded.write_text("".join(json.dumps({"prompt_id": "p0", "prompt": "What is 6 + 6?", "sample_idx": i,
+                                            "completion": c}) + "\n" for i, c in enumerate(completions)))
+    config = GenerateConfig(engine="replay", checks="answer", jobs=0, k=2, max_rounds=1, template="r1-zero")
+    generate(prompts, tmp_path / "run", config, engine=ReplayEngine(recorded))
+    _, rows = run_query(tmp_path / "run", "SELECT sample_idx, accepted, summary, verdicts[1].reason FROM samples "
+                                          "ORDER BY sample_idx")
+    assert rows[0][1] is False and rows[0][2] == "" and rows[0][3].startswith("no final answer found"), rows[0]
+    assert rows[1][1] is True, rows[1]
