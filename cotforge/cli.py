@@ -312,7 +312,7 @@ def main() -> None:
     except Interrupted as stop:
         print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except OSError as err:
+    except Exception as err:  # an environment fault (disk full, read-only) from any library: one line
         fault = environment_fault(err)
         if fault is None:
             raise

@@ -18,6 +18,7 @@ from typing import Self
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import parse_specs, verdict_rows
+from cotforge.io.atomic import check_writable
 from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
@@ -120,6 +121,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
+                check_writable(run.path)  # a full disk is reported before a chunk is judged, not after
                 samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
