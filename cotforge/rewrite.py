@@ -78,6 +78,7 @@ class Rewriter:
         if "{solution}" not in config.template:
             raise CotforgeError("rewrite: the template needs a {solution} field")
         self.source, self.config = Path(run), config
+        RunDir(run).manifest()  # a clear error for a folder that is not a run, before RUN2 is made
         self.chain = JudgedChain(parse_specs(config.checks), jobs=1)
         self.names = [PATTERN, *self.chain.names]
         run_config = {**asdict(config), "checks": self.chain.config()}
@@ -95,7 +96,7 @@ class Rewriter:
 
     def originals(self) -> list[dict]:
         con = connect(self.source)
-        return con.execute("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
+        return con.sql("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
 
     def rewrite(self, originals: list[dict]) -> list[dict]:
         params = SamplingParams(temperature=self.config.temperature, top_p=1.0, max_tokens=self.config.max_tokens)

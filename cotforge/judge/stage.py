@@ -245,10 +245,15 @@ class JudgedChain:
         return self.chain.names + [stage.config.name for stage in self.judges] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
-        # The cache folder and batch size do not change any verdict: left out of the resume key.
-        return self.chain.config() + [{"check": JUDGE, **{k: v for k, v in dataclasses.asdict(s.config).items()
-                                                          if k not in ("cache", "batch_size")}}
-                                      for s in self.judges] + ([self.gate.config()] if self.gate else [])
+        # The cache folder and batch size do not change any verdict: left out of the resume key. Secrets
+        # in engine options (api_key) stay out of the manifest.
+        configs = []
+        for stage in self.judges:
+            config = {k: v for k, v in dataclasses.asdict(stage.config).items() if k not in ("cache", "batch_size")}
+            config["engine_options"] = {k: v for k, v in config["engine_options"].items()
+                                        if "key" not in k and "token" not in k}
+            configs.append({"check": JUDGE, **config})
+        return self.chain.config() + configs + ([self.gate.config()] if self.gate else [])
 
     @property
     def stats(self) -> dict:
