@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import parse_specs, verdict_rows
+from cotforge.checks.chain import verdict_rows
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rows import chunks
@@ -79,7 +79,7 @@ class Rewriter:
             raise CotforgeError("rewrite: the template needs a {solution} field")
         self.source, self.config = Path(run), config
         RunDir(run).manifest()  # a clear error for a folder that is not a run, before RUN2 is made
-        self.chain = JudgedChain(parse_specs(config.checks), jobs=1)
+        self.chain = JudgedChain.for_data(config.checks, jobs=1)  # as filter: unverified rows rejected
         self.names = [PATTERN, *self.chain.names]
         run_config = {**asdict(config), "checks": self.chain.config()}
         self.out = RunDir.open(out, "rewrite", run_config, [run], argv=argv, overwrite=overwrite)
