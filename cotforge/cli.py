@@ -89,6 +89,10 @@ def generate(
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
     summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
                            fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    if "top_rejection" not in summary:  # say why when nothing was accepted
+        from cotforge.stats import top_rejection
+
+        summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
 
 
@@ -110,6 +114,25 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
                             argv=sys.argv[1:], executor=executor, address=address)
     print(format_summary(counts))
+
+
+@app.command()
+def rewrite(run: Annotated[Path, typer.Argument(help="a run whose accepted samples are rewritten")],
+            out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
+            engine: Annotated[str, typer.Option("--engine", help="embedded | vllm | openai")] = "embedded",
+            model: Annotated[str | None, typer.Option("--model", help="rewriting model")] = None,
+            checks: Annotated[str, typer.Option("--checks", help="re-check preset (after the pattern check)")]
+            = "rewrite",
+            max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1024,
+            temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+            overwrite: Overwrite = False) -> None:
+    """Rewrite accepted R1-Zero-style outputs into |special_token|reasoning|special_token|summary, re-checked."""
+    from cotforge.rewrite import RewriteConfig
+    from cotforge.rewrite import rewrite as run_rewrite
+    from cotforge.stats import format_summary
+
+    config = RewriteConfig(engine=engine, model=model, checks=checks, max_tokens=max_tokens, temperature=temperature)
+    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:])))
 
 
 @app.command()
@@ -164,6 +187,16 @@ def query(run: Annotated[Path, typer.Argument(help="a run folder")],
               f"committed so far", file=sys.stderr)
     columns, rows = run_query(run, sql)
     print(render(columns, rows, fmt))
+
+
+@app.command("convert-embedded")
+def convert_embedded(think: Annotated[bool, typer.Option(
+        "--think", help="give the tokenizer <think>/</think> (for reasoning parsers such as vLLM's deepseek_r1)")]
+        = False) -> None:
+    """De-quantize the embedded SmolLM2 GGUF into a safetensors folder (cached) and print its path (for vLLM)."""
+    from cotforge.engines.convert import converted_model
+
+    print(converted_model("think" if think else "plain"))
 
 
 @app.command()

@@ -17,6 +17,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Self
 
+import pyarrow.parquet as pq
+
 from cotforge.checks.chain import Result, parse_specs
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.normalize import Normalizer
@@ -38,12 +40,19 @@ def chunks(rows: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str) -> tuple[list[dict], list[dict]]:
-    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records."""
+def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str,
+                   seen_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records.
+
+    With `seen_ids`, a row whose id was already seen is a bad row too: every later join on `id`
+    (verdicts, mixes, exports) would be ambiguous."""
     good, quarantined = [], []
     for raw in raw_rows:
         try:
-            good.append(normalize(raw))
+            row = normalize(raw)
+            if seen_ids is not None:
+                _claim_id(row, raw, seen_ids)
+            good.append(row)
         except BadRow as bad:
             if bad_rows == "fail":
                 raise
@@ -51,13 +60,28 @@ def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str)
     return good, quarantined
 
 
+def _claim_id(row: dict, raw: RawRow, seen_ids: set[str]) -> None:
+    if row["id"] in seen_ids:
+        given = raw.data is not None and any(alias in raw.data for alias in ("id", "uid"))
+        problem = (f"duplicate id {row['id']!r}: an earlier row has it" if given else
+                   f"duplicate row: same prompt and completion as an earlier row (id {row['id']!r})")
+        raise BadRow(raw.file, raw.line, "id", problem, raw.raw)
+    seen_ids.add(row["id"])
+
+
+def committed_ids(run: RunDir, index: int) -> list[str]:
+    return pq.read_table(run.shard_path("samples", index), columns=["id"]).column("id").to_pylist()
+
+
 def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
-    """Attach verdicts, extracted answer and the accepted flag to each sample."""
+    """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
     for sample, result in zip(samples, results):
         sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
                               for name, v in zip(names, result.verdicts)]
         if result.answer is not None:
             sample["answer"] = result.answer
+        if result.language and not sample.get("language"):
+            sample["language"] = result.language
         sample["accepted"] = result.accepted
     return samples
 
@@ -115,6 +139,8 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     """
     if bad_rows not in BAD_ROW_MODES:
         raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
+    if chunk_rows < 1:
+        raise CotforgeError(f"--chunk-rows {chunk_rows}: must be at least 1")
     if executor not in EXECUTORS:
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     specs = parse_specs(checks)
@@ -124,6 +150,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
         raw_rows = (raw for path in inputs for raw in read_rows(path))
+        seen_ids: set[str] = set()
         if executor == "ray":
             from cotforge.cluster.filter import RayExecutor
 
@@ -140,14 +167,17 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
 
             for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
                 if run.has_shard("samples", index):
+                    seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
-                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows)
+                samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))
                 advance(pool.submit(index, samples, len(raw_chunk)))
             advance(pool.finish())
         counts = {**run_counts(run.path, chain.names), "infrastructure": pool.infrastructure()}
+        if counts["rows_read"] == 0:
+            raise CotforgeError(f"{', '.join(map(str, inputs))}: no rows to filter (the input is empty)")
         judged = {"judge": judge_funnel(run.path, [s.config.name for s in chain.judges], pool.stats)} \
             if chain.judges else {}
         run.update_manifest(status="complete", counts={k: counts[k] for k in

@@ -105,7 +105,10 @@ def run_query(run_path: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
     try:
         result = con.execute(sql)
     except duckdb.Error as err:
-        raise CotforgeError(f"query failed: {str(err).splitlines()[0]}") from None
+        message = str(err).splitlines()[0]
+        if 'at or near "check"' in message:
+            message += ' (`check` is an SQL keyword: quote the column, "check")'
+        raise CotforgeError(f"query failed: {message}") from None
     if result.description is None:
         return [], []
     columns = [d[0] for d in result.description]

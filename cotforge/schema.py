@@ -60,6 +60,9 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("verdicts", pa.list_(VERDICT), "one verdict per check, in chain order"),
     ("accepted", pa.bool_(), "all checks passed"),
     ("metadata", pa.string(), "JSON object with any other columns of the input row"),
+    ("origin_id", pa.string(), "id of the sample this one was rewritten from (`cotforge rewrite`); the original "
+     + "stays in its run; a human edit goes to the `reviews` table"),
+    ("rewritten_by", pa.string(), "engine:model that rewrote it into the readable pattern (null: not rewritten)"),
 ]
 
 _QUARANTINE_FIELDS: list[tuple[str, pa.DataType, str]] = [

@@ -23,6 +23,9 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
     # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
     worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND "
                               "starts_with(reason, 'worker died')").fetchone()[0]
+    top = con.execute("""
+        SELECT "check", count(*) AS n, mode(reason) FROM verdicts WHERE NOT passed
+        GROUP BY "check" ORDER BY n DESC, "check" LIMIT 1""").fetchone()
     order = check_order or sorted(by_check)
     remaining = accepted + rejected
     funnel = [{"stage": "rows in", "rows": accepted + rejected + quarantined},
@@ -35,7 +38,13 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
     return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
             "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
             "rejected_worker_died": worker_died,
+            "top_rejection": {"check": top[0], "rows": top[1], "reason": top[2]} if top else None,
             "funnel": funnel}
+
+
+def top_rejection(run_path: str | Path) -> dict | None:
+    """The check that rejected the most rows, with its most common reason."""
+    return run_counts(run_path)["top_rejection"]
 
 
 def format_summary(counts: dict) -> str:
@@ -44,6 +53,10 @@ def format_summary(counts: dict) -> str:
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")
+    top = counts.get("top_rejection")
+    if counts["accepted"] == 0 and counts["rejected"] and top:
+        lines.append(f"  nothing was accepted: check '{top['check']}' rejected {top['rows']} of "
+                     f"{counts['rejected']} rows; its most common reason: {top['reason']}")
     infra = counts.get("infrastructure") or {}
     if infra.get("worker_deaths") or counts.get("rejected_worker_died"):
         lines.append(f"  infrastructure: {infra.get('worker_deaths', 0)} check worker deaths this session, "

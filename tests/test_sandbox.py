@@ -46,20 +46,22 @@ def _probe(targets: dict, runner=run_python) -> dict:
 
 
 @isolated
-def test_the_users_files_are_not_there_to_read_or_write(tmp_path):
-    secret = tmp_path / "secret.txt"
-    secret.write_text("user secret")
-    secret.chmod(0o644)
-    tmp_path.chmod(0o777)  # readable and writable by anyone: only the box can keep the program out
-    for parent in tmp_path.parents:
-        if parent != Path("/") and parent.stat().st_mode & 0o005 != 0o005:
-            parent.chmod(parent.stat().st_mode | 0o005)
-    planted = tmp_path / "planted.txt"
-    seen = _probe({"read": [str(secret), str(REPO / "pyproject.toml"), os.path.expanduser("~/.bashrc")],
-                   "write": [str(planted), str(REPO / f"planted-{uuid.uuid4().hex}")]})
-    assert all(outcome.startswith("denied") for outcome in seen.values()), seen
-    assert not planted.exists() and not list(REPO.glob("planted-*"))
-    assert secret.read_text() == "user secret"
+def test_the_users_files_are_not_there_to_read_or_write():
+    # a folder anyone may read and write: only the box, not file permissions, can keep the program out
+    folder = Path(tempfile.mkdtemp(prefix="cotforge-user-files-"))
+    try:
+        folder.chmod(0o777)
+        secret = folder / "secret.txt"
+        secret.write_text("user secret")
+        secret.chmod(0o666)
+        planted = folder / "planted.txt"
+        seen = _probe({"read": [str(secret), str(REPO / "pyproject.toml"), os.path.expanduser("~/.bashrc")],
+                       "write": [str(planted), str(secret), str(REPO / f"planted-{uuid.uuid4().hex}")]})
+        assert all(outcome.startswith("denied") for outcome in seen.values()), seen
+        assert not planted.exists() and not list(REPO.glob("planted-*"))
+        assert secret.read_text() == "user secret"
+    finally:
+        shutil.rmtree(folder)
 
 
 def _world_python() -> str | None:

@@ -44,7 +44,7 @@ def make_run(folder: Path, cli) -> Path:
 
 @pytest.fixture(scope="module")
 def run_template(tmp_path_factory) -> Path:
-    from tests.conftest import cotforge
+    from conftest import cotforge
 
     return make_run(tmp_path_factory.mktemp("view"), cotforge)
 
@@ -126,6 +126,8 @@ def test_latest_review_wins_and_mix_honours_reviews(run: Path, tmp_path: Path):
     mix(recipe, tmp_path / "mixed")
     _, kept = run_query(tmp_path / "mixed", "SELECT id, summary FROM accepted ORDER BY id")
     assert kept == [("s3", "Five."), ("s5", "The answer is 7.")]
+    web = client(tmp_path / "mixed")  # a mix folder opens like any run
+    assert "rows in" in web.get("/run/0").text and "Five." in web.get("/run/0/sample", params={"id": "s3"}).text
 
 
 def test_sql_page_reaches_only_the_run(run: Path, tmp_path: Path):
@@ -186,6 +188,7 @@ def test_report_is_self_contained(run: Path, tmp_path: Path, cli):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert "data:image/png;base64," in html and "Content-Security-Policy" in html
     assert "Funnel" in html and "Accepted traces" in html and "Rejected traces" in html
+    assert '"Segoe UI"' in html  # the inline stylesheet is the package's own, not HTML-escaped
 
 
 def test_view_refuses_a_folder_that_is_not_a_run(tmp_path: Path, cli):

@@ -16,7 +16,7 @@ def load_all() -> dict:
     global _loaded
     if not _loaded:
         for module in pkgutil.iter_modules(__path__):
-            if module.name != "base":
+            if module.name != "base" and not module.name.startswith("_"):  # _sandbox_init etc. are scripts
                 importlib.import_module(f"{__name__}.{module.name}")
         _loaded = True
     return REGISTRY

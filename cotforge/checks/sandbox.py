@@ -40,7 +40,7 @@ from functools import lru_cache
 _UID_BASE = 1_000_000  # as root: uid = base + worker pid, unique among concurrent workers, owns no files
 _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_init.py")
 _FOLDER_PREFIX = "cotforge-sandbox-"
-_UNLOCKED_GRACE_S = 60  # a folder without a lock file is a run that is only starting, or an old layout
+_UNLOCKED_GRACE_S = 60  # a folder without a lock file: an older layout (removed once it is this old)
 _REPORT_LIMIT = 1024**2
 SETUP_FAILED = 125  # the launcher's exit code when the box could not be built
 
@@ -143,9 +143,12 @@ def run_program(files: dict[str, str], args: list[str], stdin: str = "", *, time
 
 def _launch(files: dict[str, str], args: list[str], stdin: str, *, isolate: bool, time_limit_s: float,
             memory_mb: int, nproc: int, env: dict, report: bool) -> RunResult:
-    folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
-    lock = open(os.path.join(folder, "lock"), "w")  # noqa: SIM115  held until the folder is gone: see clean_stale
+    # The folder takes its public name only once its lock is held, so clean_stale never sees it unlocked.
+    staging = tempfile.mkdtemp(prefix="." + _FOLDER_PREFIX)
+    lock = open(os.path.join(staging, "lock"), "w")  # noqa: SIM115  held until the folder is gone
     fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.path.join(os.path.dirname(staging), os.path.basename(staging)[1:])
+    os.rename(staging, folder)
     try:
         box, stage = os.path.join(folder, "box"), os.path.join(folder, "root")
         os.mkdir(box, 0o700)

@@ -44,6 +44,8 @@ def load_generate_recipe(path: str | Path) -> tuple[dict, dict]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise CotforgeError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if isinstance(data.get("template"), str) and data["template"].startswith("few-shot:"):  # relative to the recipe
+        data["template"] = "few-shot:" + str((path.parent / data["template"].split(":", 1)[1]).resolve())
     if isinstance(data.get("model"), str) and data["model"].startswith("./"):
         data["model"] = str((path.parent / data["model"]).resolve())
     return data, paths

@@ -9,10 +9,15 @@ Generate's templates (`render_request`):
 - `chat`: the prompt (or its `messages`) as chat turns; the engine applies the model's chat template.
 - `r1-zero`: the plain-text R1-Zero prompt, for base models (no chat template).
 - `r1-zero-chat`: the R1-Zero instructions as the user turn of an instruct model.
+- `few-shot` / `few-shot:PATH`, `reflect`: cold-start templates (`cotforge.generate.coldstart`).
+- `auto-cot`: non-reasoning prompts, a CoT first only where a rule asks for it (`cotforge.generate.routing`).
 - any other string holding `{prompt}`: a custom template from a recipe, sent as the user turn.
 """
 
 from __future__ import annotations
+
+from cotforge.generate.coldstart import cold_start_messages, is_cold_start
+from cotforge.generate.routing import AUTO_COT, auto_cot_messages
 
 R1_ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -23,7 +28,7 @@ R1_ZERO = (
 )
 
 TEMPLATES = {"r1-zero": R1_ZERO}
-REQUEST_TEMPLATES = ("chat", "r1-zero", "r1-zero-chat")
+REQUEST_TEMPLATES = ("chat", "r1-zero", "r1-zero-chat", "few-shot", "reflect", "auto-cot")
 
 
 def render(prompt: str, template: str = "r1-zero") -> str:
@@ -45,4 +50,8 @@ def render_request(template: str, prompt: str | None, messages: list[dict] | Non
         return [{"role": "user", "content": raw}], raw
     if template == "r1-zero-chat":
         return [{"role": "user", "content": render(text).removesuffix(" Assistant: <think>")}], None
+    if is_cold_start(template):  # few-shot[:PATH] and reflect (cotforge.generate.coldstart)
+        return cold_start_messages(template, text), None
+    if template == AUTO_COT:  # a CoT first only where the rule asks for one (cotforge.generate.routing)
+        return auto_cot_messages(text, messages), None
     return [{"role": "user", "content": render(text, template)}], None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.io.errors import BadRow, CotforgeError
+from cotforge.io.errors import RAW_KEEP_BYTES, BadRow, CotforgeError
 
 MAX_ROW_BYTES = 32 * 1024 * 1024  # one JSONL line / CSV record
 ARROW_BATCH_ROWS = 2048
@@ -57,8 +57,35 @@ def _utf8_problem(raw: bytes) -> str:
     return ""
 
 
+def _starts_with_array(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
+
+
+def read_json_array(path: Path) -> Iterator[RawRow]:
+    """A file holding one JSON array of objects; row numbers count its elements from 1."""
+    name = str(path)
+    try:
+        items = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise CotforgeError(f"{name}: invalid UTF-8 at byte {err.start}") from None
+    except json.JSONDecodeError as err:
+        raise CotforgeError(f"{name}:{err.lineno}: invalid JSON array: {err.msg} at column {err.colno} "
+                            f"(a JSON array of objects, or JSONL: one object per line, is expected)") from None
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, dict):
+            yield RawRow(name, number, item, raw=json.dumps(item, ensure_ascii=False))
+        else:
+            yield RawRow(name, number, None, BadRow(name, number, "<row>", f"array element {number}: expected a "
+                                                    f"JSON object, got {type(item).__name__}", repr(item)))
+
+
 def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRow]:
     name = str(path)
+    if _starts_with_array(path):
+        yield from read_json_array(path)
+        return
     with open(path, "rb") as handle:
         line_no = 0
         while True:
@@ -67,13 +94,13 @@ def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRo
                 return
             line_no += 1
             if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
-                size = len(raw)
+                prefix, size = raw[:RAW_KEEP_BYTES], len(raw)  # keep a bounded prefix for the quarantine
                 while raw and not raw.endswith(b"\n"):  # drain the rest of the line unbuffered
                     raw = handle.readline(1 << 20)
-                    size += len(raw)
+                    size += len(raw.rstrip(b"\r\n"))
                 yield RawRow(name, line_no, None, BadRow(
-                    name, line_no, "<row>", f"row of {size:,} bytes is over the {max_row_bytes:,}-byte limit"),
-                    raw=None)
+                    name, line_no, "<row>", f"row of {size:,} bytes is over the {max_row_bytes:,}-byte limit",
+                    prefix, raw_size=size), raw=prefix)
                 continue
             if not raw.strip():
                 continue
@@ -151,11 +178,23 @@ def _arrow_stream_batches(files: list[Path]) -> Iterator[pa.RecordBatch]:
 
 
 def read_datasets_folder(path: Path, split: str | None = None) -> Iterator[RawRow]:
-    """A folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`)."""
+    """A folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`).
+
+    A DatasetDict yields every split in its order (or only `split`), each row with a `split`
+    column (kept in the row's metadata), so no split is dropped silently."""
     if (path / "dataset_dict.json").exists():
         splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
-        chosen = split or ("train" if "train" in splits else splits[0])
-        path = path / chosen
+        if split is not None and split not in splits:
+            raise CotforgeError(f"{path}: no split {split!r} (splits: {', '.join(splits)})")
+        for name in [split] if split else splits:
+            for raw in _read_dataset(path / name):
+                raw.data.setdefault("split", name)
+                yield raw
+        return
+    yield from _read_dataset(path)
+
+
+def _read_dataset(path: Path) -> Iterator[RawRow]:
     state = json.loads((path / "state.json").read_text())
     files = [path / entry["filename"] for entry in state["_data_files"]]
     yield from _read_batches(str(path), _arrow_stream_batches(files))

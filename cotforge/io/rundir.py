@@ -124,6 +124,12 @@ class RunDir:
         if run.manifest_path.exists():
             old = run.manifest()
             if old.get("config_hash") != wanted and not overwrite:
+                change = _harmless_change(run, old, command, config, fingerprints)
+                if change == "restart":
+                    overwrite = True
+                elif change == "resume":
+                    old = run.update_manifest(config=config, config_hash=wanted, argv=argv or [])
+            if old.get("config_hash") != wanted and not overwrite:
                 raise RunConfigMismatch(
                     f"{run.path}: holds a '{old.get('command')}' run with another configuration "
                     f"({_describe_change(old, command, config, fingerprints)}); "
@@ -204,6 +210,28 @@ class RunDir:
 
     def count_rows(self, table: str) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def _harmless_change(run: RunDir, old: dict, command: str, config: dict, fingerprints: list[dict]) -> str | None:
+    """'restart' or 'resume' when a run with another configuration can be taken over without
+    --overwrite because nothing is lost: it committed no rows (e.g. refused by --bad-rows fail before
+    its first shard): restart; only --bad-rows changed from fail to quarantine (rows committed under
+    `fail` had no bad rows, so they stand): resume."""
+    if not any(run.path.glob("*/part-*.parquet")):
+        return "restart"
+    old_config = dict(old.get("config") or {})
+    new_config = dict(config)
+    if (old.get("command") == command and old_config.pop("bad_rows", None) == "fail"
+            and new_config.pop("bad_rows", None) == "quarantine" and _same(old_config, new_config)
+            and [i.get("blake2b") for i in old.get("inputs", [])] == [i["blake2b"] for i in fingerprints]):
+        return "resume"
+    return None
+
+
+def _same(left: dict, right: dict) -> bool:
+    def canonical(value: dict) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+    return canonical(left) == canonical(right)
 
 
 def _is_ours(path: Path) -> bool:

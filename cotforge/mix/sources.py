@@ -4,7 +4,7 @@ A cotforge run folder is read in place (its committed `samples` shards, accepted
 other input (JSONL / Parquet / CSV / `datasets` folder of prompt + response or chat messages) and the
 self-cognition templates are normalized into one temporary Parquet file, chunk by chunk, so memory
 stays flat. A chat row's last assistant turn becomes the completion (summary-only when it has no
-`<think>` block); the turns before it are kept in `metadata.prompt_messages` for the formatters.
+`<think>` block); the turns before it become the sample's `messages` (a list column) for the formatters.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def _chat_to_completion(raw: RawRow) -> RawRow:
     data["completion"] = turns[-1]["content"]
     if not any(alias in data for alias in ALIASES["prompt"]) and users:
         data["prompt"] = users[-1]
-    if len(prompt_turns) > 1:
-        data["prompt_messages"] = prompt_turns
+    if prompt_turns:
+        data["messages"] = prompt_turns
     return RawRow(raw.file, raw.line, data, raw.error, raw.raw)
 
 

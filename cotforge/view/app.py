@@ -4,18 +4,22 @@ Starlette + uvicorn: a small ASGI stack with routing, form parsing, static files
 containment) and trusted-host checks done by maintained code. Jinja2 renders the pages with
 autoescaping on, so every value from a run is escaped; model text goes through render.py.
 Runs are named by their position on the command line (`/run/0`): no request carries a path.
+Page handlers are plain functions, which Starlette runs in its thread pool: a slow DuckDB scan on a
+big run does not stall the other requests.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 from pathlib import Path
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -65,24 +69,31 @@ class ViewApp:
             raise HTTPException(404, "no such run")
         return self.runs[index]
 
+    def warm(self) -> None:
+        for run in self.runs:
+            try:
+                run.overview()
+            except Exception:  # noqa: BLE001 - a page request will report the same error properly
+                return
+
     # pages ------------------------------------------------------------------------------------
-    async def index(self, request: Request) -> Response:
+    def index(self, request: Request) -> Response:
         if len(self.runs) == 1:
             return RedirectResponse("/run/0", status_code=302)
         return self.page("index.html", request, overviews=[run.overview() for run in self.runs])
 
-    async def overview(self, request: Request) -> Response:
+    def overview(self, request: Request) -> Response:
         run = self.run(request)
         return self.page("run.html", request, run=run, o=run.overview())
 
-    async def samples(self, request: Request) -> Response:
+    def samples(self, request: Request) -> Response:
         run = self.run(request)
         where = SampleFilter.from_params(request.query_params)
         page = _page(request)
         return self.page("samples.html", request, run=run, where=where, q=urlencode(where.params()),
                          listing=run.samples_page(where, page))
 
-    async def sample(self, request: Request) -> Response:
+    def sample(self, request: Request) -> Response:
         run = self.run(request)
         where = SampleFilter.from_params(request.query_params)
         sample = run.sample(request.query_params.get("id", ""), where)
@@ -98,15 +109,15 @@ class ViewApp:
             raise HTTPException(403, "stale or foreign form (reload the page)")
         decision, sample_id = str(form.get("decision", "")), str(form.get("id", ""))
         where = SampleFilter.from_params(form)
-        current = run.sample(sample_id, where)
+        current = await run_in_threadpool(run.sample, sample_id, where)
         if current is None:
             raise HTTPException(404, "no such sample")
         edited = {}
         if decision == "edit":
             edited = {"reasoning": _text(form.get("reasoning")), "summary": _text(form.get("summary"))}
         try:
-            append_review(run.path, sample_id, decision, note=str(form.get("note", "")), reviewer=self.reviewer,
-                          **edited)
+            await run_in_threadpool(append_review, run.path, sample_id, decision, note=str(form.get("note", "")),
+                                    reviewer=self.reviewer, **edited)
         except CotforgeError as err:
             raise HTTPException(400, str(err)) from None
         # On to the next sample of the list being reviewed (the same one at the end of the list).
@@ -114,7 +125,7 @@ class ViewApp:
         query = urlencode({"id": target, **where.params()})
         return RedirectResponse(f"/run/{run.index}/sample?{query}", status_code=303)
 
-    async def prompts(self, request: Request) -> Response:
+    def prompts(self, request: Request) -> Response:
         run = self.run(request)
         params = request.query_params
         sort, descending = params.get("sort", "pass_rate"), params.get("dir", "asc") == "desc"
@@ -122,7 +133,7 @@ class ViewApp:
         return self.page("prompts.html", request, run=run, sort=sort, descending=descending, never=never,
                          listing=run.prompts_page(sort, descending, never, _page(request)))
 
-    async def sql(self, request: Request) -> Response:
+    def sql(self, request: Request) -> Response:
         run = self.run(request)
         text = request.query_params.get("q", "").strip()
         result, error = None, None
@@ -133,7 +144,7 @@ class ViewApp:
                 error = str(err)
         return self.page("sql.html", request, run=run, text=text, result=result, error=error)
 
-    async def compare(self, request: Request) -> Response:
+    def compare(self, request: Request) -> Response:
         if len(self.runs) < 2:
             raise HTTPException(404, "give two runs: cotforge view RUN_A RUN_B")
         params = request.query_params
@@ -222,7 +233,7 @@ def _text(value) -> str | None:
 
 
 def serve(runs: list[Path], host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          reviewer: str | None = None, open_message=print) -> None:
+          reviewer: str | None = None) -> None:
     """Run the server until interrupted. Off loopback a token is required (made up when not given)."""
     import uvicorn
 
@@ -231,7 +242,9 @@ def serve(runs: list[Path], host: str = "127.0.0.1", port: int = 8765, token: st
         token = secrets.token_urlsafe(18)
     view = ViewApp(runs, token=token, reviewer=reviewer)
     app = view.asgi(allowed_hosts=LOCAL_HOSTS if local else None)
+    # The overview's one full scan (rejection reasons) starts now, while the browser is being opened.
+    threading.Thread(target=view.warm, daemon=True).start()
     shown = "127.0.0.1" if local else host
-    open_message(f"cotforge view: http://{shown}:{port}/" + (f"?token={token}" if token else "")
-                 + "  (Ctrl-C stops)")
+    print(f"cotforge view: http://{shown}:{port}/" + (f"?token={token}" if token else "") + "  (Ctrl-C stops)",
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -68,8 +68,8 @@ def _math_renderer(content: str, options: dict) -> str:
 
 @lru_cache(maxsize=1)
 def _markdown() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-    md.disable("image")  # an image would load from wherever the model pointed it
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
+    md.disable("image")  # an image would load from wherever the model pointed it; `breaks`: traces are line-based
     md.enable("table")
     dollarmath_plugin(md, double_inline=True, allow_digits=False, renderer=_math_renderer)
     return md

@@ -1,0 +1,66 @@
+"""`cotforge convert-embedded`: the shipped GGUF as a cached safetensors folder (what vLLM loads).
+
+Runs in the main venv with its transformers; the vLLM tests convert again in the vLLM venv (the
+cache key holds the transformers version, so each reads what its own version wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cotforge.engines.convert import THINK_TOKENS, converted_model
+from cotforge.engines.gguf import shipped_gguf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def think_folder(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, converted_model("think", cache_dir=cache)
+
+
+def test_think_variant_is_a_plain_folder_with_think_tokens(think_folder):
+    cache, folder = think_folder
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config  # a plain checkpoint, not GGUF blocks
+    assert (folder / "model.safetensors").stat().st_size > 200e6  # bfloat16, 135M parameters
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    open_id, close_id = tokenizer.convert_tokens_to_ids(list(THINK_TOKENS))
+    assert config["vocab_size"] == len(tokenizer) == 49154 and {open_id, close_id} == {49152, 49153}
+    # One token each, kept in decoded text (not special), as vLLM's deepseek_r1 parser needs.
+    assert tokenizer.encode("a</think>b", add_special_tokens=False)[1] == close_id
+    assert tokenizer.decode([open_id, close_id], skip_special_tokens=True) == "<think></think>"
+    # Cached: a second call returns the same folder without converting; no temp folder is left.
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert converted_model("think", cache_dir=cache) == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in (cache / "models").iterdir()] == [folder.name]
+
+
+def test_converted_weights_generate_what_the_gguf_does(think_folder):
+    """Greedy decoding from the folder equals greedy decoding from the GGUF (same dtype): the conversion
+    kept the weights, and `</think>`, whose logit ties with the newline's, never wins the tie."""
+    _, folder = think_folder
+    gguf = shipped_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Name three colours."}],
+                                         add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def greedy(model) -> list[int]:
+        with torch.inference_mode():
+            return model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+
+    converted = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.bfloat16)
+    original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                    dtype=torch.bfloat16)
+    assert greedy(converted) == greedy(original)
+    rows = converted.get_input_embeddings().weight
+    (newline,) = tokenizer.encode("\n", add_special_tokens=False)
+    assert torch.equal(rows[49153], rows[newline]) and not rows[49152].any()
