@@ -170,6 +170,19 @@ class Result:
         return all(v.passed for v in self.verdicts)
 
 
+def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
+    """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
+    for sample, result in zip(samples, results):
+        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
+                              for name, v in zip(names, result.verdicts)]
+        if result.answer is not None:
+            sample["answer"] = result.answer
+        if result.language and not sample.get("language"):
+            sample["language"] = result.language
+        sample["accepted"] = result.accepted
+    return samples
+
+
 class Chain:
     """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.filtering import chunks
 from cotforge.io.normalize import ALIASES, Normalizer
 from cotforge.io.readers import RawRow, is_run_folder, read_rows
+from cotforge.io.rows import chunks
 from cotforge.mix.recipe import Source
+from cotforge.mix.selfcog import load_spec, self_cognition_rows
 from cotforge.query import connect, sql_literal
 from cotforge.review import has_reviews
 from cotforge.schema import SAMPLE_SCHEMA, to_table
-from cotforge.mix.selfcog import load_spec, self_cognition_rows
 
 STAGE_CHUNK_ROWS = 5000
 _ROW_KEY = "union_by_name=true, filename=true, file_row_number=true"
