@@ -2,7 +2,10 @@
 
 How the replicas are laid out (`replica_plan`):
 - vllm: one replica per `tensor_parallel_size x pipeline_parallel_size` GPUs (default: as many as the
-  cluster's GPUs allow), each a vLLM engine built from the same engine options;
+  cluster's GPUs allow), each a vLLM engine built from the same engine options, its parallel workers
+  started by vLLM's multiprocessing backend on the GPUs Ray gave the replica (so a replica lives on
+  one node; a model too large for one node is served by vLLM's own multi-node server and reached
+  with the openai engine);
 - openai: the `base_url` list is dealt out to the replicas (default: one replica per server, so each
   replica is the client of its own server); `--concurrency`, when given, is shared out among them;
 - embedded / replay: `replicas` copies (default 1), one CPU each.
@@ -31,6 +34,8 @@ def replica_plan(config: GenerateConfig, replicas: int | None, cluster: dict) ->
         if count < 1 or count * gpus > cluster.get("GPU", 0):
             raise CotforgeError(f"--executor ray: {max(count, 1)} vLLM replica(s) of {gpus} GPU(s) need "
                                 f"{max(count, 1) * gpus} GPUs; the Ray cluster has {int(cluster.get('GPU', 0))}")
+        if gpus > 1:  # vLLM's own Ray backend would ask the cluster for a second set of GPUs
+            options = {**options, "distributed_executor_backend": "mp"}
         return [options] * count, {"num_gpus": gpus, "num_cpus": 1}
     if config.engine == "openai":
         urls = options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
@@ -66,3 +71,9 @@ def generate_on_ray(prompts: str | Path, out: str | Path, config: GenerateConfig
             engine.close()
     return {**summary, "ray": {"replicas": len(plan), "replica_restarts": engine.restarts,
                                "requests_resent": engine.resent}}
+
+
+def format_ray_summary(summary: dict) -> str:
+    ray = summary["ray"]
+    return (f"ray: {ray['replicas']} engine replicas, {ray['replica_restarts']} restarted, "
+            f"{ray['requests_resent']} requests sent again")
