@@ -23,7 +23,7 @@ def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
 
 
 def test_vllm_server_n_seeds_token_counts(vllm_server_url):
-    engine = get_engine("openai", base_url=vllm_server_url, concurrency=4)
+    engine = get_engine("openai", base_url=vllm_server_url, concurrency=4, n_per_request=None)
     assert engine.model == "smollm2-think"  # the one model /v1/models lists
     params = SamplingParams(temperature=1.0, max_tokens=16)
     requests = [ask("poem", "Write a poem about the sea.", n=3, seed=7),
