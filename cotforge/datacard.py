@@ -57,6 +57,24 @@ def _length_stats(values: np.ndarray) -> dict:
             "max": int(values.max()), "mean": int(values.mean())}
 
 
+def _unrecorded_languages(con, sample_rows: int = 2000) -> set[str]:
+    """Languages of accepted rows that carry none (imported, or judged without the language check),
+    detected on a fixed sample of them, so the card lists what the data holds, not a default."""
+    rows = con.execute(f"""SELECT prompt, summary FROM (SELECT prompt, summary FROM accepted WHERE language IS NULL)
+                           USING SAMPLE {sample_rows} ROWS (reservoir, 7)""").fetchall()
+    if not rows:
+        return set()
+    from cotforge.checks.language import detect_language
+
+    found: dict[str, int] = {}
+    for prompt, summary in rows:
+        lang = detect_language(f"{prompt or ''}\n{summary or ''}")
+        if lang:
+            found[lang] = found.get(lang, 0) + 1
+    # A language needs a few rows to be listed: one misdetected short prompt should not add a tag.
+    return {lang for lang, count in found.items() if count >= max(2, len(rows) // 100)}
+
+
 def collect(run_path: str | Path) -> dict:
     """Counts, lengths and rates of a run (accepted rows are the exported ones)."""
     con = connect(run_path)
@@ -68,6 +86,7 @@ def collect(run_path: str | Path) -> dict:
                           "length(coalesce(summary, '')) AS summary FROM accepted").fetchnumpy()
     languages = [lang for (lang,) in con.execute(
         "SELECT DISTINCT language FROM accepted WHERE language IS NOT NULL ORDER BY 1").fetchall()]
+    languages = sorted({*languages, *_unrecorded_languages(con)})
     reviewed = _reviewed_counts(con)
     con.close()
     reasoning = np.asarray(lengths["reasoning"], dtype=np.int64)

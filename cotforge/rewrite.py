@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import parse_specs
+from cotforge.checks.chain import parse_specs, verdict_rows
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
-from cotforge.filtering import chunks, verdict_rows
 from cotforge.io.errors import CotforgeError
+from cotforge.io.rows import chunks
 from cotforge.io.rundir import RunDir
 from cotforge.judge import JudgedChain
 from cotforge.parsing import SPECIAL_TOKEN, split_completion

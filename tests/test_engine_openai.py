@@ -23,6 +23,7 @@ def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
 
 
 def test_vllm_server_n_seeds_token_counts(vllm_server_url):
+    # n_per_request=None: send n and learn whether the server honours it (the default sends one call per sample)
     engine = get_engine("openai", base_url=vllm_server_url, concurrency=4, n_per_request=None)
     assert engine.model == "smollm2-think"  # the one model /v1/models lists
     params = SamplingParams(temperature=1.0, max_tokens=16)
@@ -108,7 +109,7 @@ def test_connection_refused_is_reported():
 
 def test_server_honouring_n_gets_one_request_and_usage_split():
     with ScriptedServer([lambda body: (200, {}, chat_answer(n=body.get("n", 1), completion_tokens=7))]) as server:
-        engine = get_engine("openai", base_url=server.base_url, model="m")
+        engine = get_engine("openai", base_url=server.base_url, model="m", n_per_request=None)
         out = engine.generate([ask("a", "hi", n=3)], SamplingParams())
     assert len(server.received) == 1 and server.received[0][2]["n"] == 3
     assert engine.n_per_request is True

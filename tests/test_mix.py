@@ -98,6 +98,7 @@ sources:
 dedup:
   exact: true
   near: {{threshold: 0.8}}
+  text: sample  # several samples per prompt share their answer: compare whole samples
 decontaminate:
   against: [evals/math500.jsonl, evals/cmath.jsonl]
   ngram: 13
@@ -184,6 +185,8 @@ sources:
     path: runs/math
     per_prompt: 2
     quota: {math: 4, code: 20}
+dedup:
+  text: sample  # two samples of a prompt share their answer: compare whole samples
 """)
     result = cli("mix", recipe, "--out", world / "mix", check=True)
     assert "SHORTFALL reasoning/code: kept 10 of quota 20 (10 missing)" in result.stdout
@@ -243,7 +246,8 @@ def test_near_duplicates_under_one_prompt_count_once(tmp_path: Path, per_prompt)
         words[40 + k] = word  # one word in 120
         variants.append(" ".join(words))
     distinct = _text(11, 125)
-    rows = [{"id": f"v{k}", "prompt": "Explain the pattern.", "completion": f"<think>{text}</think>Done."}
+    # Each final answer differs: under `text: prompt_summary` equal answers to one prompt are exact duplicates.
+    rows = [{"id": f"v{k}", "prompt": "Explain the pattern.", "completion": f"<think>{text}</think>Done ({k})."}
             for k, text in enumerate([*variants, distinct])]
     rows.append({"id": "other", "prompt": "Another prompt.", "completion": f"<think>{variants[0]}</think>Done."})
     _jsonl(tmp_path / "samples.jsonl", rows)

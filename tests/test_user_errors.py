@@ -156,3 +156,48 @@ def test_every_sql_example_in_the_readme_runs(cli, tmp_path):
     for sql in examples:
         result = cli("query", tmp_path / "run", sql)
         assert result.returncode == 0, f"README example fails: {sql}\n{result.stderr}"
+
+
+def test_detected_language_is_recorded_and_the_card_lists_the_data_languages(cli, tmp_path):
+    rows = [{"id": "en", "prompt": "What is two plus two? Please answer with a number.",
+             "completion": "<think>Two plus two is four, so the answer is four.</think> The answer is four."},
+            {"id": "zh", "prompt": "二加二等于多少？请用数字回答这个问题。",
+             "completion": "<think>二加二等于四，所以答案是四。我们再检查一遍这个结果。</think> 答案是四。"}]
+    data = jsonl(tmp_path / "in.jsonl", rows)
+    cli("filter", data, "--out", tmp_path / "run", "--checks", "format,language", "--jobs", "1", check=True)
+    recorded = json.loads(cli("query", tmp_path / "run", "SELECT id, language FROM samples ORDER BY id",
+                              "--format", "json", check=True).stdout)
+    assert recorded == [{"id": "en", "language": "en"}, {"id": "zh", "language": "zh"}]
+    cli("export", tmp_path / "run", "--out", tmp_path / "ds", check=True)
+    card = (tmp_path / "ds" / "README.md").read_text()
+    front = card.split("---")[1]
+    assert re.search(r"language:\n- en\n- zh\n", front), front
+    import pyarrow.parquet as pq
+
+    exported = pq.read_table(next((tmp_path / "ds" / "data").glob("*.parquet"))).to_pylist()
+    assert sorted(row["language"] for row in exported) == ["en", "zh"]
+
+
+def test_card_languages_come_from_rows_without_a_recorded_language(cli, tmp_path):
+    zh = [{"prompt": f"第{i}题：二加{i}等于多少？请用数字回答。", "completion": f"<think>二加{i}的结果需要计算。</think> 答案是{2 + i}。"}
+          for i in range(4)]
+    en = [{"prompt": f"Question {i}: what is two plus {i}? Answer with a number.",
+           "completion": f"<think>We add two and {i} together.</think> The answer is {2 + i}."} for i in range(4)]
+    data = jsonl(tmp_path / "in.jsonl", zh + en)
+    cli("filter", data, "--out", tmp_path / "run", "--checks", "format", check=True)  # no language check
+    cli("export", tmp_path / "run", "--out", tmp_path / "ds", check=True)
+    front = (tmp_path / "ds" / "README.md").read_text().split("---")[1]
+    assert re.search(r"language:\n- en\n- zh\n", front), front
+
+
+def test_bad_recipe_yaml_and_an_uncreatable_out_folder_are_one_line(cli, tmp_path):
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text("{bad\n")
+    line = one_line(cli("mix", recipe, "--out", tmp_path / "m"))
+    assert line == f"{recipe}:2:1: recipe is not valid YAML: expected ',' or '}}', but got '<stream end>' " \
+                   "(while parsing a flow mapping)"
+    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    line = one_line(cli("filter", data, "--out", blocked / "run", "--checks", "format"))
+    assert line.startswith(f"{blocked / 'run'}: cannot create this folder (")

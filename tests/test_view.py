@@ -44,7 +44,7 @@ def make_run(folder: Path, cli) -> Path:
 
 @pytest.fixture(scope="module")
 def run_template(tmp_path_factory) -> Path:
-    from tests.conftest import cotforge
+    from conftest import cotforge
 
     return make_run(tmp_path_factory.mktemp("view"), cotforge)
 
@@ -188,6 +188,7 @@ def test_report_is_self_contained(run: Path, tmp_path: Path, cli):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert "data:image/png;base64," in html and "Content-Security-Policy" in html
     assert "Funnel" in html and "Accepted traces" in html and "Rejected traces" in html
+    assert '"Segoe UI"' in html  # the inline stylesheet is the package's own, not HTML-escaped
 
 
 def test_view_refuses_a_folder_that_is_not_a_run(tmp_path: Path, cli):

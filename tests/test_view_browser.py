@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from tests.conftest import REPO
-from tests.test_view import make_run
+from conftest import REPO
+from test_view import make_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -126,8 +125,42 @@ def test_review_in_the_browser(server, page, tmp_path: Path, cli):
                 "csv", check=True).stdout.splitlines()
     assert table == ["sample_id,decision,note,reviewer", "s2,reject,\"says 6, gold 9\",browser-test",
                      "s1,edit,clearer summary,browser-test"]
-    cli("export", run, "--out", tmp_path / "export", "--style", "think", check=True)
+    exported = cli("export", run, "--out", tmp_path / "export", "--style", "think", check=True)
+    assert exported.stdout.splitlines()[-1] == f"look at the run and review samples: cotforge view {run}"
     rows = {r["id"]: r["text"] for f in sorted((tmp_path / "export" / "data").glob("*.parquet"))
             for r in pq.read_table(f).to_pylist()}
     assert "s2" not in rows and rows["s1"].endswith("The answer is $4$, since $2+2=4$.")
     assert sorted(rows) == ["s1", "s3", "s5"]
+
+
+def test_off_loopback_the_server_wants_its_token(tmp_path: Path, cli):
+    """--host other than loopback: a token is made up and printed; requests without it get 401."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    run = make_run(tmp_path / "data", cli)
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "cotforge.cli", "view", str(run), "--host", "0.0.0.0",
+                                "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        line = process.stdout.readline()
+        token = re.search(r"\?token=([\w-]+)", line).group(1)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/run/0", timeout=5)
+                raise AssertionError("served a page without the token")
+            except urllib.error.HTTPError as err:
+                assert err.code == 401
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline and process.poll() is None, line
+                time.sleep(0.2)
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        page = opener.open(f"http://127.0.0.1:{port}/run/0?token={token}", timeout=30).read().decode()
+        assert "Why samples were rejected" in page  # redirected with the cookie set, then served
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -137,7 +137,7 @@ def _worker_main(conn, specs: list[CheckSpec], status, memory_bytes: int) -> Non
             for item, sample, skip in message:
                 status[0] = item
                 verdicts = run_checks(checks, sample, skip, status)
-                conn.send((item, verdicts, sample.get("answer")))
+                conn.send((item, verdicts, sample.get("answer"), sample.get("language")))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (killed or interrupted): nothing left to report to
 
@@ -163,10 +163,24 @@ class _Worker:
 class Result:
     verdicts: list[Verdict]
     answer: str | None
+    language: str | None = None  # what the language check detected, for a sample that named none
 
     @property
     def accepted(self) -> bool:
         return all(v.passed for v in self.verdicts)
+
+
+def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
+    """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
+    for sample, result in zip(samples, results):
+        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
+                              for name, v in zip(names, result.verdicts)]
+        if result.answer is not None:
+            sample["answer"] = result.answer
+        if result.language and not sample.get("language"):
+            sample["language"] = result.language
+        sample["accepted"] = result.accepted
+    return samples
 
 
 class Chain:
@@ -232,7 +246,7 @@ class Chain:
     # judging
     def run(self, samples: list[dict]) -> list[Result]:
         if self.jobs <= 0:
-            return [Result(run_checks(self.checks, s), s.get("answer")) for s in samples]
+            return [Result(run_checks(self.checks, s), s.get("answer"), s.get("language")) for s in samples]
         self._start()
         results: list[Result | None] = [None] * len(samples)
         queue: deque = deque((i, s, None) for i, s in enumerate(samples))
@@ -255,9 +269,9 @@ class Chain:
                 if worker.conn in ready:
                     try:
                         while worker.conn.poll():
-                            item, verdicts, answer = worker.conn.recv()
+                            item, verdicts, answer, language = worker.conn.recv()
                             worker.inflight.pop(item, None)
-                            results[item] = Result(verdicts, answer)
+                            results[item] = Result(verdicts, answer, language)
                     except (EOFError, OSError):
                         pass
                 self._supervise(worker, queue, crashes, results)

@@ -140,6 +140,8 @@ class LanguageCheck(Check):
         source = "expected" if sample.get("language") else "prompt"
         if target is None:  # no prompt to go by: the reasoning's own majority language
             target, source = detect_language(text, self.min_words), "majority"
+        if target and not sample.get("language"):
+            sample["language"] = target  # recorded on the sample (the chain returns it), so exports and cards have it
         judged = [lang for s in parts if (lang := sentence_language(s, self.min_words, target))]
         if not judged:
             return Verdict.skip("no sentence long enough to judge")

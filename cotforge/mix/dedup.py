@@ -1,7 +1,8 @@
 """Exact and near-duplicate detection against the rows a mix has kept so far.
 
-Exact: a 64-bit hash of the normalized text (NFKC, lower case, whitespace collapsed); two samples
-of the same prompt are exact duplicates only when their whole texts (prompt + completion) match.
+Exact: a 64-bit hash of the normalized dedup text (NFKC, lower case, whitespace collapsed), the text
+the recipe's `dedup.text` names (prompt | prompt_summary | sample), for any two rows, same prompt or
+not.
 Near: datasketch MinHash over token shingles and datasketch MinHashLSH's banding (b bands of r
 hash values, chosen by MinHashLSH for the threshold); a candidate is a duplicate when the MinHash
 estimate of the Jaccard similarity reaches the threshold.
@@ -10,8 +11,8 @@ Memory stays flat however many rows are kept: MinHashLSH holds only the current 
 duplicates inside it), while the buckets of all earlier batches live in an on-disk DuckDB table
 (band, bucket hash -> row) that each batch joins against, and the signatures live in a flat file
 read back by offset for the few candidates. Disk grows with the kept rows (~0.7 KB each); RAM does
-not. Rows with the same `prompt_id` are not compared here: their completions are compared before
-`per_prompt` (see within.py).
+not. Near duplicates between rows with the same `prompt_id` are not looked for here: their
+completions are compared before `per_prompt` (see within.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from cotforge.mix.decontam import tokens
 from cotforge.query import sql_literal
 
 _SPACE_RE = re.compile(r"\s+")
+
+
+def dedup_text(row: dict, mode: str) -> str:
+    """The text a recipe's `dedup.text` mode compares: prompt | prompt_summary | sample (prompt + completion)."""
+    prompt = row.get("prompt") or ""
+    if mode == "prompt":
+        return prompt
+    return f"{prompt}\n{row.get('completion' if mode == 'sample' else 'summary') or ''}"
 
 
 def normalize_text(text: str) -> str:
@@ -110,11 +119,12 @@ class Deduper:
         """Is row `pos` of the current batch a duplicate of a kept row (earlier batch or this one)?"""
         batch, prompt_id = self._batch, self._batch["prompt_ids"][pos]
         if self.exact:
-            full_key = batch["full_keys"][pos]
+            # Exact: the dedup text (the recipe's `text` mode) is compared as named, also between
+            # samples of one prompt: under `prompt_summary` two samples with one prompt and one final
+            # answer are duplicates however their reasoning differs.
             hits = [*batch["exact"].get(pos, ()), *batch["in_batch_exact"].get(batch["keys"][pos], ())]
-            for earlier_full, earlier_prompt, earlier_id in hits:
-                if earlier_prompt != prompt_id or earlier_full == full_key:
-                    return Duplicate("exact", earlier_id)
+            for _, _, earlier_id in hits:
+                return Duplicate("exact", earlier_id)
         if self.threshold is None:
             return None
         sig = batch["sigs"][pos]

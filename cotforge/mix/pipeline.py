@@ -43,7 +43,7 @@ from cotforge.io.readers import is_run_folder
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
 from cotforge.mix.decontam import EvalIndex
-from cotforge.mix.dedup import Deduper
+from cotforge.mix.dedup import Deduper, dedup_text
 from cotforge.mix.recipe import Recipe, Source, load_recipe
 from cotforge.mix.sources import source_relation, upstream_funnel
 from cotforge.mix.within import find_within_prompt
@@ -54,13 +54,6 @@ from cotforge.schema import SAMPLE_SCHEMA, to_table
 BATCH_ROWS = 8192
 STAGES = ("over per_prompt", "contaminated", "exact duplicate", "near duplicate", "over quota")
 _ORDER = {"random": "_rand", "shortest": "_length, _rand", "longest": "_length DESC, _rand"}
-
-
-def _dedup_text(row: dict, field: str) -> str:
-    prompt = row.get("prompt") or ""
-    if field == "prompt":
-        return prompt
-    return f"{prompt}\n{row.get('completion' if field == 'sample' else 'summary') or ''}"
 
 
 def _targets(quota, pool: dict[str, int]) -> dict[str, int] | int | None:
@@ -120,7 +113,7 @@ def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: Ev
         elif evals is not None and (label := evals.match(row.get("prompt") or "")):
             reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
     candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
-    deduper.check_batch([_dedup_text(rows[p], recipe.dedup_text) for p in candidates],
+    deduper.check_batch([dedup_text(rows[p], recipe.dedup_text) for p in candidates],
                         [rows[p]["prompt_id"] for p in candidates], [rows[p]["_full"] for p in candidates])
     for index, pos in enumerate(candidates):
         row = rows[pos]

@@ -20,6 +20,8 @@ dedup:
   exact: true              # normalized text hash
   near: {threshold: 0.8, num_perm: 128, ngram: 5}
   text: prompt_summary     # what is compared: prompt_summary | prompt | sample (prompt + completion)
+                           # between any two rows, samples of one prompt too: with per_prompt > 1
+                           # and prompt_summary, a prompt keeps only samples with different answers
 decontaminate:
   against: [evals/math500.jsonl]
   ngram: 13
@@ -126,6 +128,8 @@ def load_recipe(path: str | Path) -> Recipe:
     near = dedup.get("near")
     if near is True:
         near = {}
+    if near is False:  # the error below offers `false`: it turns near dedup off
+        near = None
     if near is not None and not isinstance(near, dict):
         raise CotforgeError(f"{path}: dedup.near: expected a map such as {{threshold: 0.8}} or false")
     if near is not None:

@@ -233,7 +233,7 @@ def _text(value) -> str | None:
 
 
 def serve(runs: list[Path], host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          reviewer: str | None = None, open_message=print) -> None:
+          reviewer: str | None = None) -> None:
     """Run the server until interrupted. Off loopback a token is required (made up when not given)."""
     import uvicorn
 
@@ -245,6 +245,6 @@ def serve(runs: list[Path], host: str = "127.0.0.1", port: int = 8765, token: st
     # The overview's one full scan (rejection reasons) starts now, while the browser is being opened.
     threading.Thread(target=view.warm, daemon=True).start()
     shown = "127.0.0.1" if local else host
-    open_message(f"cotforge view: http://{shown}:{port}/" + (f"?token={token}" if token else "")
-                 + "  (Ctrl-C stops)")
+    print(f"cotforge view: http://{shown}:{port}/" + (f"?token={token}" if token else "") + "  (Ctrl-C stops)",
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

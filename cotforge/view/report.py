@@ -11,6 +11,8 @@ import base64
 import tempfile
 from pathlib import Path
 
+from markupsafe import Markup
+
 from cotforge.datacard import collect, funnel_rows, render_plots
 from cotforge.io.atomic import atomic_write_bytes
 from cotforge.io.rundir import RunDir
@@ -47,7 +49,7 @@ def build_report(run_path: str | Path, out: str | Path, samples: int = 5, seed: 
     rejected = _traces(view, "NOT final_accepted", samples, seed)
     html = templates().get_template("report.html").render(
         run=view, o=overview, plots=plots, accepted=accepted, rejected=rejected, csp=REPORT_CSP,
-        css=(STATIC / "view.css").read_text(), lengths=stats["lengths"])
+        css=Markup((STATIC / "view.css").read_text()), lengths=stats["lengths"])  # our own file: not escaped
     out = Path(out)
     atomic_write_bytes(out, html.encode("utf-8"))
     return {"path": str(out), "bytes": out.stat().st_size, "accepted_shown": len(accepted),
