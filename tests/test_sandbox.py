@@ -191,6 +191,15 @@ def _processes_with(mark: str) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[int]:
+    """[0, ppid, pgrp, session] of a process; zeros when it is gone."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return [0, 0, 0, 0]
+    return [0, *map(int, fields[1:4])]
+
+
 def _wait_for(predicate, seconds: float):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -228,9 +237,10 @@ def test_killing_cotforge_leaves_no_sandboxed_program_running(tmp_path, victim):
         if victim == "whole process group":
             os.killpg(process.pid, signal.SIGKILL)
         else:  # what the OOM killer does: the workers that run the checks, not the main process
-            launchers = _processes_with("_sandbox_init.py")
-            workers = {int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                       for pid in launchers}
+            # this filter's workers: parents of sandbox launchers, in the session the filter leads (other
+            # cotforge runs may share the machine)
+            workers = {_stat(pid)[1] for pid in _processes_with("_sandbox_init.py")}
+            workers = {pid for pid in workers if _stat(pid)[3] == process.pid}
             assert workers and process.pid not in workers
             for worker in workers:
                 os.kill(worker, signal.SIGKILL)

@@ -201,3 +201,11 @@ def test_bad_recipe_yaml_and_an_uncreatable_out_folder_are_one_line(cli, tmp_pat
     blocked.write_text("")
     line = one_line(cli("filter", data, "--out", blocked / "run", "--checks", "format"))
     assert line.startswith(f"{blocked / 'run'}: cannot create this folder (")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--k", "0"), ("--max-rounds", "-1"), ("--shard-size", "0")])
+def test_generate_sizes_must_be_positive(cli, tmp_path, option, value):
+    prompts = jsonl(tmp_path / "prompts.jsonl", [{"id": "p", "prompt": "1+1?"}])
+    line = one_line(cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", prompts,
+                        option, value))
+    assert line == f"{option} {value}: must be at least 1"

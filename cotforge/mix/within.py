@@ -8,7 +8,7 @@ duplicate of one kept before it, so `per_prompt` then picks among distinct compl
 answers that differ by one word in 120 count once).
 
 Why not datasketch's MinHash here: a prompt's group is small (its k samples) so no LSH is needed,
-and completions are long, where 128 hash permutations per n-gram cost ~3x more than one hash per
+and completions are long, where 128 hash permutations per n-gram cost ~3.5x more than one hash per
 n-gram and a bottom-k sketch (the `num_perm` smallest n-gram hashes; exact Jaccard for texts with
 fewer n-grams). Jaccard >= t needs n-gram counts within a ratio t of each other, so only samples
 with a same-prompt partner of comparable length (characters, with slack) are read at all.
@@ -66,7 +66,8 @@ def jaccard(a: np.ndarray, b: np.ndarray, size: int) -> float:
 def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str, seed: int,
                        deduper: Deduper | None) -> None:
     """(Re)create table `_within`: each near-duplicate sample (by `_fkey`, `_frn`), the id it repeats,
-    their estimated Jaccard similarity and whether the normalized completions are identical. `deduper` None (near dedup off): the table stays empty."""
+    their estimated Jaccard similarity and whether the normalized completions are identical.
+    `deduper` None (near dedup off): the table stays empty."""
     cursor = con.cursor()
     _create(cursor, "_within", pa.Table.from_pylist([], schema=WITHIN_SCHEMA))
     if deduper is None or deduper.threshold is None:
