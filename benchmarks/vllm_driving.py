@@ -52,7 +52,7 @@ def async_llm(folder: str, prompts: list[dict], sampling: list, inflight: int, m
             model=folder, max_model_len=max_model_len, enforce_eager=True, enable_chunked_prefill=False,
             kv_cache_memory_bytes=2 << 30))
         loaded = time.perf_counter() - load
-        slots = asyncio.Semaphore(inflight)
+        slots = asyncio.Semaphore(max(1, inflight // sampling[0].n))  # requests of n sequences each
         tokens = 0
 
         async def one(index: int) -> None:
