@@ -13,7 +13,8 @@ a unit, and rows are committed in the order they were judged, so a prompt's comm
 always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
 shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
 (run seed, prompt, first sample index), so the waves that were planned but not committed are asked
-again with the same sizes and seeds, nothing committed is asked twice, and committed shards are
+again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
+in), nothing committed is asked twice, and committed shards are
 never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
 where the engine sets it, else the request's seed + j).
 """
@@ -21,6 +22,8 @@ where the engine sets it, else the request's seed + j).
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -43,6 +46,7 @@ from cotforge.parsing import split_completion
 from cotforge.progress import Progress
 from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 
+DEBUG = bool(os.environ.get("COTFORGE_DEBUG_SCHEDULER"))
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
 
@@ -129,6 +133,7 @@ class Scheduler:
         follow_ups: deque[str] = deque()
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
+        last_debug = 0.0
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
             progress.advance(len(self.state) - len(fresh))
             try:
@@ -165,6 +170,11 @@ class Scheduler:
                             follow_ups.append(prompt_id)
                         self._maybe_commit()
                     self._maybe_commit()  # by age, also while nothing new was judged
+                    if DEBUG and time.monotonic() - last_debug > 1:
+                        last_debug = time.monotonic()
+                        print(f"[sched] t={last_debug - start:.1f} inflight={engine.inflight} fresh={len(fresh)} "
+                              f"follow={len(follow_ups)} out={self.outstanding} checking={checker.pending} "
+                              f"buffer={len(self._buffer)}", file=sys.stderr, flush=True)
                 self.names = checker.names()
             finally:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
@@ -178,6 +188,7 @@ class Scheduler:
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
         # Waves are committed whole and in order, so the next sample index is the count judged so far.
+        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
         return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
                        seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
 
