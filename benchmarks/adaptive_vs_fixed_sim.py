@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from servers import sim_server  # noqa: E402  (tests/ holds the simulated server)
+from servers import sim_server
 
 BUDGET = 8
 

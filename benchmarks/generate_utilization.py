@@ -72,8 +72,6 @@ def run_cli(prompts: Path, out: Path, urls: list[str]) -> tuple[float, str]:
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
     if result.returncode != 0:
         sys.exit(f"cotforge generate failed:\n{result.stderr[-3000:]}")
-    if TIMELINE:
-        print("\n".join(line for line in result.stderr.splitlines() if line.startswith(("[sched]", "[openai]"))))
     return time.perf_counter() - start, result.stdout.strip().splitlines()[0]
 
 

@@ -38,7 +38,6 @@ import json
 import os
 import queue
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -224,8 +223,6 @@ class OpenAIEngine(Engine):
         self._wake.set()
 
     def _requeue(self, job: _Job, error: str, url: str, delay: float = 0.0) -> None:
-        if os.environ.get("COTFORGE_DEBUG_SCHEDULER"):
-            print(f"[openai] retry {url}: {error}", file=sys.stderr, flush=True)
         job.attempts += 1
         job.last_error, job.last_url = error, url
         if job.attempts > self.max_retries:

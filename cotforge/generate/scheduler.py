@@ -22,8 +22,6 @@ where the engine sets it, else the request's seed + j).
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -46,7 +44,6 @@ from cotforge.parsing import split_completion
 from cotforge.progress import Progress
 from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 
-DEBUG = bool(os.environ.get("COTFORGE_DEBUG_SCHEDULER"))
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
 
@@ -133,7 +130,6 @@ class Scheduler:
         follow_ups: deque[str] = deque()
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
-        last_debug = 0.0
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
             progress.advance(len(self.state) - len(fresh))
             try:
@@ -170,11 +166,6 @@ class Scheduler:
                             follow_ups.append(prompt_id)
                         self._maybe_commit()
                     self._maybe_commit()  # by age, also while nothing new was judged
-                    if DEBUG and time.monotonic() - last_debug > 1:
-                        last_debug = time.monotonic()
-                        print(f"[sched] t={last_debug - start:.1f} inflight={engine.inflight} fresh={len(fresh)} "
-                              f"follow={len(follow_ups)} out={self.outstanding} checking={checker.pending} "
-                              f"buffer={len(self._buffer)}", file=sys.stderr, flush=True)
                 self.names = checker.names()
             finally:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
