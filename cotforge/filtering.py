@@ -17,7 +17,8 @@ from typing import Self
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs, verdict_rows
+from cotforge.checks.chain import parse_specs, preset_options, verdict_rows
+from cotforge.io.atomic import check_writable
 from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
@@ -95,7 +96,9 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     specs = parse_specs(checks)
     # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
-    chain = JudgedChain(specs, jobs if executor == "local" else 0)
+    # Unverified samples are rejected unless the preset says `allow_unverified: true`.
+    allow_unverified = preset_options(checks).get("allow_unverified", False)
+    chain = JudgedChain(specs, jobs if executor == "local" else 0, allow_unverified=allow_unverified)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
@@ -104,7 +107,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         if executor == "ray":
             from cotforge.cluster.filter import RayExecutor
 
-            pool = RayExecutor(specs, run, workers=jobs, address=address)
+            pool = RayExecutor(specs, run, workers=jobs, address=address, allow_unverified=allow_unverified)
         else:
             pool = LocalExecutor(chain, run)
         accepted = 0
@@ -120,6 +123,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
+                check_writable(run.path)  # a full disk is reported before a chunk is judged, not after
                 samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))

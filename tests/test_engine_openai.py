@@ -14,8 +14,10 @@ import time
 import pytest
 from servers import ScriptedServer, chat_answer, free_port
 
+from cotforge.checks.format import FormatCheck
 from cotforge.engines import Request, SamplingParams, get_engine
 from cotforge.io.errors import CotforgeError
+from cotforge.parsing import split_completion
 
 
 def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
@@ -53,6 +55,37 @@ def test_vllm_server_length_and_raw_prompt(vllm_server_url):
     assert (chat[0].finish_reason, chat[0].completion_tokens) == ("length", 4)
     assert (raw[0].finish_reason, raw[0].completion_tokens) == ("length", 4)
     assert raw[0].prompt_tokens < 10 < chat[0].prompt_tokens  # no chat template on the raw prompt
+    engine.close()
+
+
+def test_vllm_reasoning_parser_output_is_recombined_and_truncation_stays_open(vllm_server_url):
+    """The server runs `--reasoning-parser deepseek_r1`: it moves the text before `</think>` into the
+    message's `reasoning` field. cotforge puts it back in `<think>...</think>`; reasoning cut off by
+    max_tokens (no `</think>` came) stays unclosed, so the `format` check rejects it as truncated."""
+    engine = get_engine("openai", base_url=vllm_server_url)
+    (samples,) = engine.generate([ask("poem", "Write a poem about the sea.", n=12, seed=11)],
+                                 SamplingParams(temperature=1.0, max_tokens=24))
+    closed, cut = [], []
+    for sample in samples:
+        reasoning = sample.extra.get("reasoning_content")
+        if not reasoning:  # the output began with `</think>`: nothing to put back
+            assert not sample.text.startswith("<think>")
+        elif sample.text == f"<think>\n{reasoning}":
+            cut.append(sample)
+        else:
+            closed.append(sample)
+            assert sample.text.startswith(f"<think>\n{reasoning}\n</think>\n\n")
+            parsed = split_completion(sample.text)
+            assert parsed.closed and parsed.reasoning == reasoning.strip()
+    assert closed and cut, [s.text for s in samples]  # the fixture model closes its reasoning in some samples
+    for sample in cut:  # no `</think>` came before max_tokens: all of it was reasoning, left open
+        assert sample.finish_reason == "length"
+        assert not split_completion(sample.text).closed
+        verdict = FormatCheck().check({"completion": sample.text, "finish_reason": sample.finish_reason})
+        assert not verdict.passed and verdict.reason.startswith("truncated")
+        # Even were the finish reason lost, the open <think> alone fails the check.
+        verdict = FormatCheck().check({"completion": sample.text})
+        assert not verdict.passed and verdict.reason == "truncated: reasoning block never closed"
     engine.close()
 
 

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 
 from cotforge.engines.base import THROUGHPUT_OPTIONS
+from cotforge.io.errors import CotforgeError
 
 THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
 
@@ -42,6 +43,19 @@ class GenerateConfig:
     # Check workers. One is plenty next to generation (thousands of checks per second) and keeps the
     # hard per-item limits without taking cores from an engine that runs on the CPU.
     jobs: int | None = 1
+
+    def __post_init__(self) -> None:
+        # A zero or negative size would plan nothing and report an empty run as complete.
+        at_least_one = {"k": self.k, "accept": self.accept, "max_rounds": self.max_rounds, "budget": self.budget,
+                        "max_per_round": self.max_per_round, "max_tokens": self.max_tokens,
+                        "concurrency": self.concurrency, "shard_size": self.shard_size}
+        for name, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise CotforgeError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+        if not 0 < self.top_p <= 1:
+            raise CotforgeError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.temperature < 0:
+            raise CotforgeError(f"--temperature {self.temperature}: must be 0 or more")
 
     @property
     def sample_budget(self) -> int:

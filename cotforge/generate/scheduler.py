@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs
+from cotforge.checks.chain import parse_specs, preset_options
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.generate.checking import Checker
@@ -40,7 +40,7 @@ from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
 from cotforge.io.rundir import RunDir
 from cotforge.judge import JudgedChain
-from cotforge.parsing import split_completion
+from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
 from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 
@@ -67,7 +67,9 @@ class Scheduler:
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
         specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
         # rules, then any judge batched; built in the checker's thread (see checking.py)
-        self._build_chain = lambda: JudgedChain(specs, config.jobs)
+        # unverified samples are rejected unless the preset says `allow_unverified: true`
+        allow_unverified = preset_options(config.checks).get("allow_unverified", False)
+        self._build_chain = lambda: JudgedChain(specs, config.jobs, allow_unverified=allow_unverified)
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
@@ -192,7 +194,9 @@ class Scheduler:
         rows = []
         for offset, completion in enumerate(completions):
             index = request.first_index + offset
-            parsed = split_completion(completion.text)
+            # a plain-text prompt that ends inside <think> (R1-Zero's): no </think> means no summary at all
+            opened = opens_think(request.raw_prompt)
+            parsed = split_completion(completion.text, opened=opened)
             rows.append({
                 "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
                 "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
@@ -205,6 +209,7 @@ class Scheduler:
                 "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
                 "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
+                "think_opened": opened,  # for the checks (parsing.split_sample); not a stored column
             })
         return rows
 
