@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import queue
 import threading
 from typing import Any
@@ -48,6 +49,9 @@ class VLLMEngine(Engine):
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
                  dtype: str = "auto", seed: int = 0, **engine_options: Any) -> None:
+        # vLLM reports usage statistics over the network by default; a data factory that may run
+        # offline or on private data does not phone home unless the user asks (set it to 0).
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         try:
             import vllm
         except ImportError as error:
