@@ -79,6 +79,10 @@ def generate(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    executor: Executor = "local", address: RayAddress = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", help="--executor ray: engine replicas (default vllm: one per tensor x pipeline parallel "
+                           "GPUs of the cluster; openai: one per --base-url)")] = None,
 ) -> None:
     """Rejection-sample completions per prompt, streaming, adaptive per prompt (vLLM, OpenAI fleet, embedded)."""
     from cotforge.generate.config import GenerateConfig
@@ -104,13 +108,28 @@ def generate(
     out = out or paths.get("out")
     if not prompts or not out:
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
-    summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
-                           fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    run_options = {"overwrite": overwrite, "bad_rows": bad_rows, "fields": parse_field_overrides(field or []),
+                   "argv": sys.argv[1:]}
+    if executor not in ("local", "ray"):
+        raise CotforgeError(f"--executor {executor!r}: choose local or ray")
+    if executor == "local" and replicas is not None:
+        raise CotforgeError("--replicas needs --executor ray")
+    if executor == "ray":
+        from cotforge.cluster.generate import generate_on_ray
+
+        summary = generate_on_ray(prompts, out, GenerateConfig(**options), address=address, replicas=replicas,
+                                  **run_options)
+    else:
+        summary = run_generate(prompts, out, GenerateConfig(**options), **run_options)
     if "top_rejection" not in summary:  # say why when nothing was accepted
         from cotforge.stats import top_rejection
 
         summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
+    if "ray" in summary:
+        from cotforge.cluster.generate import format_ray_summary
+
+        print(format_ray_summary(summary))
 
 
 @app.command("filter")
