@@ -24,7 +24,7 @@ from pathlib import Path
 from cotforge.engines.replay import ReplayEngine
 from cotforge.io.labelled import read_labelled_solutions
 from cotforge.query import run_query
-from cotforge.generate.sampler import GenerateConfig, generate
+from cotforge.generate import GenerateConfig, generate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
 
@@ -42,10 +42,9 @@ def build_inputs(folder: Path, limit: int | None) -> tuple[Path, Path]:
 
 def run(policy: str, prompts: Path, recorded: Path, out: Path, jobs: int) -> dict:
     if policy == "fixed":
-        config = GenerateConfig(engine="replay", k=4, max_rounds=1, checks="answer", jobs=jobs, batch_size=256)
+        config = GenerateConfig(engine="replay", k=4, max_rounds=1, checks="answer", jobs=jobs)
     else:
-        config = GenerateConfig(engine="replay", k=1, max_rounds=4, budget=4, checks="answer", jobs=jobs,
-                                batch_size=256)
+        config = GenerateConfig(engine="replay", k=1, max_rounds=4, budget=4, checks="answer", jobs=jobs)
     start = time.perf_counter()
     summary = generate(prompts, out, config, engine=ReplayEngine(recorded))
     summary["seconds"] = time.perf_counter() - start

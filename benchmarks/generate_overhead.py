@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from cotforge.engines.base import Request, SamplingParams
-from cotforge.generate.sampler import GenerateConfig, generate, sample_seed
+from cotforge.generate import GenerateConfig, generate
+from cotforge.generate.config import sample_seed
 from cotforge.generate.templates import render_request
 
 # torch/transformers are imported inside main(): the check pool's worker processes re-import this
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     count, k, max_tokens = (8, 2, 32) if args.quick else (12, 4, 96)
     prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines()][:count]
-    config = GenerateConfig(engine="embedded", k=k, max_rounds=1, max_tokens=max_tokens, batch_size=count, checks="r1")
+    config = GenerateConfig(engine="embedded", k=k, max_rounds=1, max_tokens=max_tokens, checks="r1")
     params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
     requests = [Request(p["id"], render_request("chat", p["prompt"], None)[0], n=k,
                         seed=sample_seed(config.seed, p["id"], 0)) for p in prompts]

@@ -61,7 +61,17 @@ def generate(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature")] = None,
     top_p: Annotated[float | None, typer.Option("--top-p")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="prompts per committed batch")] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size", help="commit a shard every N samples (256)")]
+    = None,
+    shard_age: Annotated[float | None, typer.Option("--shard-age", help="... or once its oldest waited S s (30)")]
+    = None,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", help="sequences in flight (default: what saturates the engine; openai: 256 per server)")]
+    = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        "--base-url", help="openai engine: server URL; repeat for a fleet (least-loaded dispatch)")] = None,
+    engine_option: Annotated[list[str] | None, typer.Option(
+        "--engine-option", help="KEY=VALUE passed to the engine (YAML value: 8, true, 0.5, text)")] = None,
     checks: Annotated[str | None, typer.Option("--checks", help="preset in filters/ or a comma list")] = None,
     template: Annotated[str | None, typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
     fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
@@ -69,31 +79,57 @@ def generate(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    executor: Executor = "local", address: RayAddress = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", help="--executor ray: engine replicas (default vllm: one per tensor x pipeline parallel "
+                           "GPUs of the cluster; openai: one per --base-url)")] = None,
 ) -> None:
-    """Rejection-sample k completions per prompt in adaptive rounds (vLLM, OpenAI-compatible, embedded CPU)."""
+    """Rejection-sample completions per prompt, streaming, adaptive per prompt (vLLM, OpenAI fleet, embedded)."""
+    from cotforge.generate.config import GenerateConfig
+    from cotforge.generate.recipe import load_generate_recipe, parse_engine_options
+    from cotforge.generate.scheduler import format_generate_summary
+    from cotforge.generate.scheduler import generate as run_generate
     from cotforge.io.normalize import parse_field_overrides
-    from cotforge.generate.recipe import load_generate_recipe
-    from cotforge.generate.sampler import GenerateConfig, format_generate_summary
-    from cotforge.generate.sampler import generate as run_generate
 
     options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
     given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
-             "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "batch_size": batch_size,
-             "checks": checks, "template": template, "seed": seed, "jobs": jobs}
+             "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "shard_size": shard_size,
+             "shard_age_s": shard_age, "concurrency": concurrency, "checks": checks, "template": template,
+             "seed": seed, "jobs": jobs}
     options.update({key: value for key, value in given.items() if value is not None})
+    extra = parse_engine_options(engine_option or [])
+    if base_url:
+        extra["base_url"] = base_url if len(base_url) > 1 else base_url[0]
+    if extra:
+        options["engine_options"] = {**options.get("engine_options", {}), **extra}
     if fixed:
         options["adaptive"] = False
     prompts = prompts or paths.get("prompts")
     out = out or paths.get("out")
     if not prompts or not out:
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
-    summary = run_generate(prompts, out, GenerateConfig(**options), overwrite=overwrite, bad_rows=bad_rows,
-                           fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    run_options = {"overwrite": overwrite, "bad_rows": bad_rows, "fields": parse_field_overrides(field or []),
+                   "argv": sys.argv[1:]}
+    if executor not in ("local", "ray"):
+        raise CotforgeError(f"--executor {executor!r}: choose local or ray")
+    if executor == "local" and replicas is not None:
+        raise CotforgeError("--replicas needs --executor ray")
+    if executor == "ray":
+        from cotforge.cluster.generate import generate_on_ray
+
+        summary = generate_on_ray(prompts, out, GenerateConfig(**options), address=address, replicas=replicas,
+                                  **run_options)
+    else:
+        summary = run_generate(prompts, out, GenerateConfig(**options), **run_options)
     if "top_rejection" not in summary:  # say why when nothing was accepted
         from cotforge.stats import top_rejection
 
         summary["top_rejection"] = top_rejection(out)
     print(format_generate_summary(summary))
+    if "ray" in summary:
+        from cotforge.cluster.generate import format_ray_summary
+
+        print(format_ray_summary(summary))
 
 
 @app.command("filter")
@@ -295,7 +331,7 @@ def main() -> None:
     except Interrupted as stop:
         print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except OSError as err:
+    except Exception as err:  # an environment fault (disk full, read-only) from any library: one line
         fault = environment_fault(err)
         if fault is None:
             raise

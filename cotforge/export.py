@@ -152,6 +152,8 @@ def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, sch
                              for source, info in (report.get("sources") or {}).items() if info.get("upstream_funnel")],
         "by_source_domain": stats["by_source_domain"], "lengths": stats["lengths"],
         "non_reasoning": stats["non_reasoning"], "reviewed": stats["reviewed"],
+        "reasoning_rows": f"{rows - stats['non_reasoning']:,}",  # the card says what its rows hold
+        "no_reasoning": rows > 0 and stats["non_reasoning"] == rows,
         "partial": [note for note in [manifest.get("partial"), *_partial_sources(report)] if note],
     }
     atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))

@@ -11,79 +11,30 @@ not part of the run's configuration: a run started on one may be resumed on the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Self
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import Result, parse_specs
-from cotforge.io.errors import BadRow, CotforgeError
+from cotforge.checks.chain import parse_specs, preset_options, verdict_rows
+from cotforge.io.atomic import check_writable
+from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
-from cotforge.io.readers import RawRow, read_rows
+from cotforge.io.readers import read_rows
+from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
 from cotforge.io.rundir import RunDir
 from cotforge.judge import JudgedChain, judge_funnel
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
 
-BAD_ROW_MODES = ("fail", "quarantine")
 EXECUTORS = ("local", "ray")
 CHUNK_ROWS = 2000
 
 
-def chunks(rows: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def split_bad_rows(raw_rows: list[RawRow], normalize: Normalizer, bad_rows: str,
-                   seen_ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Normalize a chunk; bad rows raise (mode 'fail') or become quarantine records.
-
-    With `seen_ids`, a row whose id was already seen is a bad row too: every later join on `id`
-    (verdicts, mixes, exports) would be ambiguous."""
-    good, quarantined = [], []
-    for raw in raw_rows:
-        try:
-            row = normalize(raw)
-            if seen_ids is not None:
-                _claim_id(row, raw, seen_ids)
-            good.append(row)
-        except BadRow as bad:
-            if bad_rows == "fail":
-                raise
-            quarantined.append(bad.quarantine_record())
-    return good, quarantined
-
-
-def _claim_id(row: dict, raw: RawRow, seen_ids: set[str]) -> None:
-    if row["id"] in seen_ids:
-        given = raw.data is not None and any(alias in raw.data for alias in ("id", "uid"))
-        problem = (f"duplicate id {row['id']!r}: an earlier row has it" if given else
-                   f"duplicate row: same prompt and completion as an earlier row (id {row['id']!r})")
-        raise BadRow(raw.file, raw.line, "id", problem, raw.raw)
-    seen_ids.add(row["id"])
-
-
 def committed_ids(run: RunDir, index: int) -> list[str]:
     return pq.read_table(run.shard_path("samples", index), columns=["id"]).column("id").to_pylist()
-
-
-def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
-    """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
-    for sample, result in zip(samples, results):
-        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
-                              for name, v in zip(names, result.verdicts)]
-        if result.answer is not None:
-            sample["answer"] = result.answer
-        if result.language and not sample.get("language"):
-            sample["language"] = result.language
-        sample["accepted"] = result.accepted
-    return samples
 
 
 @dataclass
@@ -145,7 +96,9 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     specs = parse_specs(checks)
     # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
-    chain = JudgedChain(specs, jobs if executor == "local" else 0)
+    # Unverified samples are rejected unless the preset says `allow_unverified: true`.
+    allow_unverified = preset_options(checks).get("allow_unverified", False)
+    chain = JudgedChain(specs, jobs if executor == "local" else 0, allow_unverified=allow_unverified)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
@@ -154,7 +107,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         if executor == "ray":
             from cotforge.cluster.filter import RayExecutor
 
-            pool = RayExecutor(specs, run, workers=jobs, address=address)
+            pool = RayExecutor(specs, run, workers=jobs, address=address, allow_unverified=allow_unverified)
         else:
             pool = LocalExecutor(chain, run)
         accepted = 0
@@ -170,6 +123,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     seen_ids.update(committed_ids(run, index))
                     progress.advance(len(raw_chunk))
                     continue
+                check_writable(run.path)  # a full disk is reported before a chunk is judged, not after
                 samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)
                 if quarantined:
                     run.write_shard("quarantine", index, to_table(quarantined, QUARANTINE_SCHEMA))

@@ -29,8 +29,25 @@ class Parsed:
     answer_tag: str | None = None  # content of <answer>...</answer>, when present
 
 
-def split_completion(text: str, special_token: str = SPECIAL_TOKEN) -> Parsed:
-    """Split `text` into reasoning and summary; never raises."""
+def opens_think(prompt) -> bool:
+    """Does the prompt end inside an opened `<think>` (R1-Zero's template, a pre-filled chat turn)?
+    Then the completion starts in the reasoning, and without `</think>` it has no summary at all."""
+    if isinstance(prompt, list) and prompt:  # chat turns: the last one
+        prompt = prompt[-1].get("content") if isinstance(prompt[-1], dict) else None
+    return isinstance(prompt, str) and prompt.rstrip().endswith(_THINK_OPEN)
+
+
+def split_sample(sample: dict, special_token: str = SPECIAL_TOKEN) -> Parsed:
+    """`split_completion` of a sample's completion, knowing whether its prompt opened `<think>`
+    (`think_opened`, set by generate from the prompt it sent, or a stored prompt ending in `<think>`)."""
+    opened = bool(sample.get("think_opened")) or opens_think(sample.get("prompt")) or opens_think(sample.get("messages"))
+    return split_completion(sample.get("completion") or "", special_token, opened=opened)
+
+
+def split_completion(text: str, special_token: str = SPECIAL_TOKEN, opened: bool = False) -> Parsed:
+    """Split `text` into reasoning and summary; never raises.
+
+    `opened`: the prompt ended inside `<think>`, so text without `</think>` is reasoning cut short."""
     if text is None:
         return Parsed("", "", "plain", True)
     stripped = text.strip()
@@ -46,6 +63,8 @@ def split_completion(text: str, special_token: str = SPECIAL_TOKEN) -> Parsed:
     if close < 0:
         if open_at >= 0:
             return Parsed(text[open_at + len(_THINK_OPEN):].strip(), "", "unclosed", False)
+        if opened:
+            return Parsed(stripped, "", "unclosed", False)
         return Parsed("", stripped, "plain", True)
     start = open_at + len(_THINK_OPEN) if 0 <= open_at < close else 0
     reasoning = text[start:close].strip()

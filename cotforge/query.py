@@ -56,8 +56,10 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
         con.execute("CREATE VIEW accepted AS SELECT * FROM samples WHERE accepted")
         con.execute("CREATE VIEW rejected AS SELECT * FROM samples WHERE NOT accepted")
     con.execute("""CREATE VIEW verdicts AS
-        SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed, v.score AS score,
-               v.reason AS reason
+        SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed,
+               -- three states, by base.status_of's rule (so run folders written before it read the same)
+               CASE WHEN NOT v.passed THEN 'failed' WHEN v.score IS NULL THEN 'n/a' ELSE 'passed' END AS status,
+               v.score AS score, v.reason AS reason
         FROM (SELECT id, prompt_id, sample_idx, unnest(verdicts) AS v FROM samples)""")
     con.execute("""CREATE VIEW _prompt_stats AS
         SELECT prompt_id, count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,

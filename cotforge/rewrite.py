@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import parse_specs
+from cotforge.checks.chain import verdict_rows
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
-from cotforge.filtering import chunks, verdict_rows
 from cotforge.io.errors import CotforgeError
+from cotforge.io.rows import chunks
 from cotforge.io.rundir import RunDir
 from cotforge.judge import JudgedChain
 from cotforge.parsing import SPECIAL_TOKEN, split_completion
@@ -78,7 +78,8 @@ class Rewriter:
         if "{solution}" not in config.template:
             raise CotforgeError("rewrite: the template needs a {solution} field")
         self.source, self.config = Path(run), config
-        self.chain = JudgedChain(parse_specs(config.checks), jobs=1)
+        RunDir(run).manifest()  # a clear error for a folder that is not a run, before RUN2 is made
+        self.chain = JudgedChain.for_data(config.checks, jobs=1)  # as filter: unverified rows rejected
         self.names = [PATTERN, *self.chain.names]
         run_config = {**asdict(config), "checks": self.chain.config()}
         self.out = RunDir.open(out, "rewrite", run_config, [run], argv=argv, overwrite=overwrite)
@@ -95,7 +96,7 @@ class Rewriter:
 
     def originals(self) -> list[dict]:
         con = connect(self.source)
-        return con.execute("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
+        return con.sql("SELECT * FROM accepted ORDER BY id").to_arrow_table().to_pylist()
 
     def rewrite(self, originals: list[dict]) -> list[dict]:
         params = SamplingParams(temperature=self.config.temperature, top_p=1.0, max_tokens=self.config.max_tokens)

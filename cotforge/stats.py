@@ -20,6 +20,10 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         SELECT first_check, count(*) FROM (
           SELECT list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check FROM samples WHERE NOT accepted)
         GROUP BY first_check""").fetchall())
+    unverified = con.execute(
+        """SELECT regexp_extract(reason, 'no (\\w+(?: or \\w+)*)', 1) AS missing, count(*) FILTER (WHERE NOT passed),
+                  count(*) FILTER (WHERE passed) FROM verdicts
+           WHERE "check" = 'verified' AND status <> 'passed' GROUP BY missing ORDER BY missing""").fetchall()
     # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
     worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND "
                               "starts_with(reason, 'worker died')").fetchone()[0]
@@ -39,7 +43,31 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
             "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
             "rejected_worker_died": worker_died,
             "top_rejection": {"check": top[0], "rows": top[1], "reason": top[2]} if top else None,
-            "funnel": funnel}
+            "funnel": funnel,
+            "unverified": [{"missing": m, "rejected": r, "allowed": a} for m, r, a in unverified]}
+
+
+# Input columns read as each field a verifying check needs (io/normalize.py ALIASES), for the summary.
+def _columns(field: str) -> str:
+    from cotforge.io.normalize import ALIASES
+
+    return "/".join(ALIASES.get(field, (field,)))
+
+
+def format_unverified(counts: dict) -> str | None:
+    """'unverified 12 (rejected 12): 12 with no gold (no column gold/answer/...; --field gold=COLUMN)'."""
+    groups = counts.get("unverified") or []
+    if not groups:
+        return None
+    rejected = sum(g["rejected"] for g in groups)
+    allowed = sum(g["allowed"] for g in groups)
+    state = f"rejected {rejected}" + (f", accepted {allowed} as allow_unverified says" if allowed else "")
+    parts = []
+    for group in groups:
+        fields = group["missing"].split(" or ") if group["missing"] else ["gold"]
+        columns = "; ".join(f"no {_columns(f)} column, or map one with --field {f}=COLUMN" for f in fields)
+        parts.append(f"{group['rejected'] + group['allowed']} with no {group['missing'] or 'gold'} ({columns})")
+    return f"unverified {rejected + allowed} ({state}): " + ", ".join(parts)
 
 
 def top_rejection(run_path: str | Path) -> dict | None:
@@ -50,6 +78,9 @@ def top_rejection(run_path: str | Path) -> dict | None:
 def format_summary(counts: dict) -> str:
     lines = [(f"rows read {counts['rows_read']}: accepted {counts['accepted']}, rejected {counts['rejected']}, "
              f"quarantined {counts['quarantined']}")]
+    unverified = format_unverified(counts)
+    if unverified:
+        lines.append(unverified)
     for step in counts["funnel"][2:]:
         lines.append(f"  {step['stage']:<12} rejected {step['rejected']:>8} (fails {step['rejected_total']:>8} "
                      f"in all)  remaining {step['remaining']:>8}")

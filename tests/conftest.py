@@ -73,3 +73,14 @@ def vllm_server_url(vllm_python, vllm_think_model):
     with vllm_server(vllm_python, vllm_think_model, "--reasoning-parser", "deepseek_r1",
                      "--served-model-name", "smollm2-think") as base_url:
         yield base_url
+
+
+REAL_TRACES = Path(__file__).parent / "data" / "real_traces"
+
+
+@pytest.fixture(scope="session")
+def real_traces() -> list[dict]:
+    """Public reasoning traces others' models wrote (tests/data/real_traces/README.md says whose)."""
+    import json
+
+    return [json.loads(line) for path in sorted(REAL_TRACES.glob("*.jsonl")) for line in path.open(encoding="utf-8")]

@@ -37,11 +37,15 @@ class PacedCheck(Check):
         return Verdict.ok(f"ok after {self.pause_s:g}s")
 
 
-def write_samples(path: Path, gsm8k_solutions: Path, questions: int, extra: list[dict] = ()) -> int:
-    """GSM8K's labelled model solutions as samples (4 per question), plus `extra` rows; returns rows."""
+def write_samples(path: Path, gsm8k_solutions: Path, questions: int | None, extra: list[dict] = (),
+                  copies: int = 1) -> int:
+    """GSM8K's labelled model solutions as samples (4 per question, `copies` times under distinct ids),
+    plus `extra` rows; returns rows."""
     from cotforge.io.labelled import read_labelled_solutions
 
-    rows = [{"id": f"q{q.index}-{k}", "prompt": q.question, "completion": solution, "gold": q.gold}
+    rows = [{"id": f"q{q.index}-{k}" + (f"-{copy}" if copy else ""), "prompt": q.question, "completion": solution,
+             "gold": q.gold}
+            for copy in range(copies)
             for q in read_labelled_solutions(gsm8k_solutions, limit=questions)
             for k, (solution, _) in enumerate(q.solutions)]
     rows += list(extra)

@@ -1,4 +1,5 @@
-"""Test servers on loopback: vLLM's and llama.cpp's OpenAI-compatible servers, and a scripted stdlib server."""
+"""Test servers on loopback: vLLM's and llama.cpp's OpenAI-compatible servers, a scripted stdlib server, and
+the simulated continuous-batching server of simserver.py."""
 
 from __future__ import annotations
 
@@ -165,3 +166,46 @@ class ScriptedServer:
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+@contextmanager
+def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = None, median_tokens: float = 300,
+               sigma: float = 0.8, startup_s: float = 60) -> Iterator[SimHandle]:
+    """Run tests/simserver.py (a simulated continuous-batching server) in its own process."""
+    command = [sys.executable, str(Path(__file__).with_name("simserver.py")), "--slots", str(slots),
+               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma)]
+    if prompts:
+        command += ["--prompts", str(prompts)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + startup_s
+        line = process.stdout.readline()
+        if not line.startswith("ready ") or time.monotonic() > deadline:
+            raise RuntimeError(f"simserver did not start: {line}{process.stdout.read()[-2000:]}")
+        yield SimHandle(line.split()[1], process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+class SimHandle:
+    """A running simserver: its base URL, its step counters, and a kill switch (a server dying)."""
+
+    def __init__(self, base_url: str, process: subprocess.Popen) -> None:
+        self.base_url, self.process = base_url, process
+        self.root = base_url.removesuffix("/v1")
+
+    def stats(self) -> dict:
+        return httpx.get(self.root + "/stats", timeout=30).json()
+
+    def reset(self) -> None:
+        httpx.post(self.root + "/stats/reset", timeout=30)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def freeze(self) -> None:
+        """Stop answering anything (POSTs, /v1/models), connections left open: a hung server."""
+        httpx.post(self.root + "/freeze", timeout=30)

@@ -84,7 +84,8 @@ def test_parse_number_refuses(text: str) -> None:
 def test_numbers_equal_rules() -> None:
     n = parse_number
     assert numbers_equal(n("1/3"), n("0.333333"))  # a float is compared at 6 places
-    assert numbers_equal(n("8/3"), n("2.6667"))  # a decimal states its own precision
+    assert numbers_equal(n("8/3"), n("2.6667"), rounding=True)  # a decimal states its own precision
+    assert not numbers_equal(n("8/3"), n("2.6667"))  # ... which counts only where rounding was asked for
     assert numbers_equal(n("28\\%"), n("28")) and numbers_equal(n("28\\%"), n("0.28"))
     assert not numbers_equal(n("0.28"), n("28"))
     assert not numbers_equal(n("1.234"), n("1.23"))  # a decimal gold keeps its digits
@@ -104,7 +105,7 @@ def test_numbers_equal_rules() -> None:
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\boxed{\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}}"),
     ("x=3", "\\boxed{3}"), ("3", "\\boxed{x = 3}"), ("\\text{odd}", "The answer is odd."),
     ("45^\\circ", "\\boxed{45}"), ("\\infty", "\\boxed{\\infty}"), ("\\frac{\\sqrt{3}}{3}", "\\boxed{\\frac{1}{\\sqrt{3}}}"),
-    ("12", "所以答案是 $12$。"), ("\\frac{8}{3}", "The answer is 2.6667."),
+    ("12", "所以答案是 $12$。"),
     # past math-verify: unicode math, number words, repeating decimals, degrees vs radians, currency
     ("-5", "The answer is −5."), ("\\sqrt{2}", "\\boxed{√2}"), ("\\infty", "The answer is ∞."),
     ("6", "The answer is six."), ("1/3", "\\boxed{0.\\overline{3}}"), ("30^\\circ", "\\boxed{\\frac{\\pi}{6}}"),
@@ -143,7 +144,8 @@ def test_no_gold_and_no_answer() -> None:
 def test_options_map_math_verify_grader_options() -> None:
     assert judge("$\\sqrt{2}$", "$1.4142$")[0] is False  # 6 places by default
     assert judge("$\\sqrt{2}$", "$1.4142$", precision=4)[0] is True
-    assert judge("$\\frac{1}{3}$", "$0.3333$")[0] is True  # a rational gold: at the places stated
+    assert judge("$\\frac{1}{3}$", "$0.3333$", rounding="always")[0] is True  # a rational gold: at the places stated
+    assert judge("$\\frac{1}{3}$", "$0.3333$")[0] is False  # the prompt (none here) did not ask for rounding
     assert judge("$f(x)$", "$f(y)$")[0] is False
     assert judge("$f(x)$", "$f(y)$", strict=False)[0] is True
 

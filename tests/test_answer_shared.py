@@ -15,9 +15,11 @@ def grader_options(text: str) -> dict:
 
     `match_types=[...]` -> `match_types`, `precision=N` -> `precision`. A value written as a name
     (`precision=precision`, `strict=strict`) was a pytest parameter the row does not record: the
-    check's defaults (math-verify's) apply.
+    check's defaults (math-verify's) apply. math-verify compares a decimal at the places it states
+    (`0.33` for 1/3) whatever the prompt, so its cases run with `rounding="always"`; cotforge's own
+    default accepts that only when the prompt asks for rounding (tests/test_answer_false_accepts.py).
     """
-    options = {}
+    options = {"rounding": "always"}
     match = re.search(r"match_types=\[([^\]]*)\]", text)
     if match:
         options["match_types"] = ",".join(re.findall(r"'(\w+)'", match.group(1)))

@@ -70,3 +70,15 @@ def test_generated_chat_prompts_stay_turns_and_are_decontaminated(tmp_path: Path
     reasons = {row[0]: row for row in mixed}
     assert not reasons["zh-0"][1] and "contaminated by eval" in reasons["zh-0"][2], reasons
     assert reasons["en-0"][1] and reasons["en-0"][3] == TURNS, reasons
+
+
+def test_mixed_chat_rows_keep_their_prompt_turns_as_messages(tmp_path: Path, cli) -> None:
+    conversation = [*TURNS, {"role": "assistant", "content": ANSWER}]
+    _jsonl(tmp_path / "chat.jsonl", [{"messages": conversation}])
+    (tmp_path / "recipe.yaml").write_text("name: chat\nseed: 0\nsources:\n  - name: chat\n    path: chat.jsonl\n")
+    mix(tmp_path / "recipe.yaml", tmp_path / "mix")
+    [row] = _samples(tmp_path / "mix")
+    assert row["messages"] == TURNS and row["prompt"] == TURNS[1]["content"]
+    cli("export", tmp_path / "mix", "--out", tmp_path / "chat-export", "--style", "messages", check=True)
+    [record] = _exported(tmp_path / "chat-export")
+    assert record["messages"][:2] == TURNS and "\\boxed{5}" in record["messages"][2]["content"]

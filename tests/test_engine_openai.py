@@ -14,8 +14,10 @@ import time
 import pytest
 from servers import ScriptedServer, chat_answer, free_port
 
+from cotforge.checks.format import FormatCheck
 from cotforge.engines import Request, SamplingParams, get_engine
 from cotforge.io.errors import CotforgeError
+from cotforge.parsing import split_completion
 
 
 def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
@@ -23,7 +25,8 @@ def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:
 
 
 def test_vllm_server_n_seeds_token_counts(vllm_server_url):
-    engine = get_engine("openai", base_url=vllm_server_url, concurrency=4)
+    # n_per_request=None: send n and learn whether the server honours it (the default sends one call per sample)
+    engine = get_engine("openai", base_url=vllm_server_url, concurrency=4, n_per_request=None)
     assert engine.model == "smollm2-think"  # the one model /v1/models lists
     params = SamplingParams(temperature=1.0, max_tokens=16)
     requests = [ask("poem", "Write a poem about the sea.", n=3, seed=7),
@@ -52,6 +55,37 @@ def test_vllm_server_length_and_raw_prompt(vllm_server_url):
     assert (chat[0].finish_reason, chat[0].completion_tokens) == ("length", 4)
     assert (raw[0].finish_reason, raw[0].completion_tokens) == ("length", 4)
     assert raw[0].prompt_tokens < 10 < chat[0].prompt_tokens  # no chat template on the raw prompt
+    engine.close()
+
+
+def test_vllm_reasoning_parser_output_is_recombined_and_truncation_stays_open(vllm_server_url):
+    """The server runs `--reasoning-parser deepseek_r1`: it moves the text before `</think>` into the
+    message's `reasoning` field. cotforge puts it back in `<think>...</think>`; reasoning cut off by
+    max_tokens (no `</think>` came) stays unclosed, so the `format` check rejects it as truncated."""
+    engine = get_engine("openai", base_url=vllm_server_url)
+    (samples,) = engine.generate([ask("poem", "Write a poem about the sea.", n=12, seed=11)],
+                                 SamplingParams(temperature=1.0, max_tokens=24))
+    closed, cut = [], []
+    for sample in samples:
+        reasoning = sample.extra.get("reasoning_content")
+        if not reasoning:  # the output began with `</think>`: nothing to put back
+            assert not sample.text.startswith("<think>")
+        elif sample.text == f"<think>\n{reasoning}":
+            cut.append(sample)
+        else:
+            closed.append(sample)
+            assert sample.text.startswith(f"<think>\n{reasoning}\n</think>\n\n")
+            parsed = split_completion(sample.text)
+            assert parsed.closed and parsed.reasoning == reasoning.strip()
+    assert closed and cut, [s.text for s in samples]  # the fixture model closes its reasoning in some samples
+    for sample in cut:  # no `</think>` came before max_tokens: all of it was reasoning, left open
+        assert sample.finish_reason == "length"
+        assert not split_completion(sample.text).closed
+        verdict = FormatCheck().check({"completion": sample.text, "finish_reason": sample.finish_reason})
+        assert not verdict.passed and verdict.reason.startswith("truncated")
+        # Even were the finish reason lost, the open <think> alone fails the check.
+        verdict = FormatCheck().check({"completion": sample.text})
+        assert not verdict.passed and verdict.reason == "truncated: reasoning block never closed"
     engine.close()
 
 
@@ -108,7 +142,7 @@ def test_connection_refused_is_reported():
 
 def test_server_honouring_n_gets_one_request_and_usage_split():
     with ScriptedServer([lambda body: (200, {}, chat_answer(n=body.get("n", 1), completion_tokens=7))]) as server:
-        engine = get_engine("openai", base_url=server.base_url, model="m")
+        engine = get_engine("openai", base_url=server.base_url, model="m", n_per_request=None)
         out = engine.generate([ask("a", "hi", n=3)], SamplingParams())
     assert len(server.received) == 1 and server.received[0][2]["n"] == 3
     assert engine.n_per_request is True

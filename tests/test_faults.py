@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -195,3 +197,55 @@ def test_read_only_folder_is_one_line(cli, tmp_path, small_disk):
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Read-only file system" in lines[0] and str(small_disk) in lines[0], lines
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc), children first."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_cli_filter_survives_a_killed_worker_and_counts_it_apart(tmp_path):
+    data = samples_file(tmp_path / "in.jsonl", 6000)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cotforge.cli", "filter", str(data), "--out", str(run), "--checks",
+               "format,language", "--jobs", "2", "--chunk-rows", "500"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not list((run / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the workers are the fork server's children: grandchildren of the command
+    server = [pid for pid in descendants(process.pid) if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    workers = [pid for pid in descendants(server[0]) if pid in descendants(process.pid)]
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "rows read 6000: accepted 6000, rejected 0" in out, out
+    assert re.search(r"infrastructure: 1 check worker deaths this session, 1 items retried on a fresh worker; "
+                     r"0 rows rejected", out), out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["infrastructure"] == {"worker_deaths": 1, "retried": 1, "died_twice": 0}
+
+
+def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
+    _, run, command, returncode, _, _ = interrupted_filter(tmp_path, signal.SIGKILL, True)
+    assert returncode == -signal.SIGKILL
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+    assert "taking over a stale lock (filter pid" in resumed.stderr and "no longer running" in resumed.stderr
+    assert "rows read 30000: accepted 30000, rejected 0" in resumed.stdout
+    from cotforge.query import run_query
+
+    _, rows = run_query(run, "SELECT count(*), count(DISTINCT id) FROM samples")
+    assert rows == [(30000, 30000)]

@@ -26,7 +26,8 @@ def test_sigkill_then_resume_keeps_committed_samples(tmp_path):
                                for i in range(4)))
     out = tmp_path / "run"
     command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(out), "--k", "2",
-               "--max-rounds", "1", "--max-tokens", "12", "--batch-size", "1", "--checks", "format", "--jobs", "0"]
+               "--max-rounds", "1", "--max-tokens", "12", "--shard-size", "2", "--engine-option", "batch_size=2",
+               "--checks", "format", "--jobs", "0"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 300

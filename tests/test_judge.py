@@ -208,6 +208,8 @@ def test_embedded_engine_judges_in_batches_and_caches(tmp_path):
 def test_judged_chain_without_rule_checks_starts_no_pool(tmp_path):
     chain = JudgedChain(parse_specs([{"check": "judge", "cache": False, "rubric": "helpfulness"}]))
     assert chain.names == ["judge"] and chain.chain.jobs == 0
+    secret = JudgedChain(parse_specs([{"check": "judge", "engine_options": {"api_key": "sk-1", "concurrency": 4}}]))
+    assert secret.config()[0]["engine_options"] == {"concurrency": 4}  # no secret in the run's manifest
     with pytest.raises(CotforgeError, match="share a name"):
         JudgedChain(parse_specs([{"check": "judge"}, {"check": "judge"}]))
 

@@ -1,4 +1,5 @@
-"""`language`: one language per sample, mixing caught both ways, formulas and code not counted."""
+"""`language`: one language per sample, mixing caught both ways and inside sentences; formulas, code and
+quotes not counted; its score is R1's language-consistency reward."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_chinese_reasoning_with_english_sentences_fails():
                             "says twice as many apples.\n所以答案是 3 个。")
     verdict = judge(mixed, "答案是 3 个。", ZH_PROMPT)
     assert not verdict.passed, verdict
-    assert "others: en" in verdict.reason and 0.8 < verdict.score < 1.0
+    assert "foreign run(s) (en)" in verdict.reason and 0.7 < verdict.score < 0.9
 
 
 @pytest.mark.parametrize(("sentence", "code"), [
@@ -59,7 +60,7 @@ def test_chinese_reasoning_with_english_sentences_fails():
 def test_english_reasoning_with_a_french_or_german_sentence_fails(sentence, code):
     verdict = judge(EN_REASONING + "\n" + sentence, "The answer is 18.", EN_PROMPT)
     assert not verdict.passed, verdict
-    assert f"others: {code}" in verdict.reason
+    assert f"foreign run(s) ({code})" in verdict.reason
 
 
 def test_english_reasoning_for_a_chinese_prompt_fails():
@@ -111,3 +112,65 @@ def test_model_loads_from_the_installed_wheel_without_network(monkeypatch):
     lid_model.cache_clear()
     labels, _ = lid_model().predict("Das ist eine ganz normale deutsche Satzstruktur.", k=1)
     assert labels[0] == "__label__de"
+
+
+# words, not sentences: mixing inside a sentence
+
+def test_a_chinese_phrase_inside_an_english_sentence_fails():
+    # the shape of R1's mixing: one phrase dropped into an otherwise English sentence
+    mixed = EN_REASONING + ("\nRaising the tariff might also lead to economic结构调整 issues, political "
+                            "tension and slower growth, so the answer should still be eighteen dollars.")
+    verdict = judge(mixed, "The answer is 18.", EN_PROMPT)
+    assert not verdict.passed, verdict
+    assert verdict.score > 0.95  # one phrase is a small share of the words ...
+    assert "1 > 0 foreign runs" in verdict.reason and "economic结构调整 issues" in verdict.reason  # ... but it counts
+    # a lenient preset may tolerate a few runs; the share still reflects them
+    assert judge(mixed, "The answer is 18.", EN_PROMPT, max_foreign_runs=2).passed
+
+
+def test_english_words_inside_chinese_sentences_count():
+    mixed = ZH_REASONING + "\n所以我们需要 double check 一下第二天的数量，确认没有算错。"
+    verdict = judge(mixed, "答案是 3 个。", ZH_PROMPT)
+    assert not verdict.passed and "(en)" in verdict.reason, verdict
+    # acronyms and one-letter symbols are not words of another language
+    assert judge(ZH_REASONING + "\n我们用 GPU 算出 x 的值。", "答案是 3 个。", ZH_PROMPT).passed
+
+
+def test_quoted_text_math_and_code_are_not_mixing():
+    quoted = EN_REASONING + ('\nThe problem calls the market "农贸市场" in the original, and the sign reads '
+                             "“每个两美元”, which matches the price.")
+    assert judge(quoted, "The answer is 18.", EN_PROMPT).passed
+    code = EN_REASONING + "\nIn code this is `剩余 = 16 - 3 - 4` and in math $\\text{收入} = 9 \\times 2$."
+    assert judge(code, "The answer is 18.", EN_PROMPT).passed
+    # a foreign word the prompt itself contains is cited, not mixed in
+    prompt = EN_PROMPT + " (The market is called 集市.)"
+    assert judge(EN_REASONING + "\nShe sells them at the 集市 every morning.", "The answer is 18.", prompt).passed
+
+
+def test_greek_letters_are_math_symbols():
+    text = EN_REASONING + "\nThe angle θ is 30 degrees, and the area is πr squared for the circle."
+    assert judge(text, "The answer is 18.", EN_PROMPT).passed
+
+
+def test_the_score_is_the_share_of_target_words_and_the_reward_is_the_score():
+    from cotforge import rewards
+    from cotforge.checks.language import tally
+
+    mixed = "This sentence has eight English words in it. 这是中文句子"  # 6 CJK chars = 3 words
+    counted = tally(mixed, "en", 3)
+    assert counted.target_words == 8 and counted.total_words == 11
+    verdict = judge(mixed, "", EN_PROMPT, min_share=0.0, max_foreign_runs=None)
+    assert verdict.passed and verdict.score == pytest.approx(8 / 11)
+    scores = rewards.language(prompts=[EN_PROMPT, EN_PROMPT],
+                              completions=[f"<think>{mixed}</think>", f"<think>{EN_REASONING}</think> It is 18."])
+    assert scores[0] == pytest.approx(8 / 11) and scores[1] == 1.0
+
+
+def test_real_traces_are_english(real_traces):
+    """Clean, finished English traces written by Sky-T1 (QwQ-distilled) models: none is mixed."""
+    check = create("language")
+    finished = [row for row in real_traces if row["finished"]]
+    failed = [(row["id"], v.reason) for row in finished
+              if not (v := check.check({"completion": row["completion"], "prompt": row["prompt"]})).passed]
+    print(f"\nlanguage on {len(finished)} finished real traces: {len(failed)} rejected")
+    assert len(finished) >= 50 and len(failed) <= len(finished) // 50, failed[:3]

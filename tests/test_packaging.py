@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -31,8 +32,10 @@ def _build_wheel(tmp_path: Path, env: dict) -> Path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, target)
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", source, "-w",
-         tmp_path / "dist", cwd=tmp_path, env=env)
+    # setuptools in the test venv: build offline with it; else (Python 3.12+ venvs) pip fetches it
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", source, "-w", tmp_path / "dist",
+         cwd=tmp_path, env=env)
     return next((tmp_path / "dist").glob("cotforge-*.whl"))
 
 

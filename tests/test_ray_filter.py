@@ -74,7 +74,9 @@ def test_filter_on_two_node_cluster_equals_local(cluster, gsm8k, tmp_path):
     assert len(verdicts) == rows
     assert 0 < on_ray["accepted"] < rows  # the data exercises both outcomes
     # the hard limit fired inside a Ray worker, the worker went on
-    assert verdicts["hang"][2][-1] == ("test_paced", False, 0.0, "timeout: over 1s")
+    paced = next(v for v in verdicts["hang"][2] if v[0] == "test_paced")  # before the chain's `verified` stage
+    assert paced == ("test_paced", False, 0.0, "timeout: over 1s")
+    assert verdicts["hang"][2][-1][0] == "verified"  # the verification stage ran in the Ray actors too
     assert on_ray["rows_read"] == local["rows_read"] == rows + 1 and on_ray["quarantined"] == 1
     assert on_ray["funnel"] == local["funnel"]
     for table in ("samples", "quarantine"):  # the local executor's layout: query and resume work unchanged

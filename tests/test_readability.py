@@ -1,4 +1,4 @@
-"""Readability checks: code_block, paragraph, repetition, length on English and Chinese reasoning."""
+"""Readability checks: code_block, paragraph, gopher_repetition, length on English and Chinese reasoning."""
 
 from __future__ import annotations
 
@@ -67,30 +67,30 @@ def test_wall_of_text_fails_in_english_and_chinese():
     assert run("paragraph", ZH_REASONING + "\n\n" + chinese, cjk_char_weight=1.0, max_chars=3000).passed
 
 
-# repetition
+# gopher_repetition (Gopher's web thresholds; the long-CoT `repetition` check: test_repetition.py)
 def test_normal_reasoning_is_not_repetitive():
-    assert run("repetition", EN_REASONING).passed
-    assert run("repetition", ZH_REASONING).passed
+    assert run("gopher_repetition", EN_REASONING).passed
+    assert run("gopher_repetition", ZH_REASONING).passed
 
 
 def test_looping_english_reasoning_fails():
     loop = "\n".join(["Wait, let me recompute the hotel cost: 80 times 3 is 240, plus 45 is 285."] * 12)
-    verdict = run("repetition", EN_REASONING + "\n" + loop)
+    verdict = run("gopher_repetition", EN_REASONING + "\n" + loop)
     assert not verdict.passed and "duplicate line" in verdict.reason, verdict
 
 
 def test_looping_chinese_reasoning_without_newlines_fails():
     # A model stuck in a loop inside one paragraph: no duplicate lines, only repeated character n-grams.
     loop = "".join(f"等等，我再算一遍酒店的费用，八十乘以三等于二百四十，第{i}次。" for i in range(15))
-    verdict = run("repetition", ZH_REASONING + loop)
+    verdict = run("gopher_repetition", ZH_REASONING + loop)
     assert not verdict.passed and "gram chars" in verdict.reason, verdict
     assert " > " in verdict.reason
 
 
 def test_repetition_thresholds_are_options():
     loop = " ".join(["so the hotel costs 240 and the ticket costs 45"] * 8)
-    assert not run("repetition", EN_REASONING + " " + loop).passed
-    assert run("repetition", EN_REASONING + " " + loop, top_ngrams={2: 0.9, 3: 0.9, 4: 0.9},
+    assert not run("gopher_repetition", EN_REASONING + " " + loop).passed
+    assert run("gopher_repetition", EN_REASONING + " " + loop, top_ngrams={2: 0.9, 3: 0.9, 4: 0.9},
                dup_ngrams={5: 0.95}).passed
 
 

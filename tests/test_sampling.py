@@ -1,4 +1,4 @@
-"""Rounds, adaptive allocation and resume of `cotforge generate` (replay engine: no model needed)."""
+"""Waves, adaptive allocation and resume of `cotforge generate` (replay engine: no model needed)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import pytest
 
 from cotforge.engines.replay import ReplayEngine
+from cotforge.generate import GenerateConfig, generate
+from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.query import run_query
-from cotforge.generate.sampler import GenerateConfig, PromptState, allocate, generate
 
 GOOD = "<think>add them</think> The answer is {n}."
 BAD = "<think>I keep thinking"
@@ -32,18 +33,19 @@ def config(**kw):
     return GenerateConfig(engine="replay", checks="format", jobs=0, **kw)
 
 
-def test_allocate_adaptive_and_fixed():
+def test_next_wave_adaptive_and_fixed():
     cfg = GenerateConfig(k=2, accept=1, max_rounds=3, budget=20, max_per_round=10)
-    state = {"easy": PromptState(2, 1), "sure": PromptState(2, 2), "hard": PromptState(4, 0), "new": PromptState()}
-    assert allocate(state, cfg, 0) == {"hard": 2, "new": 2}
-    adaptive = allocate(state, cfg, 1)
-    assert set(adaptive) == {"hard", "new"}  # prompts that reached accept drop out
-    # run pass rate 3/8; "new" has no history, "hard" failed 4 times -> more samples, within the cap
-    assert cfg.round_cap >= adaptive["hard"] > adaptive["new"] >= 1
-    capped = allocate({"hard": PromptState(19, 0), "spent": PromptState(20, 0), "ok": PromptState(1, 1)}, cfg, 1)
-    assert capped == {"hard": 1}  # what is left of the budget; none once it is spent
-    fixed = allocate(state, GenerateConfig(k=2, accept=1, max_rounds=3, budget=20, adaptive=False), 1)
-    assert fixed == {"hard": 2, "new": 2}
+    assert next_wave(PromptState(), cfg) == 2  # first wave: k
+    assert next_wave(PromptState(2, 1, 1), cfg) == 0  # reached accept
+    failed_twice, failed_four = next_wave(PromptState(2, 0, 1), cfg), next_wave(PromptState(4, 0, 1), cfg)
+    # more failures -> a lower pass-rate estimate -> more samples at once, within the cap
+    assert cfg.round_cap >= failed_four > failed_twice >= 1
+    assert next_wave(PromptState(4, 0, 2), cfg) > failed_four  # fewer waves left: more of the need now
+    assert next_wave(PromptState(19, 0, 1), cfg) == 1  # what is left of the budget
+    assert next_wave(PromptState(20, 0, 1), cfg) == 0  # budget spent
+    assert next_wave(PromptState(4, 0, 3), cfg) == 0  # waves spent
+    fixed = GenerateConfig(k=2, accept=1, max_rounds=3, budget=20, adaptive=False)
+    assert next_wave(PromptState(4, 0, 1), fixed) == next_wave(PromptState(2, 0, 1), fixed) == 2
 
 
 def test_rounds_stop_each_prompt_at_accept(recorded, tmp_path):
@@ -81,10 +83,10 @@ class CrashingEngine(ReplayEngine):
 
 def test_interrupted_run_resumes_to_the_same_result(recorded, tmp_path):
     prompts, samples = recorded
-    cfg = config(k=2, max_rounds=3, batch_size=2)
+    cfg = config(k=2, max_rounds=3, shard_size=2)
     reference = generate(prompts, tmp_path / "ref", cfg, engine=ReplayEngine(samples))
     with pytest.raises(KeyboardInterrupt):
-        generate(prompts, tmp_path / "run", cfg, engine=CrashingEngine(samples, crash_after=3))
+        generate(prompts, tmp_path / "run", cfg, engine=CrashingEngine(samples, crash_after=1))
     _, partial = run_query(tmp_path / "run", "SELECT id, completion FROM samples")
     assert 0 < len(partial) < reference["samples"]
     resumed = generate(prompts, tmp_path / "run", cfg, engine=ReplayEngine(samples))
@@ -103,11 +105,11 @@ def test_changed_config_is_refused(recorded, tmp_path, cli):
     assert result.returncode == 1 and "another configuration" in result.stderr and "k 1 -> 2" in result.stderr
 
 
-def test_overwrite_discards_old_round_plans(recorded, tmp_path):
+def test_overwrite_discards_the_old_run(recorded, tmp_path):
     prompts, samples = recorded
     generate(prompts, tmp_path / "run", config(k=1, max_rounds=2), engine=ReplayEngine(samples))
-    assert (tmp_path / "run" / "rounds" / "round-0001.json").exists()
     summary = generate(prompts, tmp_path / "run", config(k=2, max_rounds=1), engine=ReplayEngine(samples),
                        overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "run" / "rounds").iterdir()) == ["round-0000.json"]
-    assert summary["samples"] == 10  # 5 prompts x k=2, one round: nothing of the old run survives
+    assert summary["samples"] == 10  # 5 prompts x k=2, one wave: nothing of the old run survives
+    _, rows = run_query(tmp_path / "run", "SELECT count(*), max(round), max(sample_idx) FROM samples")
+    assert rows == [(10, 0, 1)]

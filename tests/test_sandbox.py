@@ -70,27 +70,37 @@ def _world_python() -> str | None:
     return next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if _world_executable(p)), None)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or _world_python() is None,
-                    reason="needs root (to become an ordinary user) and a Python every user can run")
+def _as_nobody(home: Path, driver: str) -> subprocess.Popen:
+    """Run `driver` (Python source importing the sandbox module copied into `home`) as uid 65534."""
+    nobody = 65534
+    shutil.copy(REPO / "cotforge/checks/sandbox.py", home / "sandbox.py")
+    shutil.copy(REPO / "cotforge/checks/_sandbox_init.py", home / "_sandbox_init.py")
+    for path in (home, *home.iterdir()):
+        os.chown(path, nobody, nobody)
+    home.chmod(0o755)
+    return subprocess.Popen([_world_python(), "-c", driver], cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(home), "TMPDIR": str(home)},
+                            user=nobody, group=nobody, extra_groups=[])
+
+
+as_root_with_a_shared_python = pytest.mark.skipif(
+    os.geteuid() != 0 or _world_python() is None,
+    reason="needs root (to become an ordinary user) and a Python every user can run")
+
+
+@as_root_with_a_shared_python
 def test_as_an_ordinary_user_the_program_cannot_touch_that_users_files():
     """The non-root path (user namespace): run the sandbox module itself as uid 65534."""
-    nobody = 65534
     home = Path(tempfile.mkdtemp(prefix="cotforge-nobody-"))
     try:
-        shutil.copy(REPO / "cotforge/checks/sandbox.py", home / "sandbox.py")
-        shutil.copy(REPO / "cotforge/checks/_sandbox_init.py", home / "_sandbox_init.py")
         (home / "secret.txt").write_text("nobody's secret")
-        for path in (home, *home.iterdir()):
-            os.chown(path, nobody, nobody)
-        home.chmod(0o755)
         targets = {"read": [str(home / "secret.txt")], "write": [str(home / "planted.txt")]}
         driver = ("import json, sandbox\nok, how = sandbox.isolation()\n"
                   f"result = sandbox.run_python({PROBE_FILES.format(targets=json.dumps(targets))!r})\n"
                   "print(json.dumps({'ok': ok, 'how': how, 'out': result.stdout, 'err': result.stderr}))")
-        done = subprocess.run([_world_python(), "-c", driver], check=False, cwd=home, capture_output=True, text=True, timeout=60,
-                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(home), "TMPDIR": str(home)},
-                              preexec_fn=lambda: (os.setgroups([]), os.setgid(nobody), os.setuid(nobody)))
-        report = json.loads(done.stdout)
+        out, _ = _as_nobody(home, driver).communicate(timeout=60)
+        report = json.loads(out)
         if not report["ok"]:
             pytest.skip(f"user namespaces are not permitted here: {report['how']}")
         assert "user+mount" in report["how"]
@@ -181,6 +191,15 @@ def _processes_with(mark: str) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[int]:
+    """[0, ppid, pgrp, session] of a process; zeros when it is gone."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return [0, 0, 0, 0]
+    return [0, *map(int, fields[1:4])]
+
+
 def _wait_for(predicate, seconds: float):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -218,9 +237,10 @@ def test_killing_cotforge_leaves_no_sandboxed_program_running(tmp_path, victim):
         if victim == "whole process group":
             os.killpg(process.pid, signal.SIGKILL)
         else:  # what the OOM killer does: the workers that run the checks, not the main process
-            launchers = _processes_with("_sandbox_init.py")
-            workers = {int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                       for pid in launchers}
+            # this filter's workers: parents of sandbox launchers, in the session the filter leads (other
+            # cotforge runs may share the machine)
+            workers = {_stat(pid)[1] for pid in _processes_with("_sandbox_init.py")}
+            workers = {pid for pid in workers if _stat(pid)[3] == process.pid}
             assert workers and process.pid not in workers
             for worker in workers:
                 os.kill(worker, signal.SIGKILL)
@@ -236,6 +256,28 @@ def test_killing_cotforge_leaves_no_sandboxed_program_running(tmp_path, victim):
     stale = list(scratch.glob("cotforge-sandbox-*"))
     assert stale, "a killed run leaves its folder behind (which the next start must remove)"
     assert clean_stale(str(scratch)) == len(stale) and not list(scratch.glob("cotforge-sandbox-*"))
+
+
+@as_root_with_a_shared_python
+def test_as_an_ordinary_user_a_killed_caller_leaves_nothing_running():
+    mark = f"{100 + uuid.uuid4().int % 800}.{uuid.uuid4().int % 10**6:06d}"
+    home = Path(tempfile.mkdtemp(prefix="cotforge-nobody-"))
+    try:
+        driver = ("import sandbox, sys\nif not sandbox.isolation()[0]:\n    sys.exit(3)\n"
+                  f"sandbox.run_python({SLEEPER.format(mark=mark)!r}, time_limit_s=60)")
+        caller = _as_nobody(home, driver)
+        sleepers = _wait_for(lambda: len(_processes_with(mark)) >= 3 and _processes_with(mark), 30)
+        if caller.poll() == 3:
+            pytest.skip("user namespaces are not permitted here")
+        assert sleepers and len(sleepers) >= 3, caller.communicate(timeout=5)
+        os.killpg(caller.pid, signal.SIGKILL)
+        caller.wait()
+        assert _wait_for(lambda: not _processes_with(mark), 10), _processes_with(mark)
+        assert clean_stale(str(home)) == 1 and not list(home.glob("cotforge-sandbox-*"))
+    finally:
+        for pid in _processes_with(mark):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(home)
 
 
 @isolated
@@ -256,3 +298,19 @@ def test_a_new_run_removes_stale_folders_but_not_live_ones(tmp_path):
                           env={**os.environ, "TMPDIR": str(scratch)})
     assert done.stdout.strip() == "42", done.stderr
     assert not stale.exists() and not old_layout.exists() and starting.exists()
+
+
+def test_where_namespaces_are_refused_isolation_says_why_and_what_to_do(monkeypatch):
+    # Stand-in: this machine permits the namespaces, so the launcher's refusal is simulated.
+    from cotforge.checks import sandbox
+
+    refused = sandbox.RunResult(125, "", "sandbox: unshare: Operation not permitted\n", 0.01, False)
+    monkeypatch.setattr(sandbox, "_launch", lambda *args, **kwargs: refused)
+    sandbox.isolation.cache_clear()
+    try:
+        ok, how = sandbox.isolation()
+        assert not ok and "unshare: Operation not permitted" in how and "unprivileged_userns_clone=1" in how
+        with pytest.raises(RuntimeError, match="require_isolation: false"):
+            sandbox.run_python("print(1)")
+    finally:
+        sandbox.isolation.cache_clear()

@@ -188,3 +188,24 @@ def test_card_languages_come_from_rows_without_a_recorded_language(cli, tmp_path
     cli("export", tmp_path / "run", "--out", tmp_path / "ds", check=True)
     front = (tmp_path / "ds" / "README.md").read_text().split("---")[1]
     assert re.search(r"language:\n- en\n- zh\n", front), front
+
+
+def test_bad_recipe_yaml_and_an_uncreatable_out_folder_are_one_line(cli, tmp_path):
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text("{bad\n")
+    line = one_line(cli("mix", recipe, "--out", tmp_path / "m"))
+    assert line == f"{recipe}:2:1: recipe is not valid YAML: expected ',' or '}}', but got '<stream end>' " \
+                   "(while parsing a flow mapping)"
+    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    line = one_line(cli("filter", data, "--out", blocked / "run", "--checks", "format"))
+    assert line.startswith(f"{blocked / 'run'}: cannot create this folder (")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--k", "0"), ("--max-rounds", "-1"), ("--shard-size", "0")])
+def test_generate_sizes_must_be_positive(cli, tmp_path, option, value):
+    prompts = jsonl(tmp_path / "prompts.jsonl", [{"id": "p", "prompt": "1+1?"}])
+    line = one_line(cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", prompts,
+                        option, value))
+    assert line == f"{option} {value}: must be at least 1"

@@ -18,10 +18,25 @@ from typing import ClassVar, NamedTuple
 REGISTRY: dict[str, type[Check]] = {}
 
 
+PASSED, FAILED, NOT_APPLICABLE = "passed", "failed", "n/a"
+
+
 class Verdict(NamedTuple):
+    """One check's judgement of one sample, in one of three states (`status`):
+
+    passed (`passed`, a score), failed (not `passed`) or not applicable (`passed` with no score: the
+    check had nothing to judge, e.g. no gold answer). Not applicable never rejects a sample by itself;
+    the chain decides whether a sample that no verifying check could judge is accepted.
+    """
+
     passed: bool
     score: float | None  # None: the check does not apply to this sample
     reason: str
+    missing: str | None = None  # n/a because this input field was absent or unreadable (`gold`, `tests`)
+
+    @property
+    def status(self) -> str:
+        return status_of(self.passed, self.score)
 
     @classmethod
     def ok(cls, reason: str = "ok", score: float = 1.0) -> Verdict:
@@ -32,9 +47,18 @@ class Verdict(NamedTuple):
         return cls(False, score, reason)
 
     @classmethod
-    def skip(cls, reason: str) -> Verdict:
-        """The check does not apply (e.g. no gold answer): passes, no score."""
-        return cls(True, None, f"n/a: {reason}")
+    def skip(cls, reason: str, missing: str | None = None) -> Verdict:
+        """The check does not apply (e.g. no gold answer): not a rejection, no score.
+
+        `missing` names the input field whose absence made it so, for the run's summary."""
+        return cls(True, None, f"n/a: {reason}", missing)
+
+
+def status_of(passed: bool, score: float | None) -> str:
+    """passed / failed / n/a from a stored verdict's fields (the query views use the same rule)."""
+    if not passed:
+        return FAILED
+    return NOT_APPLICABLE if score is None else PASSED
 
 
 @dataclasses.dataclass
@@ -42,6 +66,9 @@ class Check:
     """Base class. Subclasses are dataclasses whose fields are their options."""
 
     name: ClassVar[str] = ""
+    # True for checks that verify the answer (answer, choice, numeric, code): a sample none of them
+    # could judge is unverified, and the chain does not accept it unless the preset allows that.
+    verifies: ClassVar[bool] = False
     # Hard wall-time limit per sample in the chain's worker pool; the worker is killed past it.
     timeout_s: ClassVar[float] = 5.0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import Check, Verdict, create
+from cotforge.checks.base import NOT_APPLICABLE, Check, Verdict, create
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
@@ -53,6 +53,27 @@ def preset_path(name: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+PRESET_OPTIONS = ("allow_unverified",)  # top-level preset keys besides `checks`
+
+
+def preset_options(spec: str | list) -> dict:
+    """The preset's top-level options (`allow_unverified: true`); none for a comma list."""
+    if isinstance(spec, list) or not (spec.endswith((".yaml", ".yml")) or preset_path(spec)):
+        return {}
+    path = Path(spec) if spec.endswith((".yaml", ".yml")) else preset_path(spec)
+    if not path.exists():
+        raise CotforgeError(f"--checks {spec}: no such preset file")
+    mapping = load_mapping(path, "check preset")
+    unknown = set(mapping) - {"checks", *PRESET_OPTIONS}
+    if unknown:
+        raise CotforgeError(f"{path}: unknown preset key(s) {', '.join(sorted(unknown))} "
+                            f"(known: checks, {', '.join(PRESET_OPTIONS)})")
+    options = {key: mapping[key] for key in PRESET_OPTIONS if key in mapping}
+    if not isinstance(options.get("allow_unverified", False), bool):
+        raise CotforgeError(f"{path}: allow_unverified must be true or false")
+    return options
 
 
 def parse_specs(spec: str | list) -> list[CheckSpec]:
@@ -170,13 +191,64 @@ class Result:
         return all(v.passed for v in self.verdicts)
 
 
+VERIFIED = "verified"  # the data chain's own last stage when it has verifying checks
+
+
+class VerificationGate:
+    """Did any verifying check (answer, code, a judge ...) judge the sample? A sample none could judge
+    (no gold, no tests, unreadable tests) is unverified: rejected, or n/a where the preset allows it.
+    Appended as the `verified` verdict after every other stage."""
+
+    def __init__(self, verifying: dict[int, str], allow_unverified: bool):
+        self.verifying = verifying  # chain position -> name of the verifying checks
+        self.allow_unverified = allow_unverified
+
+    def config(self) -> dict:
+        return {"check": VERIFIED, "allow_unverified": self.allow_unverified}
+
+    def verdict(self, verdicts: list[Verdict]) -> Verdict:
+        judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
+        if judged:
+            return Verdict.ok(f"judged by {', '.join(judged)}")
+        missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
+        what = " or ".join(missing)
+        if self.allow_unverified:
+            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what)
+        return Verdict(False, None, f"unverified: no {what} to check against (allow_unverified: true in the "
+                                    f"preset accepts such samples)", what)
+
+    def apply(self, results: list[Result]) -> list[Result]:
+        for result in results:
+            result.verdicts.append(self.verdict(result.verdicts))
+        return results
+
+
+def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
+    """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
+    for sample, result in zip(samples, results):
+        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
+                              for name, v in zip(names, result.verdicts)]
+        if result.answer is not None:
+            sample["answer"] = result.answer
+        if result.language and not sample.get("language"):
+            sample["language"] = result.language
+        sample["accepted"] = result.accepted
+    return samples
+
+
 class Chain:
     """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
 
     def __init__(self, specs: list[CheckSpec], jobs: int | None = None,
-                 worker_memory: int = DEFAULT_WORKER_MEMORY):
+                 worker_memory: int = DEFAULT_WORKER_MEMORY, allow_unverified: bool | None = None):
+        """`allow_unverified`: None (library use, rewards) adds no verification stage; False rejects a
+        sample that no verifying check could judge; True accepts it, counted as unverified."""
         self.specs = specs
         self.checks = build_checks(specs)
+        self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(specs, self.checks))
+                          if type(check).verifies}
+        self.gate = VerificationGate(self.verifying, allow_unverified) \
+            if allow_unverified is not None and self.verifying else None
         self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(specs, self.checks)]
         self.jobs = (os.cpu_count() or 1) if jobs is None else jobs
         self.worker_memory = worker_memory
@@ -188,13 +260,23 @@ class Chain:
     def from_spec(cls, spec: str | list, jobs: int | None = None) -> Chain:
         return cls(parse_specs(spec), jobs)
 
+    @classmethod
+    def for_data(cls, spec: str | list, jobs: int | None = None) -> Chain:
+        """The chain that makes training data: unverified samples rejected unless the preset says
+        `allow_unverified: true`."""
+        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
+
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.specs]
+        return [s.name for s in self.specs] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
-        return [{"check": s.name, **c.options(), "timeout_s": t}
-                for s, c, t in zip(self.specs, self.checks, self.timeouts)]
+        config = [{"check": s.name, **c.options(), "timeout_s": t}
+                  for s, c, t in zip(self.specs, self.checks, self.timeouts)]
+        return config + ([self.gate.config()] if self.gate else [])
+
+    def _verify(self, results: list[Result]) -> list[Result]:
+        return self.gate.apply(results) if self.gate else results
 
     # pool lifecycle
     def start(self) -> None:
@@ -233,7 +315,8 @@ class Chain:
     # judging
     def run(self, samples: list[dict]) -> list[Result]:
         if self.jobs <= 0:
-            return [Result(run_checks(self.checks, s), s.get("answer"), s.get("language")) for s in samples]
+            return self._verify([Result(run_checks(self.checks, s), s.get("answer"), s.get("language"))
+                                 for s in samples])
         self._start()
         results: list[Result | None] = [None] * len(samples)
         queue: deque = deque((i, s, None) for i, s in enumerate(samples))
@@ -262,7 +345,7 @@ class Chain:
                     except (EOFError, OSError):
                         pass
                 self._supervise(worker, queue, crashes, results)
-        return results  # type: ignore[return-value]
+        return self._verify(results)  # type: ignore[arg-type]
 
     def _supervise(self, worker: _Worker, queue: deque, crashes: Counter, results: list) -> None:
         item, check_index, started = int(worker.status[0]), int(worker.status[1]), worker.status[2]

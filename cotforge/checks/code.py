@@ -72,6 +72,7 @@ def _normalize_output(text: str) -> list[str]:
 @register
 class CodeCheck(Check):
     name = "code"
+    verifies = True
     timeout_s = 120.0  # the chain's hard limit; the tests' own limits below stop far earlier
     time_limit_s: float = 4.0  # per test, CPU seconds (wall: one more)
     max_total_s: float = 60.0  # tests not started by then count as failed
@@ -85,13 +86,13 @@ class CodeCheck(Check):
         if not is_code_domain(sample, self.code_domains or CODE_DOMAINS):
             return Verdict.skip(f"not a code domain ('{sample.get('domain')}')")
         if not sample.get("tests"):
-            return Verdict.skip("no tests")
+            return Verdict.skip("no tests", missing="tests")
         try:
             kind, tests, setup = parse_tests(sample["tests"])
         except (ValueError, KeyError, SyntaxError) as err:
-            return Verdict.skip(f"tests unreadable: {err}")
+            return Verdict.skip(f"tests unreadable: {err}", missing="tests")
         if not tests:
-            return Verdict.skip("no tests")
+            return Verdict.skip("no tests", missing="tests")
         block = final_code_block(sample)
         if block is None:
             return Verdict.fail(f"no fenced code block to run against {len(tests)} tests")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cotforge.checks.base import Check, Verdict, register
-from cotforge.parsing import split_completion
+from cotforge.parsing import split_sample
 
 
 @register
@@ -19,7 +19,7 @@ class FormatCheck(Check):
         if completion is None:
             reasoning, summary, closed = sample.get("reasoning") or "", sample.get("summary") or "", True
         else:
-            parsed = split_completion(completion, self.special_token)
+            parsed = split_sample(sample, self.special_token)
             reasoning, summary, closed = parsed.reasoning, parsed.summary, parsed.closed
         if not closed:
             return Verdict.fail("truncated: reasoning block never closed")

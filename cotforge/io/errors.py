@@ -34,18 +34,18 @@ _ENVIRONMENT_FAULTS = {
 }
 
 
-def environment_fault(err: OSError, path: str | Path | None = None) -> CotforgeError | None:
-    """A one-line error for a disk-full / read-only / permission fault, or None for other OSErrors.
+def environment_fault(err: BaseException, path: str | Path | None = None) -> CotforgeError | None:
+    """A one-line error for a disk-full / read-only / permission fault, or None for anything else.
 
-    pyarrow raises OSError without errno or file name ("[errno 28] No space left on device"), so
-    the message text is matched too."""
-    code = err.errno
+    pyarrow raises OSError without errno or file name ("[errno 28] No space left on device") and
+    DuckDB its own IOException, so the message text is matched too."""
+    code = getattr(err, "errno", None)
     if code is None:
         text = str(err)
         code = next((number for number in _ENVIRONMENT_FAULTS if os.strerror(number) in text), None)
     if code not in _ENVIRONMENT_FAULTS:
         return None
-    where = err.filename or path or "?"
+    where = getattr(err, "filename", None) or path or "?"
     return CotforgeError(f"{where}: cannot write: {os.strerror(code)}; {_ENVIRONMENT_FAULTS[code]}")
 
 

@@ -61,7 +61,11 @@ class FolderLock:
         if key in _held and _held[key]._fd is not None:
             _held[key]._users += 1
             return _held[key]
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CotforgeError(f"{folder}: cannot create this folder ({err.strerror}); choose a folder "
+                                f"you can write to") from None
         path = folder / LOCK_NAME
         while True:
             fd = _open_lock_file(path)

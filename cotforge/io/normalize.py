@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from cotforge.io.errors import BadRow, CotforgeError
 from cotforge.io.readers import RawRow
-from cotforge.parsing import split_completion
+from cotforge.parsing import split_sample
 from cotforge.schema import user_text
 
 MAX_TEXT_CHARS = 4 * 1024 * 1024  # one text field; longer is "pathological", reported as bad
@@ -40,6 +40,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "prompt_tokens": ("prompt_tokens",),
     "completion_tokens": ("completion_tokens",),
 }
+# Fields whose value decides a verdict: two candidate columns for one of them are an error, never a pick.
+UNAMBIGUOUS = ("gold",)
 TEXT_FIELDS = ("prompt", "gold", "answer_type", "domain", "language", "source", "completion", "reasoning",
                "summary", "model", "finish_reason", "prompt_id")
 INT_FIELDS = ("sample_idx", "round", "prompt_tokens", "completion_tokens")
@@ -86,9 +88,16 @@ class Normalizer:
         self.max_text_chars = max_text_chars
         self.keys = PROMPT_KEYS if kind == "prompt" else SAMPLE_KEYS
 
-    def _column(self, field: str, data: dict) -> str | None:
+    def _column(self, field: str, data: dict, raw: RawRow | None = None) -> str | None:
         if field in self.overrides:
             return self.overrides[field]
+        present = [alias for alias in ALIASES[field] if data.get(alias) is not None]
+        if field in UNAMBIGUOUS and len(present) > 1 and field not in present:
+            # `answer` and `ground_truth` may be a final answer and a worked solution, or two different
+            # references: grading against a silently picked one could accept or reject a whole dataset.
+            where = f"{raw.file}:{raw.line}: " if raw else ""
+            raise CotforgeError(f"{where}columns {' and '.join(repr(c) for c in present)} would all be read as "
+                                f"'{field}'; choose one with --field {field}=COLUMN")
         for alias in ALIASES[field]:
             if alias in data:
                 return alias
@@ -105,7 +114,7 @@ class Normalizer:
             return BadRow(raw.file, raw.line, field, problem, raw.raw if raw.raw is not None else _dump(data))
 
         for field in self.keys:
-            column = self._column(field, data)
+            column = self._column(field, data, raw)
             if column is None:
                 continue
             if field in self.overrides and column not in data:
@@ -168,7 +177,7 @@ class Normalizer:
         if row.get("completion") is None:
             row["completion"] = f"<think>\n{row['reasoning']}\n</think>\n\n{row['summary']}"
         else:
-            parsed = split_completion(row["completion"])
+            parsed = split_sample(row)
             row.setdefault("reasoning", parsed.reasoning)
             row.setdefault("summary", parsed.summary)
         if "prompt_id" not in row:

@@ -19,7 +19,19 @@ def load_mapping(path: str | Path, what: str) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise CotforgeError(f"{path}: cannot read {what}: {err}") from None
     except yaml.YAMLError as err:
-        raise CotforgeError(f"{path}: {what} is not valid YAML: {err}") from None
+        raise CotforgeError(f"{_where(path, err)}: {what} is not valid YAML: {_problem(err)}") from None
     if not isinstance(data, dict):
         raise CotforgeError(f"{path}: expected a YAML mapping in this {what}, got {type(data).__name__}")
     return data
+
+
+def _where(path: Path, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what was expected, and what it was parsing."""
+    parts = [getattr(err, "problem", None), getattr(err, "context", None) and f"({err.context})"]
+    text = " ".join(part for part in parts if part)
+    return text or " ".join(str(err).split())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import Chain, CheckSpec, Result
+from cotforge.checks.chain import VERIFIED, Chain, CheckSpec, Result, VerificationGate
 from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.judge.cache import JudgeCache, cache_key
@@ -214,11 +214,17 @@ def split_specs(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[JudgeConf
 class JudgedChain:
     """The rule chain, then the judges on what is still open; a drop-in for `Chain` (run, names, config)."""
 
-    def __init__(self, specs: list[CheckSpec], jobs: int | None = None, engines: dict | None = None):
+    def __init__(self, specs: list[CheckSpec], jobs: int | None = None, engines: dict | None = None,
+                 allow_unverified: bool | None = None):
+        """`allow_unverified`: as for `Chain`; the judges count as verifying checks."""
         rules, judges = split_specs(specs)
         # No rule checks: no worker pool to start.
         self.chain = Chain(rules, jobs if rules else 0)
         self.judges = [JudgeStage(config, (engines or {}).get(config.name)) for config in judges]
+        verifying = {**self.chain.verifying,
+                     **{len(self.chain.names) + k: s.config.name for k, s in enumerate(self.judges)}}
+        self.gate = VerificationGate(verifying, allow_unverified) \
+            if allow_unverified is not None and verifying else None
 
     @classmethod
     def from_spec(cls, spec: str | list, jobs: int | None = None) -> JudgedChain:
@@ -226,15 +232,28 @@ class JudgedChain:
 
         return cls(parse_specs(spec), jobs)
 
+    @classmethod
+    def for_data(cls, spec: str | list, jobs: int | None = None) -> JudgedChain:
+        """The chain that makes training data: unverified samples rejected unless the preset says
+        `allow_unverified: true`."""
+        from cotforge.checks.chain import parse_specs, preset_options
+
+        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
+
     @property
     def names(self) -> list[str]:
-        return self.chain.names + [stage.config.name for stage in self.judges]
+        return self.chain.names + [stage.config.name for stage in self.judges] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
-        # The cache folder and batch size do not change any verdict: left out of the resume key.
-        return self.chain.config() + [{"check": JUDGE, **{k: v for k, v in dataclasses.asdict(s.config).items()
-                                                          if k not in ("cache", "batch_size")}}
-                                      for s in self.judges]
+        # The cache folder and batch size do not change any verdict: left out of the resume key. Secrets
+        # in engine options (api_key) stay out of the manifest.
+        configs = []
+        for stage in self.judges:
+            config = {k: v for k, v in dataclasses.asdict(stage.config).items() if k not in ("cache", "batch_size")}
+            config["engine_options"] = {k: v for k, v in config["engine_options"].items()
+                                        if "key" not in k and "token" not in k}
+            configs.append({"check": JUDGE, **config})
+        return self.chain.config() + configs + ([self.gate.config()] if self.gate else [])
 
     @property
     def stats(self) -> dict:
@@ -261,7 +280,7 @@ class JudgedChain:
         results = self.chain.run(samples) if self.chain.specs else [Result([], s.get("answer")) for s in samples]
         for stage in self.judges:
             self._run_stage(stage, samples, results)
-        return results
+        return self.gate.apply(results) if self.gate else results
 
     def _run_stage(self, stage: JudgeStage, samples: list[dict], results: list[Result]) -> None:
         decider = self.chain.names.index(stage.config.decided_by) if stage.config.decided_by in self.chain.names \

@@ -4,7 +4,7 @@ A cotforge run folder is read in place (its committed `samples` shards, accepted
 other input (JSONL / Parquet / CSV / `datasets` folder of prompt + response or chat messages) and the
 self-cognition templates are normalized into one temporary Parquet file, chunk by chunk, so memory
 stays flat. A chat row's last assistant turn becomes the completion (summary-only when it has no
-`<think>` block); the turns before it are kept in `metadata.prompt_messages` for the formatters.
+`<think>` block); the turns before it become the sample's `messages` (a list column) for the formatters.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.filtering import chunks
 from cotforge.io.normalize import ALIASES, Normalizer
 from cotforge.io.readers import RawRow, is_run_folder, read_rows
+from cotforge.io.rows import chunks
 from cotforge.mix.recipe import Source
+from cotforge.mix.selfcog import load_spec, self_cognition_rows
 from cotforge.query import connect, sql_literal
 from cotforge.review import has_reviews
 from cotforge.schema import SAMPLE_SCHEMA, to_table
-from cotforge.mix.selfcog import load_spec, self_cognition_rows
 
 STAGE_CHUNK_ROWS = 5000
 _ROW_KEY = "union_by_name=true, filename=true, file_row_number=true"
@@ -49,8 +49,8 @@ def _chat_to_completion(raw: RawRow) -> RawRow:
     data["completion"] = turns[-1]["content"]
     if not any(alias in data for alias in ALIASES["prompt"]) and users:
         data["prompt"] = users[-1]
-    if len(prompt_turns) > 1:
-        data["prompt_messages"] = prompt_turns
+    if prompt_turns:
+        data["messages"] = prompt_turns
     return RawRow(raw.file, raw.line, data, raw.error, raw.raw)
 
 

@@ -8,7 +8,7 @@ duplicate of one kept before it, so `per_prompt` then picks among distinct compl
 answers that differ by one word in 120 count once).
 
 Why not datasketch's MinHash here: a prompt's group is small (its k samples) so no LSH is needed,
-and completions are long, where 128 hash permutations per n-gram cost ~3x more than one hash per
+and completions are long, where 128 hash permutations per n-gram cost ~3.5x more than one hash per
 n-gram and a bottom-k sketch (the `num_perm` smallest n-gram hashes; exact Jaccard for texts with
 fewer n-grams). Jaccard >= t needs n-gram counts within a ratio t of each other, so only samples
 with a same-prompt partner of comparable length (characters, with slack) are read at all.
@@ -16,8 +16,6 @@ DuckDB sorts only the sketches (on disk), never the texts.
 """
 
 from __future__ import annotations
-
-import zlib
 
 import duckdb
 import numpy as np
@@ -27,18 +25,18 @@ from cotforge.mix.decontam import tokens
 from cotforge.mix.dedup import Deduper, hash64, normalize_text
 
 BATCH_ROWS = 4096
+WORD_CHARS = 32  # longer words (URLs, hashes) are told apart by their first 32 characters
 LENGTH_SLACK = 0.75  # character lengths stand in for n-gram counts: compare pairs within ratio t * slack
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads the polynomial n-gram hashes before taking the smallest
 _BASE = np.uint64(1_099_511_628_211)
+_POWERS = np.array([pow(int(_BASE), WORD_CHARS - 1 - j, 2**64) for j in range(WORD_CHARS)], dtype=np.uint64)
 WITHIN_SCHEMA = pa.schema([("_fkey", pa.uint64()), ("_frn", pa.int64()), ("_near_of", pa.string()),
                            ("_near_j", pa.float64()), ("_near_exact", pa.bool_())])
 
 
 def sketch(text: str, ngram: int, size: int) -> np.ndarray:
     """The `size` smallest 64-bit hashes of the text's word n-grams (sorted, distinct)."""
-    words = tokens(text)
-    hashed = np.fromiter((zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in words), dtype=np.uint64,
-                         count=len(words))
+    hashed = _word_hashes(tokens(text))
     if len(hashed) > ngram:
         grams = hashed[:len(hashed) - ngram + 1].copy()
         for offset in range(1, ngram):
@@ -46,6 +44,14 @@ def sketch(text: str, ngram: int, size: int) -> np.ndarray:
     else:
         grams = np.array([np.bitwise_xor.reduce(hashed * _BASE)] if len(hashed) else [], dtype=np.uint64)
     return np.unique(grams * _MIX)[:size]
+
+
+def _word_hashes(words: list[str]) -> np.ndarray:
+    """One 64-bit hash per word, vectorized: each word's first WORD_CHARS code points as a polynomial."""
+    if not words:
+        return np.empty(0, dtype=np.uint64)
+    codes = np.array(words, dtype=f"<U{WORD_CHARS}").view(np.uint32).reshape(len(words), WORD_CHARS)
+    return codes.astype(np.uint64) @ _POWERS  # integer matmul wraps modulo 2**64, like the polynomial
 
 
 def jaccard(a: np.ndarray, b: np.ndarray, size: int) -> float:
@@ -60,7 +66,8 @@ def jaccard(a: np.ndarray, b: np.ndarray, size: int) -> float:
 def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str, seed: int,
                        deduper: Deduper | None) -> None:
     """(Re)create table `_within`: each near-duplicate sample (by `_fkey`, `_frn`), the id it repeats,
-    their estimated Jaccard similarity and whether the normalized completions are identical. `deduper` None (near dedup off): the table stays empty."""
+    their estimated Jaccard similarity and whether the normalized completions are identical.
+    `deduper` None (near dedup off): the table stays empty."""
     cursor = con.cursor()
     _create(cursor, "_within", pa.Table.from_pylist([], schema=WITHIN_SCHEMA))
     if deduper is None or deduper.threshold is None:

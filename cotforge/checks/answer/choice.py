@@ -41,9 +41,12 @@ def find_letter(text: str, letters: str = "ABCDE") -> str | None:
                 hits.append((match.start(), match.group(1)))
     if hits:
         return max(hits)[1]
-    whole = re.fullmatch(rf"\s*\**{letter}[.)]?(?:\s.*)?", text.strip(), re.DOTALL)
+    # A summary that is only an option: "(B)", "B.", "B) 42", "B: 42", "B" -- not a sentence that starts
+    # with a capital letter ("A careful count gives 12.").
+    whole = re.fullmatch(rf"\s*\**(?:[({{\[]\s*([{letters}])\s*[)}}\]]|([{letters}])(?:[.):]|\**(?=\s*$)))(?:\s.*)?",
+                         text.strip(), re.DOTALL)
     if whole and len(text.strip()) <= 200:
-        return whole.group(1)
+        return whole.group(1) or whole.group(2)
     return None
 
 
@@ -55,13 +58,14 @@ def gold_letter(gold: str, letters: str = "ABCDE") -> str | None:
 @register
 class ChoiceCheck(Check):
     name = "choice"
+    verifies = True
     timeout_s = 2.0
     letters: str = "ABCDE"  # the option letters a prompt may offer
 
     def check(self, sample: dict) -> Verdict:
         gold = sample.get("gold")
         if gold is None or not str(gold).strip():
-            return Verdict.skip("no gold")
+            return Verdict.skip("no gold", missing="gold")
         expected = gold_letter(str(gold), self.letters)
         if expected is None:
             return Verdict.fail(f"gold {str(gold)[:40]!r} is not one of {self.letters}")

@@ -24,6 +24,20 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ|°|\\degree")
 _NOISE = re.compile(r"[\s$.{}\\]|\\left|\\right")
 
 
+# A hedge next to a number: "5 or more", "at least 5", "about 5", "5+" is not the answer 5.
+_NUMBER = r"\$?\s*[-+]?\s*\d"
+_HEDGE = re.compile(
+    r"\b(?:at\s+(?:least|most)|(?:more|less|fewer|greater|higher|lower)\s+than|up\s+to|no\s+(?:more|less)\s+than|"
+    rf"roughly|approximately|about|around|nearly|almost|maybe|perhaps|probably|possibly|over|under)\s*{_NUMBER}"
+    r"|\d[\d.,]*\s*(?:\\text\s*\{\s*)?or\s+(?:more|less|fewer|greater|higher|lower|above|below|so)\b"
+    r"|\d\s*\+\s*[.)]?\s*$",
+    re.IGNORECASE)
+# An answer written as a calculation ("100 - 1 = 100"): its last side is the answer.
+_EQUALS = re.compile(r"(?<![<>!=\\])=(?!=)")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_ARITHMETIC = re.compile(r"^[\d\s.,+\-*/×÷()\[\]{}^]*\d[\d\s.,+\-*/×÷()\[\]{}^]*$")
+
+
 @dataclass(frozen=True)
 class Options:
     match_types: tuple[str, ...] = symbolic.MATCH_TYPES
@@ -31,6 +45,7 @@ class Options:
     strict: bool = True
     allow_set_relation: bool = False
     max_answer_chars: int = MAX_ANSWER_CHARS
+    rounding: bool = False  # the prompt asks for a rounded / decimal answer: 2.6667 may stand for 8/3
 
 
 class Outcome(NamedTuple):
@@ -66,13 +81,39 @@ def gold_text(gold: str, extracted: Extracted) -> str:
     return f"${gold.strip()}$"
 
 
+def hedged(answer: str | None) -> bool:
+    """"5 or more", "at least 5", "about 5": a bound or a guess, not a final answer."""
+    return bool(answer and _HEDGE.search(answer))
+
+
+def last_side(pred: Extracted) -> Extracted:
+    """"100 - 1 = 100" answers 100: a calculation between numbers is graded by its last side, never
+    by an expression that restates the question. Equations with unknowns (`y = 2x + 3`) stay whole."""
+    if not pred.text:
+        return pred
+    sides = _EQUALS.split(pred.text.strip().strip("$"))
+    if len(sides) < 2 or parse_number(sides[-1]) is None:
+        return pred
+    # only numbers and operators before the last side (LaTeX commands such as \frac, \times allowed)
+    if not all(_ARITHMETIC.match(_LATEX_COMMAND.sub(" ", side)) for side in sides[:-1]):
+        return pred
+    return Extracted(sides[-1].strip(), pred.how, pred.strong)
+
+
+def _latex(extracted: Extracted) -> bool:
+    """Was the answer written as LaTeX math (a box, $...$)? There a bare comma separates items."""
+    return extracted.how in ("boxed", "boxed-last") or bool(extracted.text and _DELIMITED.search(extracted.text))
+
+
 def fast(gold: Extracted, pred: Extracted, options: Options) -> Outcome | None:
     """Decide without sympy when both answers are plain numbers or identical."""
     if not (gold.text and pred.text and gold.strong and pred.strong):
         return None
-    gold_number, pred_number = parse_number(gold.text), parse_number(pred.text)
+    gold_number = parse_number(gold.text, decimal_comma=not _latex(gold))
+    pred_number = parse_number(pred.text, decimal_comma=not _latex(pred))
     if gold_number and pred_number:
-        return _verdict(numbers_equal(gold_number, pred_number, options.precision), pred.text, gold.text, "number")
+        equal = numbers_equal(gold_number, pred_number, options.precision, options.rounding)
+        return _verdict(equal, pred.text, gold.text, "number")
     if gold.text.strip() == pred.text.strip():
         return _verdict(True, pred.text, gold.text, "identical")
     return None
@@ -84,7 +125,10 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
     `text_only`: free-text answers, compared as normalised strings (no number or sympy path).
     """
     gold, summary = unicode_math(gold), unicode_math(summary)
-    gold_extracted, pred = gold_answer(gold), final_answer(summary)
+    gold_extracted, pred = gold_answer(gold), last_side(final_answer(summary))
+    if hedged(pred.text) and not hedged(gold_extracted.text):
+        return Outcome(False, pred.text, gold_extracted.text,
+                       f"answer {short(pred.text)} is hedged, not one final answer (gold {short(gold_extracted.text)})")
     if text_only:
         if pred.text is None:
             return Outcome(None, None, gold_extracted.text, "no final answer found")
@@ -101,20 +145,36 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
 
 
 def _sympy_path(gold: str, summary: str, gold_extracted: Extracted, pred: Extracted, options: Options) -> Outcome:
-    """math-verify on both texts (the whole summary, so its own extraction applies), guarded."""
+    """math-verify on both texts, guarded: on the whole summary, so that math-verify's own extraction
+    applies, except after a self-correction, where only the last box is graded. The reason names the
+    answer that was graded."""
     summary_text = clean(summary, MAX_SCAN_CHARS)
+    if pred.how == "boxed-last" and pred.text:  # a self-corrected answer: grade the last box alone
+        answer_only = symbolic.parse(_math(pred.text), options.match_types)
+        if answer_only:
+            return _graded(gold, gold_extracted, pred, answer_only, options)
     if text_guard(summary_text, MAX_SCAN_CHARS):  # a hostile summary: parse only the answer
         summary_text = f"${pred.text}$" if pred.text else ""
+    pred_parsed = symbolic.parse(summary_text, options.match_types) if summary_text else []
+    if not pred_parsed and pred.text:
+        pred_parsed = symbolic.parse(f"${pred.text}$", options.match_types)
+    return _graded(gold, gold_extracted, pred, pred_parsed, options, whole_summary=True)
+
+
+def _math(text: str) -> str:
+    return text if _DELIMITED.search(text) else f"${text}$"
+
+
+def _graded(gold: str, gold_extracted: Extracted, pred: Extracted, pred_parsed: list, options: Options,
+            whole_summary: bool = False) -> Outcome:
     gold_source = clean(gold, MAX_SCAN_CHARS)
     if text_guard(gold_source, MAX_SCAN_CHARS):
         gold_source = gold_extracted.text or ""
     gold_exprs, gold_str, gold_problem = symbolic.split(
         list(symbolic.parse_gold(gold_text(gold_source, gold_extracted), options.match_types)))
-    pred_parsed = symbolic.parse(summary_text, options.match_types) if summary_text else []
-    if not pred_parsed and pred.text:
-        pred_parsed = symbolic.parse(f"${pred.text}$", options.match_types)
     pred_exprs, pred_str, pred_problem = symbolic.split(pred_parsed)
-    answer = pred.text or pred_str
+    # the answer named in the reason is the one graded: math-verify's pick when it read the summary
+    answer = (pred_str or pred.text) if whole_summary else (pred.text or pred_str)
     gold_shown = gold_extracted.text or gold_str
 
     if not pred_exprs:
@@ -130,7 +190,7 @@ def _sympy_path(gold: str, summary: str, gold_extracted: Extracted, pred: Extrac
 
     equal = symbolic.verify(gold_exprs, pred_exprs, options.precision, options.strict,
                             options.allow_set_relation)
-    if not equal:
+    if not equal and options.rounding:
         equal = _at_stated_precision(gold_exprs, pred_exprs, gold_str, pred_str, options)
     if not equal and gold_extracted.text and pred.text:
         equal = _same_angle(gold_extracted.text, pred.text, options)

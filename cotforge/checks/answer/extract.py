@@ -27,12 +27,14 @@ _A_LINE = re.compile(r"^\s*A\s*[:：]\s*([^\n]+)$", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|[。；;\n]|(?<=\d)\.(?=\s|$)")
 # inline math ($...$, \\(...\\)) never spans lines; display math may
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_CORRECTION = re.compile(r"\b(?:wait|wrong|mistake|incorrect|actually|correction|re-?check|instead|oops|"
+                         r"let me (?:redo|recompute|recheck|fix)|not right)\b|不对|错了|等等", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:I hope it is correct\.?|\.)\s*$", re.IGNORECASE)
 
 
 class Extracted(NamedTuple):
     text: str | None  # the answer as written, or None
-    how: str  # answer-tag | boxed | anchor | hashes | a-line | whole | none
+    how: str  # answer-tag | boxed | boxed-last (after a self-correction) | anchor | hashes | a-line | whole | none
     strong: bool  # found by an explicit marker (safe to decide on without math-verify)
 
 
@@ -73,6 +75,14 @@ def boxed_contents(text: str) -> list[str]:
         if content is not None:
             found.append(content.strip())
     return found
+
+
+def corrected(text: str) -> bool:
+    """Boxes that disagree, with a self-correction between the last two ("\\boxed{12}. Wait, that
+    is wrong ... \\boxed{10}"): the last final answer counts. Without one ("x = \\boxed{3} and
+    y = \\boxed{5}") the boxes may be parts of one answer, and math-verify reads them all."""
+    starts = [match.start() for match in _BOX.finditer(text)]
+    return len(starts) >= 2 and bool(_CORRECTION.search(text, starts[-2], starts[-1]))
 
 
 def _anchored(text: str) -> tuple[int, str] | None:
@@ -119,6 +129,8 @@ def final_answer(summary: str | None) -> Extracted:
         return Extracted(boxes[-1] if boxes else inner, "answer-tag", True)
     boxes = boxed_contents(text)
     if boxes:
+        if len(set(boxes)) > 1 and corrected(text):
+            return Extracted(boxes[-1], "boxed-last", True)
         return Extracted(boxes[-1], "boxed", len(set(boxes)) == 1)
     marked = _marked(text)
     if marked:

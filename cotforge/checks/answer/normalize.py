@@ -106,13 +106,14 @@ def _is_unit(word: str) -> bool:
     return " " in word or word in _UNIT_ATTACHED or not word.isascii() or len(word) >= 3
 
 
-def _decimal(text: str) -> tuple[Fraction, int | None] | None:
-    """A plain decimal literal, with `,` / space thousands separators or a decimal comma."""
+def _decimal(text: str, decimal_comma: bool = True) -> tuple[Fraction, int | None] | None:
+    """A plain decimal literal, with `,` / space thousands separators or (where `decimal_comma`) a
+    decimal comma."""
     text = text.replace(" ", "") if _THOUSANDS.match(text) else text
     if "," in text:
         if _THOUSANDS.match(text) and not text.startswith("0,"):
             text = text.replace(",", "")
-        elif text.count(",") == 1 and "." not in text:
+        elif decimal_comma and text.count(",") == 1 and "." not in text:
             text = text.replace(",", ".")  # decimal comma: 1,22 / 0,111 / 1000,99
         else:
             return None
@@ -132,14 +133,18 @@ def _decimal(text: str) -> tuple[Fraction, int | None] | None:
     return value, decimals
 
 
-def parse_number(text: str | None) -> Number | None:
-    """The number an answer string denotes, or None when it is anything more than a number."""
+def parse_number(text: str | None, decimal_comma: bool = True) -> Number | None:
+    """The number an answer string denotes, or None when it is anything more than a number.
+
+    `decimal_comma=False` where the text is LaTeX math (a box): there a bare comma separates list
+    items (`\\boxed{3,5}` is 3 and 5) and a decimal comma is written `3{,}5`."""
     if not text or len(text) > 200:
         return None
+    decimal_comma = decimal_comma or "{,}" in text
     body, percent = _strip_dress(_SPACES.sub("", unicode_math(text)).replace("{,}", ","))
     if body.startswith("(") and body.endswith(")") and "," not in body:
         body = body[1:-1].strip()
-    plain = _decimal(body)
+    plain = _decimal(body, decimal_comma)
     if plain:
         return Number(plain[0], percent, plain[1])
     if body.lower() in _WORDS:
@@ -175,12 +180,13 @@ def round_half_up(value: Fraction, places: int) -> Fraction:
     return Fraction(rounded) / scale
 
 
-def numbers_equal(gold: Number, pred: Number, precision: int = 6) -> bool:
+def numbers_equal(gold: Number, pred: Number, precision: int = 6, rounding: bool = False) -> bool:
     """Exact equality, percent either way (`28%` = `28` = `0.28`), and decimals rounded.
 
     A decimal is compared at `precision` places (math-verify's float rounding: `1/3` =
-    `0.333333`); a prediction written with d >= 2 decimals also matches an exact gold (a fraction)
-    that rounds to it (`8/3` = `2.6667`), since it states its own precision.
+    `0.333333`). With `rounding` (the prompt asks for a rounded or decimal answer), a prediction
+    written with d >= 2 decimals also matches an exact gold (a fraction) that rounds to it (`8/3` =
+    `2.6667`); without it `0.333` is not `1/3`.
     """
     candidates = [(gold.value, pred.value)]
     if gold.percent != pred.percent:
@@ -195,6 +201,6 @@ def numbers_equal(gold: Number, pred: Number, precision: int = 6) -> bool:
             return True
         places = pred.decimals or 0
         exact_gold = gold.decimals is None and gold_value.denominator != 1
-        if places >= 2 and exact_gold and round_half_up(gold_value, places) == pred_value:
+        if rounding and places >= 2 and exact_gold and round_half_up(gold_value, places) == pred_value:
             return True
     return False

@@ -41,6 +41,7 @@ def to_number(text: str | None) -> Fraction | float | None:
 @register
 class NumericCheck(Check):
     name = "numeric"
+    verifies = True
     timeout_s = 5.0
     rel_tol: float = 0.01  # 1%: the usual grading slack for science answers with rounded constants
     abs_tol: float = 1e-9  # for a gold of 0
@@ -48,7 +49,7 @@ class NumericCheck(Check):
     def check(self, sample: dict) -> Verdict:
         gold = sample.get("gold")
         if gold is None or not str(gold).strip():
-            return Verdict.skip("no gold")
+            return Verdict.skip("no gold", missing="gold")
         gold_text = gold_answer(str(gold)).text
         gold_value = to_number(gold_text)
         if gold_value is None:

@@ -1,0 +1,99 @@
+"""The check chain in a thread of its own, so that judging never holds up submitting work to the engine.
+
+The chain is also built in that thread: building it imports every check module (sympy, the LaTeX
+parser, math-verify: seconds on a loaded machine) and starting its pool waits for the fork server to
+import them again; the first requests are on their way meanwhile.
+
+`submit(rows)` queues one wave's rows; the thread runs `Chain.run` on everything queued at once (the
+chain's worker pool does the work) and `results()` hands back each wave, verdicts attached, in the
+order the waves were judged. An exception in the chain is raised from `results()`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Self
+
+from cotforge.checks.chain import verdict_rows
+
+
+class Checker:
+    def __init__(self, build_chain: Callable) -> None:
+        self._build = build_chain
+        self.chain = None
+        self._built = threading.Event()
+        self.pending = 0  # waves submitted and not yet handed back
+        self._in: queue.Queue = queue.Queue()
+        self._out: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="checks", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._in.put(None)
+        self._thread.join(timeout=60)
+        if self.chain is not None:
+            self.chain.close()
+
+    def names(self) -> list[str]:
+        """The chain's check names (waits for the chain to be built; raises what building raised)."""
+        self._built.wait()
+        if self.chain is None:
+            self.results()
+        return self.chain.names
+
+    def submit(self, rows: list[dict]) -> None:
+        self.pending += 1
+        self._in.put(rows)
+
+    def results(self) -> list[list[dict]]:
+        out = []
+        try:
+            while True:
+                item = self._out.get_nowait()
+                if isinstance(item, BaseException):
+                    raise item
+                out.append(item)
+        except queue.Empty:
+            pass
+        self.pending -= len(out)
+        return out
+
+    def _loop(self) -> None:
+        # Start the pool here, not in the caller: starting waits for the fork server to import every
+        # check module (seconds), and the caller should be submitting the first requests meanwhile.
+        try:
+            self.chain = self._build()
+            self.chain.start()
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread by results()
+            self._out.put(error)
+            return
+        finally:
+            self._built.set()
+        while (first := self._in.get()) is not None:
+            waves = [first]
+            stop = False
+            while True:
+                try:
+                    item = self._in.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                waves.append(item)
+            rows = [row for wave in waves for row in wave]
+            try:
+                results = self.chain.run(rows)
+            except BaseException as error:  # noqa: BLE001 - raised in the caller's thread by results()
+                self._out.put(error)
+                return
+            verdict_rows(rows, results, self.chain.names)
+            for wave in waves:
+                self._out.put(wave)
+            if stop:
+                return

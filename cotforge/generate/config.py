@@ -1,0 +1,91 @@
+"""`GenerateConfig`: what a generate run does, split into what decides the samples and what only
+decides how fast they come.
+
+The resume key (`output_config`) holds the first kind only: model, template, sampling parameters,
+seeds, checks, k/accept/rounds/budget, and the engine options that change samples. Throughput
+settings (`concurrency`, `shard_size`, `shard_age_s`, `jobs`, and engine options such as base URLs,
+timeouts, tensor parallelism or worker counts: `engines.base.THROUGHPUT_OPTIONS`) may change between a
+crash and its resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+from cotforge.engines.base import THROUGHPUT_OPTIONS
+from cotforge.io.errors import CotforgeError
+
+THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
+
+
+@dataclass
+class GenerateConfig:
+    engine: str = "embedded"
+    model: str | None = None
+    engine_options: dict = field(default_factory=dict)
+    k: int = 4  # samples in a prompt's first wave (and in every wave when not adaptive)
+    accept: int = 1  # accepted samples wanted per prompt
+    max_rounds: int = 4  # waves per prompt at most
+    budget: int | None = None  # samples per prompt at most; default k * max_rounds
+    max_per_round: int | None = None  # adaptive cap per prompt and wave; default 2 * k
+    adaptive: bool = True
+    temperature: float = 0.6  # DeepSeek-R1's sampling
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    checks: str | list = "r1"
+    template: str = "chat"
+    seed: int = 0
+    # Throughput only (not in the resume key):
+    concurrency: int | None = None  # sequences kept in flight; default: what saturates the engine
+    shard_size: int = 256  # a shard is committed once this many samples are judged ...
+    shard_age_s: float = 30.0  # ... or once its oldest sample has waited this long
+    # Check workers. One is plenty next to generation (thousands of checks per second) and keeps the
+    # hard per-item limits without taking cores from an engine that runs on the CPU.
+    jobs: int | None = 1
+
+    def __post_init__(self) -> None:
+        # A zero or negative size would plan nothing and report an empty run as complete.
+        at_least_one = {"k": self.k, "accept": self.accept, "max_rounds": self.max_rounds, "budget": self.budget,
+                        "max_per_round": self.max_per_round, "max_tokens": self.max_tokens,
+                        "concurrency": self.concurrency, "shard_size": self.shard_size}
+        for name, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise CotforgeError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+        if not 0 < self.top_p <= 1:
+            raise CotforgeError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.temperature < 0:
+            raise CotforgeError(f"--temperature {self.temperature}: must be 0 or more")
+
+    @property
+    def sample_budget(self) -> int:
+        return self.budget or self.k * self.max_rounds
+
+    @property
+    def round_cap(self) -> int:
+        return self.max_per_round or 2 * self.k
+
+    def output_config(self) -> dict:
+        """What determines the samples (the resume key): everything but throughput settings."""
+        config = asdict(self)
+        for name in THROUGHPUT_FIELDS:
+            config.pop(name)
+        config["engine_options"] = {k: v for k, v in self.engine_options.items() if k not in THROUGHPUT_OPTIONS}
+        return config
+
+    def engine_build_options(self) -> dict:
+        options = dict(self.engine_options)
+        if self.model:
+            options["model"] = self.model
+        if self.concurrency and self.engine == "openai":
+            options.setdefault("concurrency", self.concurrency)
+        return options
+
+
+def sample_seed(run_seed: int, prompt_id: str, sample_idx: int) -> int:
+    """The seed sample `sample_idx` of a prompt is generated with: the prompt's seed + the index.
+
+    A request for samples i..i+n-1 carries sample_seed(.., i) and engines seed its sample j with
+    that + j, so a sample's seed does not depend on how the prompt's waves were cut."""
+    digest = hashlib.blake2b(f"{run_seed}:{prompt_id}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & 0x3FFFFFFF) + sample_idx  # stays within a signed 32-bit seed

@@ -1,0 +1,299 @@
+"""Streaming rejection sampling (`cotforge generate`): the engine always has work queued.
+
+Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
+saturates it), topped up as each request finishes. A prompt asks in waves (`allocation.next_wave`):
+its first wave is `k` samples; when a wave's verdicts arrive, its next wave is planned from them at
+once and goes ahead of new prompts (it is on that prompt's critical path), with no barrier across
+prompts. Finished requests are judged by the check chain in its own thread (`checking.Checker`), so
+submission never waits on the checks. Judged samples are committed as one atomic shard once
+`shard_size` of them are waiting or the oldest has waited `shard_age_s`.
+
+Crash safety (kill -9 at any instant, then the same command): a wave is sent, judged and committed as
+a unit, and rows are committed in the order they were judged, so a prompt's committed waves are
+always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
+shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
+(run seed, prompt, first sample index), so the waves that were planned but not committed are asked
+again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
+in), nothing committed is asked twice, and committed shards are
+never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
+where the engine sets it, else the request's seed + j).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cotforge.checks.chain import parse_specs, preset_options
+from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
+from cotforge.generate.allocation import PromptState, next_wave
+from cotforge.generate.checking import Checker
+from cotforge.generate.config import GenerateConfig, sample_seed
+from cotforge.generate.templates import render_request
+from cotforge.io.errors import CotforgeError
+from cotforge.io.normalize import Normalizer
+from cotforge.io.readers import read_rows
+from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
+from cotforge.io.rundir import RunDir
+from cotforge.judge import JudgedChain
+from cotforge.parsing import opens_think, split_completion
+from cotforge.progress import Progress
+from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
+
+ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
+COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
+
+
+class Scheduler:
+    """One generate run over one run folder."""
+
+    def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
+                 engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
+                 bad_rows: str = "fail", argv: list[str] | None = None):
+        if bad_rows not in BAD_ROW_MODES:
+            raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
+        if engine is None:
+            check_options(config.engine, config.engine_build_options())  # one line before any model load
+        self.config = config
+        self.prompts_path = str(prompts_path)
+        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
+        self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
+                                                 "bad_rows": bad_rows}, [prompts_path], argv=argv,
+                               overwrite=overwrite)
+        self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        # rules, then any judge batched; built in the checker's thread (see checking.py)
+        # unverified samples are rejected unless the preset says `allow_unverified: true`
+        allow_unverified = preset_options(config.checks).get("allow_unverified", False)
+        self._build_chain = lambda: JudgedChain(specs, config.jobs, allow_unverified=allow_unverified)
+        self.names: list[str] = []
+        self._engine = engine
+        self._owns_engine = engine is None  # close only an engine this run built
+        self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
+        self._load_state()
+        self.tokens = 0
+        self.generated = 0
+        self.outstanding = 0  # requests submitted and not yet back
+        self._buffer: list[dict] = []  # judged rows waiting for their shard
+        self._buffer_since = 0.0
+        self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = get_engine(self.config.engine, **self.config.engine_build_options())
+        return self._engine
+
+    # -- state -------------------------------------------------------------------------------------
+    def _load_prompts(self, path, fields, bad_rows) -> dict[str, dict]:
+        normalize = Normalizer("prompt", fields)
+        rows, quarantined = split_bad_rows(list(read_rows(path)), normalize, bad_rows)
+        prompts: dict[str, dict] = {}
+        for row in rows:
+            if row["id"] in prompts:
+                raise CotforgeError(f"{path}: prompt id {row['id']!r} appears twice; ids must be unique")
+            prompts[row["id"]] = row
+        if not self.run.has_shard("prompts", 0):
+            if quarantined:
+                self.run.write_shard("quarantine", 0, to_table(quarantined, QUARANTINE_SCHEMA))
+            self.run.write_shard("prompts", 0, to_table(rows, PROMPT_SCHEMA))
+        return prompts
+
+    def _load_state(self) -> None:
+        waves: dict[str, set] = {}
+        for shard in self.run.shards("samples"):
+            table = pq.read_table(shard, columns=["prompt_id", "round", "accepted"])
+            for prompt_id, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+                prompt = self.state[prompt_id]
+                prompt.spent += 1
+                prompt.accepted += bool(accepted)
+                waves.setdefault(prompt_id, set()).add(wave)
+        for prompt_id, seen in waves.items():
+            self.state[prompt_id].waves = len(seen)
+        for shard in self.run.shards("quarantine"):
+            table = pq.read_table(shard, columns=["reason", "raw"])
+            for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
+                if reason and reason.startswith(ENGINE_REASON):
+                    self.state[json.loads(raw)["id"]].quarantined = True
+
+    def done(self, prompt: PromptState) -> bool:
+        return next_wave(prompt, self.config) == 0
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run_all(self) -> dict:
+        start = time.monotonic()
+        engine = self.engine
+        max_inflight = self.config.concurrency or engine.max_inflight
+        fresh = deque(pid for pid, prompt in self.state.items() if not self.done(prompt))
+        follow_ups: deque[str] = deque()
+        waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        checker = Checker(self._build_chain)
+        with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
+            progress.advance(len(self.state) - len(fresh))
+            try:
+                while fresh or follow_ups or self.outstanding or checker.pending:
+                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
+                    while engine.inflight < max_inflight and (follow_ups or fresh):
+                        source = follow_ups or fresh
+                        prompt_id = source.popleft()
+                        request = self._request(prompt_id)
+                        if request is None:
+                            continue
+                        if engine.inflight + request.n > max_inflight and engine.inflight > 0:
+                            source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
+                            break
+                        waves[id(request)] = (request, self.state[prompt_id].waves)
+                        engine.submit(request, self.params)
+                        self.outstanding += 1
+                    # Wait briefly when the checker may have verdicts: they plan the next waves.
+                    for finished in engine.poll(0.005 if checker.pending else 0.05):
+                        request, wave = waves.pop(id(finished.request))
+                        self.outstanding -= 1
+                        if finished.error is not None:
+                            self._refuse(request.key, finished.error)
+                            progress.advance(1)
+                            continue
+                        checker.submit(self._rows(finished, wave))
+                    for rows in checker.results():
+                        prompt_id = rows[0]["prompt_id"]
+                        self._take(rows)
+                        if self.done(self.state[prompt_id]):
+                            progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                                             tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
+                        else:
+                            follow_ups.append(prompt_id)
+                        self._maybe_commit()
+                    self._maybe_commit()  # by age, also while nothing new was judged
+                self.names = checker.names()
+            finally:
+                self._commit()  # judged rows are complete: keep them whatever stopped the loop
+        return self.finish(time.monotonic() - start)
+
+    def _request(self, prompt_id: str) -> Request | None:
+        prompt = self.state[prompt_id]
+        n = next_wave(prompt, self.config)
+        if n == 0:
+            return None
+        row = self.prompts[prompt_id]
+        messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
+        # Waves are committed whole and in order, so the next sample index is the count judged so far.
+        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
+        return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
+                       seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
+
+    def _rows(self, finished: Finished, wave: int) -> list[dict]:
+        request, completions = finished.request, finished.completions
+        if len(completions) != request.n:
+            raise CotforgeError(f"engine returned {len(completions)} completions for {request.key}, "
+                                f"asked {request.n}")
+        prompt = self.prompts[request.key]
+        rows = []
+        for offset, completion in enumerate(completions):
+            index = request.first_index + offset
+            # a plain-text prompt that ends inside <think> (R1-Zero's): no </think> means no summary at all
+            opened = opens_think(request.raw_prompt)
+            parsed = split_completion(completion.text, opened=opened)
+            rows.append({
+                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
+                "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
+                "messages": prompt.get("messages"),
+                **{k: prompt.get(k) for k in COPIED},
+                "model": self.engine.model, "engine": self.engine.name,
+                "temperature": self.params.temperature, "top_p": self.params.top_p,
+                "max_tokens": self.params.max_tokens,
+                "seed": completion.seed if completion.seed is not None else request.seed + offset,
+                "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
+                "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "think_opened": opened,  # for the checks (parsing.split_sample); not a stored column
+            })
+        return rows
+
+    def _take(self, rows: list[dict]) -> None:
+        """One judged wave: into the prompt's state (plans its next wave) and the commit buffer."""
+        prompt = self.state[rows[0]["prompt_id"]]
+        prompt.spent += len(rows)
+        prompt.accepted += sum(row["accepted"] for row in rows)
+        prompt.waves += 1
+        self.tokens += sum(row["completion_tokens"] or 0 for row in rows)
+        self.generated += len(rows)
+        if not self._buffer:
+            self._buffer_since = time.monotonic()
+        self._buffer.extend(rows)
+
+    def _refuse(self, prompt_id: str, error: str) -> None:
+        """The engine cannot serve this prompt at all (e.g. longer than the context): quarantine it."""
+        self.state[prompt_id].quarantined = True
+        prompt = self.prompts[prompt_id]
+        raw = json.dumps({"id": prompt_id, "prompt": prompt.get("prompt"), "messages": prompt.get("messages")})
+        self._quarantine.append({"file": self.prompts_path, "line": None, "field": "prompt",
+                                 "reason": ENGINE_REASON + error, "raw": raw})
+        if not self._buffer:
+            self._buffer_since = time.monotonic()
+
+    def _maybe_commit(self) -> None:
+        waiting = len(self._buffer) + len(self._quarantine)
+        if waiting and (len(self._buffer) >= self.config.shard_size
+                        or time.monotonic() - self._buffer_since >= self.config.shard_age_s):
+            self._commit()
+
+    def _commit(self) -> None:
+        """Judged rows (and refused prompts) as one atomic shard each; quarantine first, so a prompt
+        whose refusal landed is never asked again."""
+        if self._quarantine:
+            self.run.write_shard("quarantine", self.run.next_shard_index("quarantine"),
+                                 to_table(self._quarantine, QUARANTINE_SCHEMA))
+            self._quarantine = []
+        if self._buffer:
+            self.run.write_shard("samples", self.run.next_shard_index("samples"),
+                                 to_table(self._buffer, SAMPLE_SCHEMA))
+            self._buffer = []
+
+    def _accepted(self) -> int:
+        return sum(p.accepted for p in self.state.values())
+
+    def finish(self, seconds: float) -> dict:
+        from cotforge.stats import run_counts  # DuckDB: imported when needed, not before the first request
+
+        counts = run_counts(self.run.path, self.names)
+        samples = counts["accepted"] + counts["rejected"]
+        summary = {
+            **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
+            "prompts": len(self.state),
+            "prompts_done": sum(p.accepted >= self.config.accept for p in self.state.values()),
+            "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
+            "seconds_this_session": round(seconds, 2),
+            "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
+        }
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
+        self.close()
+        return {**summary, "funnel": counts["funnel"]}
+
+    def close(self) -> None:
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        self.run.close()  # release the run folder's writer lock
+
+
+def generate(prompts_path: str | Path, out: str | Path, config: GenerateConfig | None = None,
+             engine: Engine | None = None, **kwargs) -> dict:
+    """Run (or resume) rejection sampling; returns the summary with its funnel."""
+    scheduler = Scheduler(prompts_path, out, config or GenerateConfig(), engine=engine, **kwargs)
+    try:
+        return scheduler.run_all()
+    finally:
+        scheduler.close()
+
+
+def format_generate_summary(summary: dict) -> str:
+    from cotforge.stats import format_summary
+
+    head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
+            f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
+            f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    return head + "\n" + format_summary(summary)

@@ -1,0 +1,159 @@
+"""`generate --executor ray`: the streaming scheduler with its openai engine replicated on a real Ray
+cluster (two nodes on this machine) against simulated continuous-batching servers (tests/simserver.py):
+the same samples as the local command, a replica killed mid-run, a driver killed mid-run then resumed."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import pytest
+from ray_helpers import actor_pids, judged, two_node_cluster
+from servers import sim_server
+
+from cotforge.cluster.generate import generate_on_ray
+from cotforge.generate import GenerateConfig, generate
+
+PROMPTS = 24
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with two_node_cluster(cpus_per_node=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    rng = random.Random(7)
+    with open(path, "w") as handle:
+        for i in range(PROMPTS):
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            handle.write(json.dumps({"id": f"q{i}", "prompt": f"What is {a} + {b}?", "gold": str(a + b),
+                                     "pass_rate": round(rng.uniform(0, 0.9), 2)}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def servers(prompts):
+    """Two simulated servers (8 slots, short completions: the test is about scheduling, not length)."""
+    with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as one, \
+            sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as two:
+        yield [one.base_url, two.base_url]
+
+
+def config(servers, **extra):
+    return GenerateConfig(engine="openai", engine_options={"base_url": servers}, k=2, accept=1, max_rounds=3,
+                          max_tokens=120, checks="format,answer", jobs=1, shard_size=8, shard_age_s=1.0, **extra)
+
+
+def samples(run):
+    """id -> (seed, completion, verdicts) of every committed sample (duplicates fail in `judged`)."""
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for shard in sorted((run / "samples").glob("part-*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "seed", "completion"]).to_pylist():
+            rows[row["id"]] = (row["seed"], row["completion"])
+    verdicts = judged(run)
+    return {key: (*value, verdicts[key]) for key, value in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, prompts, servers):
+    out = tmp_path_factory.mktemp("local") / "run"
+    generate(prompts, out, config(servers))
+    return samples(out)
+
+
+def test_generate_over_ray_equals_local(cluster, prompts, servers, local_run, tmp_path):
+    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=cluster.address)
+    assert summary["ray"]["replicas"] == 2  # one replica per server, one per node
+    on_ray = samples(tmp_path / "run")
+    assert on_ray == local_run  # same ids, seeds, texts and verdicts: adaptive waves and budgets hold
+    assert summary["samples"] == len(local_run) > 2 * PROMPTS  # follow-up waves were planned
+    assert 0 < summary["prompts_done"] < PROMPTS
+
+
+def test_replica_killed_mid_run_is_replaced_nothing_lost(cluster, prompts, servers, local_run, tmp_path):
+    killed = {}
+
+    def kill_one_replica():
+        import os
+        import signal
+        import time
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any((tmp_path / "run" / "samples").glob("part-*.parquet")) and (
+                    pids := actor_pids("ray::EngineReplica")):
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_replica)
+    killer.start()
+    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=cluster.address)
+    killer.join()
+    assert killed, "no engine replica was found to kill"
+    assert summary["ray"]["replica_restarts"] >= 1, summary["ray"]
+    assert summary["ray"]["requests_resent"] >= 1, summary["ray"]  # it held requests when it died
+    assert samples(tmp_path / "run") == local_run
+
+
+def test_driver_killed_then_same_command_resumes(cluster, prompts, servers, local_run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ray_helpers import REPO, ray_env
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(run), "--engine", "openai",
+               "--base-url", servers[0], "--base-url", servers[1], "--k", "2", "--accept", "1", "--max-rounds", "3",
+               "--max-tokens", "120", "--checks", "format,answer", "--jobs", "1", "--shard-size", "8",
+               "--shard-age", "1", "--executor", "ray", "--address", cluster.address]
+    driver = subprocess.Popen(command, cwd=REPO, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any((run / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.communicate()
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate()
+    committed = {p.name: p.read_bytes() for p in (run / "samples").glob("part-*.parquet")}
+    assert committed and len(samples(run)) < len(local_run), "the driver must die mid-run"
+
+    rerun = subprocess.run(command, cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "ray: 2 engine replicas" in rerun.stdout
+    for name, content in committed.items():  # committed samples never change
+        assert (run / "samples" / name).read_bytes() == content
+    assert samples(run) == local_run  # nothing lost, nothing generated twice
+
+
+def test_replica_plan_for_the_r1_recipe_and_a_server_fleet():
+    from cotforge.cluster.generate import replica_plan
+    from cotforge.io.errors import CotforgeError
+
+    r1 = GenerateConfig(engine="vllm", model="/models/r1-zero", engine_options={"tensor_parallel_size": 8})
+    plan, resources = replica_plan(r1, None, {"GPU": 64.0, "CPU": 512.0})
+    assert len(plan) == 8 and resources == {"num_gpus": 8, "num_cpus": 1}  # one replica per 8-GPU node
+    assert all(options["model"] == "/models/r1-zero" for options in plan)
+    assert all(options["distributed_executor_backend"] == "mp" for options in plan)  # TP inside the actor
+    with pytest.raises(CotforgeError, match="need 8 GPUs; the Ray cluster has 4"):
+        replica_plan(r1, None, {"GPU": 4.0})
+    fleet = GenerateConfig(engine="openai", engine_options={"base_url": ["http://a", "http://b", "http://c"]},
+                           concurrency=300)
+    plan, _ = replica_plan(fleet, 2, {"CPU": 4.0})
+    assert [p["base_url"] for p in plan] == [["http://a", "http://c"], "http://b"]  # every server, once
+    assert [p["concurrency"] for p in plan] == [150, 150]
+
+
+def test_replicas_without_ray_is_one_line(cli, prompts, tmp_path):
+    result = cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--replicas", "2")
+    assert result.returncode == 1 and result.stderr.strip() == "--replicas needs --executor ray"
