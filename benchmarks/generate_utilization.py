@@ -7,15 +7,19 @@ uniformly from [0, 0.9]. Time is counted in decode steps, so a loaded machine do
 figure: utilization = slot-steps that decoded a token / (slots x steps from the command's start to
 its exit).
 
-Runs, each on a fresh server, same workload per 64 slots (240 prompts, k=4, accept=1, max_tokens
-1024, checks `answer`):
+Runs, each on a fresh server, same workload per 64 slots (1000 prompts, `--quick` 240; k=4,
+accept=1, max_tokens 1024, checks `answer`):
 1. `cotforge generate` with DEFAULT settings against one server (a subprocess: the whole command,
    start-up and final summary included);
-2. the same against a fleet of 4 servers (`--base-url` x 4, 960 prompts);
-3. the baseline: the batch-round path this replaced, re-enacted on the same engine: rounds of
+2. the same against a fleet of 4 servers (`--base-url` x 4, 4x the prompts);
+3. with `--baseline`: the batch-round path this replaced, re-enacted on the same engine: rounds of
    batches of 8 prompts, each batch sent with `Engine.generate` (concurrency 8, the old defaults),
    then judged, then the next batch; the next round after the whole round.
-Last line: ratio = streaming utilization at defaults / batch-round utilization.
+A prompt's waves run one after another (each is planned from the last one's verdicts), so the end of
+a run is the tail of the last prompts' chains (~2000 steps here, at low occupancy): utilization
+grows with the number of prompts per slot (240 prompts: ~0.80; 1000: see the figures).
+Last line: ratio = utilization at defaults on one server against the 1.0 ideal (a full server from the
+command's first instant to its last).
 
     python benchmarks/generate_utilization.py [--quick]
 """
@@ -139,30 +143,30 @@ class _servers:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="120 prompts per server, no fleet run")
-    parser.add_argument("--step-ms", type=float, default=4.0, help="decode step (simulated time unit)")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="240 prompts, no fleet run")
+    parser.add_argument("--step-ms", type=float, default=2.0, help="decode step (simulated time unit)")
+    parser.add_argument("--baseline", action="store_true", help="also run the batch-round path (slow: ~6x)")
+    parser.add_argument("--prompts", type=int, help="prompts per server (default 1000, --quick 240)")
     parser.add_argument("--timeline", action="store_true", help="print utilization per 100 steps")
     parser.add_argument("--cli-arg", action="append", default=[], help="extra generate argument (exploring)")
     args = parser.parse_args()
     EXTRA.extend(args.cli_arg)
-    per_server = 120 if args.quick else 240
+    per_server = args.prompts or (240 if args.quick else 1000)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         results = {"defaults, 1 server": streaming(folder, 1, per_server, args.step_ms)}
         if not args.quick:
             results["defaults, fleet of 4"] = streaming(folder, 4, per_server, args.step_ms)
-        if not args.skip_baseline:
+        if args.baseline:
             results["batch rounds (old path)"] = batch_rounds(folder, per_server, args.step_ms)
     for name, r in results.items():
         print(f"{name:26} utilization {r['utilization']:.3f}  ({r['steps']} decode steps, {r['seconds']:.1f}s)  "
               f"{r['summary']}")
     stream = results["defaults, 1 server"]["utilization"]
-    if args.skip_baseline:
-        print(f"utilization at defaults against the 1.0 ideal: ratio {stream:.2f}")
-        return
-    base = results["batch rounds (old path)"]["utilization"]
-    print(f"utilization, streaming at defaults / batch rounds ({stream:.3f} / {base:.3f}): ratio {stream / base:.2f}")
+    if args.baseline:
+        base = results["batch rounds (old path)"]["utilization"]
+        print(f"streaming at defaults / batch rounds, same prompts: {stream / base:.2f}")
+    print(f"utilization at defaults ({per_server} prompts, {SLOTS} slots) against the 1.0 ideal: ratio {stream:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Any OpenAI-compatible server, or a fleet of them: vLLM serve, SGLang, llama.cpp's server, hosted APIs.
 
-Streaming with asynchronous HTTP: an asyncio loop in one background thread keeps up to `concurrency`
+Streaming with asynchronous HTTP (aiohttp: with hundreds of connections open, httpx's async pool spent
+the client's CPU on bookkeeping: 491 vs 8,841 calls in 15 s against the simulated server, 256 in
+flight, same machine): an asyncio loop in one background thread keeps up to `concurrency`
 sequences in flight (default 256 per server, what a vLLM server batches by default), spread over
 `base_url` (one URL or a list: one server per node). Each call goes to the least-loaded server that
 is up (sequences in flight; ties to the one listed first).
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import queue
 import random
@@ -39,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 
 from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams
@@ -57,11 +61,12 @@ def _v1(url: str) -> str:
 @dataclass(eq=False)
 class _Server:
     url: str
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     inflight: int = 0  # sequences
     down_until: float = 0.0
     failures: int = 0  # consecutive transport failures: the down period doubles with each
     n_per_request: bool | None = None  # None: send n, learn from the first answer
+    last_answer: float = 0.0  # monotonic time of the last answer of any kind
     tasks: dict = field(default_factory=dict)  # asyncio task -> the _Job it sends
 
     def up(self, now: float) -> bool:
@@ -115,6 +120,7 @@ class OpenAIEngine(Engine):
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
         self._timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        self._call_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(connect_timeout_s, timeout_s))
         self.model = model or self._first_served_model()
         self.moved = 0  # calls moved off a failed server (reported by tests and benchmarks)
         self._n_default = n_per_request
@@ -124,8 +130,11 @@ class OpenAIEngine(Engine):
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, name="openai-engine", daemon=True)
+        self._setup_error: BaseException | None = None
         self._thread.start()
         self._ready.wait()
+        if self._setup_error is not None:
+            raise self._setup_error
 
     # -- public, caller's thread -----------------------------------------------------------------
     @property
@@ -173,20 +182,35 @@ class OpenAIEngine(Engine):
     # -- the loop's thread -------------------------------------------------------------------------
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        self._servers = [_Server(url, httpx.AsyncClient(timeout=self._timeout, headers=self._headers, limits=limits),
-                                 n_per_request=self._n_default) for url in self.base_urls]
+        try:
+            self._loop.run_until_complete(self._setup())  # aiohttp sessions want a running loop
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread by __init__
+            self._setup_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _setup(self) -> None:
+        self._servers = [_Server(url, self._session(self.concurrency, self._call_timeout), n_per_request=self._n_default)
+                         for url in self.base_urls]
+        # Probes get a session of their own: behind a full pool of long calls they would wait for a free
+        # connection, time out, and take a busy server for a dead one.
+        self._probe_session = self._session(len(self._servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
         self._queue: list[_Job] = []
         self._wake = asyncio.Event()
         self._tasks = {self._loop.create_task(self._dispatch()), self._loop.create_task(self._probe())}
-        self._ready.set()
-        self._loop.run_forever()
+
+    def _session(self, connections: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(headers=self._headers, timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks) + [t for s in self._servers for t in s.tasks]:
             task.cancel()
         for server in self._servers:
-            await server.client.aclose()
+            await server.client.close()
+        await self._probe_session.close()
 
     def _enqueue_request(self, pending: _Pending) -> None:
         singles = all(s.n_per_request is False for s in self._servers)
@@ -254,7 +278,8 @@ class OpenAIEngine(Engine):
             path, body["messages"] = "/chat/completions", request.messages
         url = server.url + path
         try:
-            response = await server.client.post(url, json=body)
+            async with server.client.post(url, json=body) as response:
+                status, text, headers = response.status, await response.text(), response.headers
         except asyncio.CancelledError:
             server.inflight -= job.n
             if job.moved:  # the probe found the server dead: move the call
@@ -262,36 +287,37 @@ class OpenAIEngine(Engine):
                 self.moved += 1
                 self._requeue(job, "server stopped answering (probe failed)", url)
             raise
-        except httpx.TimeoutException as error:
+        except TimeoutError as error:  # before ClientError: aiohttp's timeouts are both
             server.inflight -= job.n
             self._mark_down(server)
             self.moved += len(self._servers) > 1
             self._requeue(job, f"timeout ({type(error).__name__})", url)
             return
-        except httpx.TransportError as error:
+        except aiohttp.ClientError as error:
             server.inflight -= job.n
             self._mark_down(server)
             self.moved += len(self._servers) > 1
             self._requeue(job, f"connection error ({type(error).__name__}: {error})", url)
             return
         server.inflight -= job.n
+        server.last_answer = time.monotonic()
         self._wake.set()
         server.failures = 0
-        if response.status_code != 200:
-            last = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code == 429 or response.status_code >= 500:
-                retry_after = _retry_after_s(response.headers.get("retry-after"))
+        if status != 200:
+            last = f"HTTP {status}: {text[:300]}"
+            if status == 429 or status >= 500:
+                retry_after = _retry_after_s(headers.get("retry-after"))
                 delay = min(self.backoff_max_s, retry_after) if retry_after is not None else self._backoff(job.attempts)
                 self._requeue(job, last, url, delay)
-            elif response.status_code == 400 and any(s in response.text.lower() for s in TOO_LONG):
+            elif status == 400 and any(s in text.lower() for s in TOO_LONG):
                 self._finish(job.pending, error=f"{url}: {last}")
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
                 self._fail(CotforgeError(f"{url}: {last}"))
             return
         try:
-            answer = response.json()
+            answer = json.loads(text)
         except ValueError:
-            self._fail(CotforgeError(f"{url}: HTTP 200 but not JSON: {response.text[:300]!r}"))
+            self._fail(CotforgeError(f"{url}: HTTP 200 but not JSON: {text[:300]!r}"))
             return
         self._take(job, server, answer)
 
@@ -343,10 +369,12 @@ class OpenAIEngine(Engine):
             for server in self._servers:
                 if not server.tasks and server.up(now):
                     continue
+                if now - server.last_answer < self.probe_interval_s:
+                    continue  # it answered calls lately: alive, however slow a probe might be
                 try:
-                    response = await server.client.get(server.url + "/models", timeout=self.probe_timeout_s)
-                    alive = response.status_code < 500
-                except httpx.HTTPError:
+                    async with self._probe_session.get(server.url + "/models") as response:
+                        alive = response.status < 500
+                except (TimeoutError, aiohttp.ClientError):
                     alive = False
                 if alive:
                     if not server.up(time.monotonic()):

@@ -83,6 +83,9 @@ class GenerateConfig:
 
 
 def sample_seed(run_seed: int, prompt_id: str, sample_idx: int) -> int:
-    """Seed of a request whose first sample is `sample_idx`; its sample j uses this + j."""
-    digest = hashlib.blake2b(f"{run_seed}:{prompt_id}:{sample_idx}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+    """The seed sample `sample_idx` of a prompt is generated with: the prompt's seed + the index.
+
+    A request for samples i..i+n-1 carries sample_seed(.., i) and engines seed its sample j with
+    that + j, so a sample's seed does not depend on how the prompt's waves were cut."""
+    digest = hashlib.blake2b(f"{run_seed}:{prompt_id}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & 0x3FFFFFFF) + sample_idx  # stays within a signed 32-bit seed

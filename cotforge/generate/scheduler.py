@@ -13,7 +13,8 @@ a unit, and rows are committed in the order they were judged, so a prompt's comm
 always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
 shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
 (run seed, prompt, first sample index), so the waves that were planned but not committed are asked
-again with the same sizes and seeds, nothing committed is asked twice, and committed shards are
+again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
+in), nothing committed is asked twice, and committed shards are
 never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
 where the engine sets it, else the request's seed + j).
 """
@@ -180,6 +181,7 @@ class Scheduler:
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
         # Waves are committed whole and in order, so the next sample index is the count judged so far.
+        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
         return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
                        seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
 
