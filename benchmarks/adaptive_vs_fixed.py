@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from cotforge.engines.replay import ReplayEngine
+from cotforge.generate import GenerateConfig, generate
 from cotforge.io.labelled import read_labelled_solutions
 from cotforge.query import run_query
-from cotforge.generate import GenerateConfig, generate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
 

