@@ -77,7 +77,7 @@ def generate(
     fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
     = False,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process)")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
     executor: Executor = "local", address: RayAddress = None,
     replicas: Annotated[int | None, typer.Option(

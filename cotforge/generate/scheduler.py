@@ -69,7 +69,7 @@ class Scheduler:
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
-        self._build_chain = lambda: JudgedChain(specs, config.jobs, allow_unverified=allow_unverified)
+        self._build_chain = lambda: JudgedChain(specs, config.check_workers(), allow_unverified=allow_unverified)
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
