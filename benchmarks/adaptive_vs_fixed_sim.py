@@ -17,8 +17,6 @@ Tokens are the server's completion-token counts. Last line: ratio = fixed tokens
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 import tempfile
 import time
@@ -27,18 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from generate_utilization import write_prompts  # the same simulated workload (seed 1 here)
 from servers import sim_server
 
 BUDGET = 8
-
-
-def write_prompts(path: Path, count: int, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    with open(path, "w") as handle:
-        for i in range(count):
-            a, b = rng.randint(10, 999), rng.randint(10, 999)
-            handle.write(json.dumps({"id": f"q{i}", "prompt": f"Question {i}: what is {a} + {b}?",
-                                     "gold": str(a + b), "pass_rate": round(rng.uniform(0, 0.9), 3)}) + "\n")
 
 
 def main() -> None:
@@ -55,7 +45,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts.jsonl"
-        write_prompts(prompts, args.prompts)
+        write_prompts(prompts, args.prompts, seed=1)
         with sim_server(slots=64, step_ms=args.step_ms, prompts=prompts) as sim:
             for name, options in policies.items():
                 engine = get_engine("openai", base_url=sim.base_url)

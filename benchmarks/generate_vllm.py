@@ -31,9 +31,8 @@ def prompts(count: int) -> list[dict]:
 
 
 def raw_run(engine, rows: list[dict], k: int, config) -> tuple[int, float]:
-    from cotforge.generate.config import sample_seed
-
     from cotforge.engines.base import Request, SamplingParams
+    from cotforge.generate.config import sample_seed
     from cotforge.generate.templates import render_request
 
     params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
@@ -57,10 +56,9 @@ def main() -> None:
     args = parser.parse_args()
     count, k, max_tokens = (16, 2, 48) if args.quick else (args.prompts, args.k, args.max_tokens)
 
+    from cotforge.engines.vllm import VLLMEngine
     from cotforge.generate.config import GenerateConfig
     from cotforge.generate.scheduler import generate
-
-    from cotforge.engines.vllm import VLLMEngine
 
     rows = prompts(count)
     # accept > k with one wave: every prompt gets exactly k samples, as in the raw call.

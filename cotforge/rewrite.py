@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cotforge.checks.base import Verdict
 from cotforge.checks.chain import verdict_rows
-from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
+from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rows import chunks
 from cotforge.io.rundir import RunDir
@@ -88,10 +88,7 @@ class Rewriter:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            options = dict(self.config.engine_options)
-            if self.config.model:
-                options["model"] = self.config.model
-            self._engine = get_engine(self.config.engine, **options)
+            self._engine = build_engine(self.config.engine, self.config.model, self.config.engine_options)
         return self._engine
 
     def originals(self) -> list[dict]:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks import create
+from cotforge.checks.chain import Chain, CheckSpec
 
 HOSTILE = [
     ("power tower", "\\boxed{9^{9^{9^{9}}}}"),

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.chain import Chain, CheckSpec
 
 GOOD = {"id": "g1", "prompt": "2+2?", "completion": "<think>2+2=4</think> The answer is 4."}
 CUT = {"id": "c1", "prompt": "2+2?", "completion": "<think>2+2 is", "finish_reason": "length"}

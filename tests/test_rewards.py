@@ -11,8 +11,8 @@ import pytest
 from cotforge import rewards
 from cotforge.checks import load_all
 from cotforge.filtering import filter_samples
-from cotforge.io.errors import CotforgeError
 from cotforge.generate.templates import render
+from cotforge.io.errors import CotforgeError
 
 GOOD = "<think>\nTwo plus three is five; check: 5 - 3 = 2.\n</think>\n\nThe answer is $\\boxed{5}$."
 ROWS = [

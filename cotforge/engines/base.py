@@ -153,17 +153,7 @@ class _BatchStreamer:
         self.queue.put((request, params))
 
     def poll(self, timeout_s: float) -> list[Finished]:
-        out = []
-        try:
-            out.append(self.done.get(timeout=timeout_s) if timeout_s > 0 else self.done.get_nowait())
-            while True:
-                out.append(self.done.get_nowait())
-        except queue.Empty:
-            pass
-        for item in out:
-            if isinstance(item, BaseException):
-                raise item
-        return out
+        return drain(self.done, timeout_s)
 
     def _loop(self) -> None:
         limit = getattr(self.engine, "stream_batch", None) or self.engine.max_inflight
@@ -233,6 +223,28 @@ def check_options(name: str, options: dict) -> None:
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         raise CotforgeError(f"engine '{name}': unknown option(s) {', '.join(unknown)} "
                             f"(it takes: {', '.join(known)})")
+
+
+def drain(done: queue.Queue, timeout_s: float) -> list[Finished]:
+    """What an engine's thread has queued for `poll`: waits up to `timeout_s` for the first item, then
+    takes what else is there. An exception that thread queued is raised here, in the caller's thread;
+    `None` (a wake-up with nothing finished) is dropped."""
+    out = []
+    try:
+        out.append(done.get(timeout=timeout_s) if timeout_s > 0 else done.get_nowait())
+        while True:
+            out.append(done.get_nowait())
+    except queue.Empty:
+        pass
+    for item in out:
+        if isinstance(item, BaseException):
+            raise item
+    return [item for item in out if item is not None]
+
+
+def build_engine(name: str, model: str | None, options: dict) -> Engine:
+    """An engine from a stage's configuration: its engine options, plus `model` where one is named."""
+    return get_engine(name, **({**options, "model": model} if model else options))
 
 
 def get_engine(name: str, **options) -> Engine:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 
-from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams
+from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams, drain
 from cotforge.io.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
@@ -159,17 +159,7 @@ class OpenAIEngine(Engine):
         self._loop.call_soon_threadsafe(self._enqueue_request, pending)
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
-        out = []
-        try:
-            out.append(self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait())
-            while True:
-                out.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
-        for item in out:
-            if isinstance(item, BaseException):
-                raise item
-        return [item for item in out if item is not None]
+        return drain(self._done, timeout_s)
 
     def close(self) -> None:
         if self._loop.is_closed():

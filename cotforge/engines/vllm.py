@@ -37,7 +37,7 @@ import queue
 import threading
 from typing import Any
 
-from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams
+from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.convert import resolve_model_name
 from cotforge.io.errors import CotforgeError
 
@@ -110,17 +110,10 @@ class VLLMEngine(Engine):
         self._queue.put((request, self.prompt(request), self.sampling(request, params)))
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
-        out = []
         try:
-            out.append(self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait())
-            while True:
-                out.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
-        for item in out:
-            if isinstance(item, BaseException):
-                raise CotforgeError(f"vllm engine failed: {type(item).__name__}: {item}") from item
-        return out
+            return drain(self._done, timeout_s)
+        except Exception as error:  # queued by the driver thread: vLLM itself failed
+            raise CotforgeError(f"vllm engine failed: {type(error).__name__}: {error}") from error
 
     def _finish(self, finished: Finished) -> None:
         with self._lock:  # generated: no longer in flight, even before the caller polls it

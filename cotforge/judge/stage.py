@@ -26,7 +26,7 @@ from typing import Self
 
 from cotforge.checks.base import Verdict
 from cotforge.checks.chain import VERIFIED, Chain, CheckSpec, Result, VerificationGate
-from cotforge.engines.base import Engine, Request, SamplingParams, get_engine
+from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.judge.cache import JudgeCache, cache_key
 from cotforge.judge.prompts import VERDICT_PREFIX, parse_verdict, render, rubric_text, template_text
@@ -107,11 +107,8 @@ class JudgeStage:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            options = dict(self.config.engine_options)
-            if self.config.model:
-                options["model"] = self.config.model
             try:
-                self._engine = get_engine(self.config.engine, **options)
+                self._engine = build_engine(self.config.engine, self.config.model, self.config.engine_options)
             except (KeyError, TypeError) as err:
                 raise CotforgeError(f"check 'judge': {str(err).strip(chr(34) + chr(39))}") from None
         return self._engine
