@@ -39,8 +39,12 @@ def test_non_reasoning_recipe_judge_and_mix(cli, tmp_path):
         assert row["accepted"] == (row["rules_ok"] and row["judge"] == "judged yes")
     hello = next(row for row in rows if row["prompt_id"] == "hello")
     assert not hello["reasoning"]  # "hello" was not asked for a CoT
-    judged = list((tmp_path / "cache" / "judge").glob("*.jsonl"))
-    assert judged  # the verdicts went to the cache folder given
+    # Verdicts go to the cache folder given, whenever the judge was asked at all: the 135M model's
+    # 24-token answers can all fail the rules, and then rules-first means no judge call and no cache.
+    cached = [json.loads(line) for path in (tmp_path / "cache" / "judge").glob("*.jsonl")
+              for line in path.read_text().splitlines() if line.strip()]
+    asked = sum(row["rules_ok"] for row in rows)
+    assert (len(cached) > 0) == (asked > 0) and len(cached) <= asked  # identical answers share a key
     accepted = sum(row["accepted"] for row in rows)
 
     recipe = tmp_path / "mix.yaml"
