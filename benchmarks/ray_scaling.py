@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rows and prompts")
     parser.add_argument("--step-ms", type=float, default=4.0, help="decode step (simulated time unit)")
     parser.add_argument("--generate-only", action="store_true", help="skip the filter part")
+    parser.add_argument("--prompts-per-server", type=int, default=None,
+                        help="prompts per simulated server (default 1000, as generate_utilization.py's fleet; --quick 120); "
+                             "utilization grows with it, "
+                             "since a run's tail is its last prompts' chains of waves")
     args = parser.parse_args()
     import ray
 
@@ -93,7 +97,7 @@ def main() -> None:
             folder = Path(tmp)
             rates = {} if args.generate_only else filter_throughput(folder, 100 if args.quick else None,
                                                                     1 if args.quick else 2, address)
-            per_server = 120 if args.quick else 240
+            per_server = args.prompts_per_server or (120 if args.quick else 1000)
             on_ray = generate_run(folder, "executor ray", per_server, args.step_ms,
                                   ["--executor", "ray", "--address", address])
             local = generate_run(folder, "executor local", per_server, args.step_ms, [])
