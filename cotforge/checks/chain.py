@@ -236,7 +236,22 @@ def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -
     return samples
 
 
-class Chain:
+class BuiltFromPreset:
+    """`from_spec` / `for_data` for a chain class built as `cls(specs, jobs, allow_unverified=...)`
+    (`Chain`, and `judge.JudgedChain`, which wraps one)."""
+
+    @classmethod
+    def from_spec(cls, spec: str | list, jobs: int | None = None) -> Self:
+        return cls(parse_specs(spec), jobs)
+
+    @classmethod
+    def for_data(cls, spec: str | list, jobs: int | None = None) -> Self:
+        """The chain that makes training data: unverified samples rejected unless the preset says
+        `allow_unverified: true`."""
+        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
+
+
+class Chain(BuiltFromPreset):
     """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
 
     def __init__(self, specs: list[CheckSpec], jobs: int | None = None,
@@ -255,16 +270,6 @@ class Chain:
         self._workers: list[_Worker] = []
         self._ctx = None
         self.worker_deaths = self.retried = self.died_twice = 0
-
-    @classmethod
-    def from_spec(cls, spec: str | list, jobs: int | None = None) -> Chain:
-        return cls(parse_specs(spec), jobs)
-
-    @classmethod
-    def for_data(cls, spec: str | list, jobs: int | None = None) -> Chain:
-        """The chain that makes training data: unverified samples rejected unless the preset says
-        `allow_unverified: true`."""
-        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
 
     @property
     def names(self) -> list[str]:

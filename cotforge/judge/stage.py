@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import VERIFIED, Chain, CheckSpec, Result, VerificationGate
+from cotforge.checks.chain import VERIFIED, BuiltFromPreset, Chain, CheckSpec, Result, VerificationGate
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.judge.cache import JudgeCache, cache_key
@@ -208,7 +208,7 @@ def split_specs(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[JudgeConf
     return rules, judges
 
 
-class JudgedChain:
+class JudgedChain(BuiltFromPreset):
     """The rule chain, then the judges on what is still open; a drop-in for `Chain` (run, names, config)."""
 
     def __init__(self, specs: list[CheckSpec], jobs: int | None = None, engines: dict | None = None,
@@ -222,20 +222,6 @@ class JudgedChain:
                      **{len(self.chain.names) + k: s.config.name for k, s in enumerate(self.judges)}}
         self.gate = VerificationGate(verifying, allow_unverified) \
             if allow_unverified is not None and verifying else None
-
-    @classmethod
-    def from_spec(cls, spec: str | list, jobs: int | None = None) -> JudgedChain:
-        from cotforge.checks.chain import parse_specs
-
-        return cls(parse_specs(spec), jobs)
-
-    @classmethod
-    def for_data(cls, spec: str | list, jobs: int | None = None) -> JudgedChain:
-        """The chain that makes training data: unverified samples rejected unless the preset says
-        `allow_unverified: true`."""
-        from cotforge.checks.chain import parse_specs, preset_options
-
-        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
 
     @property
     def names(self) -> list[str]:
