@@ -233,10 +233,13 @@ def test_cli_filter_survives_a_killed_worker_and_counts_it_apart(tmp_path):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "rows read 6000: accepted 6000, rejected 0" in out, out
-    assert re.search(r"infrastructure: 1 check worker deaths this session, 1 items retried on a fresh worker; "
-                     r"0 rows rejected", out), out
+    # The kill lands mid-item (that item is retried) or between items (nothing held, nothing to retry):
+    # CI saw both. Either way the death is counted apart and no row gets a verdict from it.
+    found = re.search(r"infrastructure: 1 check worker deaths this session, ([01]) items retried on a fresh "
+                      r"worker; 0 rows rejected", out)
+    assert found, out
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["infrastructure"] == {"worker_deaths": 1, "retried": 1, "died_twice": 0}
+    assert manifest["infrastructure"] == {"worker_deaths": 1, "retried": int(found.group(1)), "died_twice": 0}
 
 
 def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
