@@ -77,10 +77,14 @@ class Scheduler:
         self._load_state()
         self.tokens = 0
         self.generated = 0
+        self.accepted = sum(p.accepted for p in self.state.values())  # kept current: the progress line shows it
         self.outstanding = 0  # requests submitted and not yet back
         self._buffer: list[dict] = []  # judged rows waiting for their shard
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
+        # Next shard index per table, counted here: listing the folder at every commit costs O(shards)
+        # each time, and a 1M-prompt run commits ~16K shards.
+        self._next_shard = {table: self.run.next_shard_index(table) for table in ("samples", "quarantine")}
 
     @property
     def engine(self) -> Engine:
@@ -162,7 +166,7 @@ class Scheduler:
                         prompt_id = rows[0]["prompt_id"]
                         self._take(rows)
                         if self.done(self.state[prompt_id]):
-                            progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                            progress.advance(1, samples=self.generated, accepted=self.accepted,
                                              tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                         else:
                             follow_ups.append(prompt_id)
@@ -217,7 +221,9 @@ class Scheduler:
         """One judged wave: into the prompt's state (plans its next wave) and the commit buffer."""
         prompt = self.state[rows[0]["prompt_id"]]
         prompt.spent += len(rows)
-        prompt.accepted += sum(row["accepted"] for row in rows)
+        accepted = sum(row["accepted"] for row in rows)
+        prompt.accepted += accepted
+        self.accepted += accepted
         prompt.waves += 1
         self.tokens += sum(row["completion_tokens"] or 0 for row in rows)
         self.generated += len(rows)
@@ -245,16 +251,17 @@ class Scheduler:
         """Judged rows (and refused prompts) as one atomic shard each; quarantine first, so a prompt
         whose refusal landed is never asked again."""
         if self._quarantine:
-            self.run.write_shard("quarantine", self.run.next_shard_index("quarantine"),
+            self.run.write_shard("quarantine", self._take_shard_index("quarantine"),
                                  to_table(self._quarantine, QUARANTINE_SCHEMA))
             self._quarantine = []
         if self._buffer:
-            self.run.write_shard("samples", self.run.next_shard_index("samples"),
-                                 to_table(self._buffer, SAMPLE_SCHEMA))
+            self.run.write_shard("samples", self._take_shard_index("samples"), to_table(self._buffer, SAMPLE_SCHEMA))
             self._buffer = []
 
-    def _accepted(self) -> int:
-        return sum(p.accepted for p in self.state.values())
+    def _take_shard_index(self, table: str) -> int:
+        index = self._next_shard[table]
+        self._next_shard[table] += 1
+        return index
 
     def finish(self, seconds: float) -> dict:
         from cotforge.stats import run_counts  # DuckDB: imported when needed, not before the first request

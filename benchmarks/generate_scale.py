@@ -1,0 +1,174 @@
+"""What the `cotforge generate` driver itself costs at 100K and 1M prompts.
+
+The engine answers every request at once (`InstantEngine`, in this process), so the figures are the
+driver's own: reading and writing the prompts, planning waves, building sample rows, the `format`
+check (inline, `jobs=0`: no worker processes, so every cycle spent is this process's), committing
+shards at the default `shard_size`. k=4, one wave per prompt (4 samples each: 400K and 4M samples).
+
+Each size runs in fresh subprocesses (peak RSS is per process):
+1. the full run: peak RSS, time from the `generate()` call to the first request, samples/s, and the
+   driver's CPU seconds per sample (user + system of the process; it has no children);
+2. the same command on the complete run (a resume with every sample committed): wall time to done;
+3. a resume after a kill that lost the last `LOST` samples (their shards removed, the manifest back to
+   `running`): time to the first request, and to done.
+
+Targets (issue 20): peak RSS at 1M < 3x that at 100K; a resume of the 1M run sends its first request
+within 30 s; the driver keeps up with 5,000 finished samples/s (CPU per sample < 200 us).
+
+    python benchmarks/generate_scale.py                 # 100K and 1M prompts
+    python benchmarks/generate_scale.py --quick         # 10K and 100K
+    python benchmarks/generate_scale.py --sizes 20000   # any sizes; the ratio is last / first
+
+The LAST line: `peak RSS ... ratio X` = peak RSS of the largest run / the smallest (target < 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams  # noqa: E402
+
+K = 4
+LOST = 2000  # samples the killed run of step 3 had not committed
+INFLIGHT = 4096  # sequences in flight: a fleet of a few dozen busy servers
+
+
+class InstantEngine(Engine):
+    """Answers each request the moment it is submitted, with a short R1-shaped completion."""
+
+    name = "instant"
+    model = "instant"
+    max_inflight = INFLIGHT
+
+    def __init__(self) -> None:
+        self.first_request_at: float | None = None
+        self.requests = 0
+        self._done: list[Finished] = []
+        self._inflight = 0
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def submit(self, request: Request, params: SamplingParams) -> None:
+        if self.first_request_at is None:
+            self.first_request_at = time.perf_counter()
+        self.requests += 1
+        self._inflight += request.n
+        text = f"<think>Add the numbers for {request.key}.</think> The answer is \\boxed{{{len(request.key)}}}."
+        self._done.append(Finished(request, [Completion(text, "stop", 40, 20) for _ in range(request.n)]))
+
+    def poll(self, timeout_s: float = 0.0) -> list[Finished]:
+        done, self._done = self._done, []
+        self._inflight -= sum(f.request.n for f in done)
+        return done
+
+
+def write_prompts(path: Path, count: int) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(count):
+            a, b = i % 997, (i * 7) % 991
+            handle.write(json.dumps({"id": f"p{i:07d}", "prompt": f"Question {i}: what is {a} + {b}?",
+                                     "gold": str(a + b), "domain": "math"}) + "\n")
+
+
+def child(prompts: str, out: str) -> None:
+    from cotforge.generate import GenerateConfig, generate
+
+    config = GenerateConfig(engine="instant", k=K, accept=1, max_rounds=1, max_tokens=64, checks="format",
+                            jobs=0)
+    engine = InstantEngine()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    summary = generate(prompts, out, config, engine=engine)
+    seconds = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    print(json.dumps({
+        "seconds": seconds, "cpu_s": cpu, "requests": engine.requests, "samples_total": summary["samples"],
+        "first_request_s": (engine.first_request_at - start) if engine.first_request_at else None,
+        "peak_rss_mb": cpu1.ru_maxrss / 1024}))
+
+
+def run_child(prompts: Path, out: Path) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", str(prompts), str(out)], check=False,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"generate on {prompts} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def lose_tail(run: Path, samples: int) -> int:
+    """Remove the newest samples shards holding at least `samples` rows, as a kill before they landed
+    would have; the manifest goes back to `running`. Returns the rows removed."""
+    import pyarrow.parquet as pq
+
+    from cotforge.io.rundir import RunDir
+
+    removed = 0
+    for shard in sorted((run / "samples").glob("part-*.parquet"), reverse=True):
+        if removed >= samples:
+            break
+        removed += pq.ParquetFile(shard).metadata.num_rows
+        shard.unlink()
+    RunDir(run).update_manifest(status="running")
+    return removed
+
+
+def measure(workdir: Path, count: int) -> dict:
+    prompts = workdir / f"prompts-{count}.jsonl"
+    write_prompts(prompts, count)
+    out = workdir / f"run-{count}"
+    full = run_child(prompts, out)
+    shards = len(list((out / "samples").glob("part-*.parquet")))
+    complete = run_child(prompts, out)
+    lost = lose_tail(out, LOST)
+    resumed = run_child(prompts, out)
+    return {"prompts": count, "full": full, "shards": shards, "complete": complete, "lost": lost,
+            "resumed": resumed}
+
+
+def report(r: dict) -> None:
+    full, complete, resumed = r["full"], r["complete"], r["resumed"]
+    print(f"{r['prompts']:>9,} prompts, {full['samples_total']:,} samples in {r['shards']:,} shards: "
+          f"{full['samples_total'] / full['seconds']:,.0f} samples/s ({full['seconds']:.1f} s), "
+          f"CPU {1e6 * full['cpu_s'] / full['samples_total']:.0f} us/sample, "
+          f"first request {full['first_request_s']:.2f} s, peak RSS {full['peak_rss_mb']:.0f} MB", flush=True)
+    print(f"{'':>9}  resume, all committed: done in {complete['seconds']:.1f} s (peak RSS "
+          f"{complete['peak_rss_mb']:.0f} MB); resume after losing {r['lost']:,} samples: first request "
+          f"{resumed['first_request_s']:.2f} s, done in {resumed['seconds']:.1f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10K and 100K prompts instead of 100K and 1M")
+    parser.add_argument("--sizes", type=int, nargs="+", help="prompt counts (smallest first)")
+    parser.add_argument("--child", nargs=2, metavar=("PROMPTS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sizes = args.sizes or ((10_000, 100_000) if args.quick else (100_000, 1_000_000))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cotforge-generate-scale-") as tmp:
+        for count in sizes:
+            results.append(measure(Path(tmp), count))
+            report(results[-1])
+    small, large = results[0], results[-1]
+    ratio = large["full"]["peak_rss_mb"] / small["full"]["peak_rss_mb"]
+    print(f"peak RSS {large['prompts']:,} prompts {large['full']['peak_rss_mb']:.0f} MB / {small['prompts']:,} "
+          f"prompts {small['full']['peak_rss_mb']:.0f} MB: ratio {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
