@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from cotforge.checks.base import status_of
 from cotforge.io.readers import is_run_folder
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
@@ -94,7 +95,8 @@ def _output_row(row: dict, source: Source, passed: bool, reason: str | None, sco
     row = {k: v for k, v in row.items() if not k.startswith("_")}
     row.update(source=source.name, metadata=json.dumps(metadata, ensure_ascii=False), accepted=passed,
                verdicts=[*(row.get("verdicts") or []),
-                         {"check": "mix", "passed": passed, "score": score, "reason": reason}])
+                         {"check": "mix", "passed": passed, "score": score, "reason": reason,
+                          "status": status_of(passed, score), "code": None}])
     return row
 
 
