@@ -140,7 +140,8 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
-               = 2000, executor: Executor = "local", address: RayAddress = None) -> None:
+               = 2000, executor: Executor = "local", address: RayAddress = None,
+               allow_partial: AllowPartial = False) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
@@ -148,7 +149,7 @@ def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files 
 
     counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
-                            argv=sys.argv[1:], executor=executor, address=address)
+                            argv=sys.argv[1:], executor=executor, address=address, allow_partial=allow_partial)
     print(format_summary(counts))
 
 
@@ -161,14 +162,15 @@ def rewrite(run: Annotated[Path, typer.Argument(help="a run whose accepted sampl
             = "rewrite",
             max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1024,
             temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
-            overwrite: Overwrite = False) -> None:
+            overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Rewrite accepted R1-Zero-style outputs into |special_token|reasoning|special_token|summary, re-checked."""
     from cotforge.rewrite import RewriteConfig
     from cotforge.rewrite import rewrite as run_rewrite
     from cotforge.stats import format_summary
 
     config = RewriteConfig(engine=engine, model=model, checks=checks, max_tokens=max_tokens, temperature=temperature)
-    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:])))
+    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:],
+                                     allow_partial=allow_partial)))
 
 
 @app.command()
