@@ -78,6 +78,32 @@ def vllm_server_url(vllm_python, vllm_think_model):
         yield base_url
 
 
+@pytest.fixture(scope="session")
+def vllm_ray_cluster(vllm_python):
+    """A two-node Ray cluster started from the vLLM venv (tests/ray_cluster_process.py), so that its
+    actors can run vLLM: a cluster started from the test venv has workers without vLLM. Yields
+    (address, pid of the process holding it); stopped by closing that process's stdin."""
+    import json
+
+    from ray_helpers import ray_env
+
+    process = subprocess.Popen([str(vllm_python), str(REPO / "tests" / "ray_cluster_process.py"), "1"], cwd=REPO,
+                               env={**ray_env(), "HF_HUB_OFFLINE": "1"}, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)  # its stderr: Ray's logs, shown on failure
+    try:
+        line = process.stdout.readline()  # one line once both nodes are up, or EOF when it failed
+        if not line:
+            raise RuntimeError(f"the vLLM venv's Ray cluster did not start (exit {process.wait(timeout=60)})")
+        yield json.loads(line)["address"], process.pid
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 REAL_TRACES = Path(__file__).parent / "data" / "real_traces"
 
 

@@ -91,8 +91,9 @@ def two_node_cluster(cpus_per_node: int = 1):
             os.environ["PYTHONPATH"] = saved
 
 
-def actor_pids(title: str = "ray::ChunkJudge") -> list[int]:
-    """Pids of live Ray actor processes whose process title starts with `title`."""
+def actor_pids(title: str = "ray::ChunkJudge", under: int | None = None) -> list[int]:
+    """Pids of live Ray actor processes whose process title starts with `title`; with `under`, only
+    descendants of that pid (one cluster's actors, not those of another test run on the machine)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -101,9 +102,21 @@ def actor_pids(title: str = "ray::ChunkJudge") -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if cmdline.startswith(title.encode()):
+        if cmdline.startswith(title.encode()) and (under is None or _descends(int(entry.name), under)):
             pids.append(int(entry.name))
     return pids
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent pid
+        if pid == ancestor:
+            return True
+    return False
 
 
 def kill_one_actor_after_first_shard(run: Path, deadline_s: float = 120) -> int | None:

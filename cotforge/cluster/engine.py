@@ -99,10 +99,15 @@ class RayEngine(Engine):
 
     def __init__(self, ray, engine_name: str, replica_options: list[dict], resources: dict | None = None):
         self.ray = ray
+        resources = dict(resources or {"num_cpus": 1})
+        group = resources.pop("placement_group", None)
         # Threaded actor: a drain call waits while submit calls come in.
-        actor = ray.remote(EngineReplica).options(max_restarts=-1, max_task_retries=0, max_concurrency=4,
-                                                  **(resources or {"num_cpus": 1}))
-        self.actors = [actor.remote(engine_name, options) for options in replica_options]
+        actor = ray.remote(EngineReplica)
+        settings = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 4, **resources}
+        self.groups = [self._placement_group(group) for _ in replica_options] if group else []
+        self.actors = [actor.options(**settings, **({"scheduling_strategy": self._in_group(self.groups[i])}
+                                                    if group else {})).remote(engine_name, options)
+                       for i, options in enumerate(replica_options)]
         # Replicas start (a vLLM replica loads its model) while the scheduler opens the run and starts
         # its checks; the first use of name, model or capacity waits for them.
         self._info_refs = [a.info.remote() for a in self.actors]
@@ -117,6 +122,20 @@ class RayEngine(Engine):
         self._tokens = itertools.count()
         self.resent = 0  # requests sent again after their replica died
         self.restarts = 0
+
+    def _placement_group(self, spec: dict):
+        from ray.util.placement_group import placement_group
+
+        return placement_group(spec["bundles"], strategy=spec.get("strategy", "PACK"))
+
+    @staticmethod
+    def _in_group(group):
+        """The actor in the group's first bundle; vLLM's Ray workers, started from inside it, land in
+        the group's bundles too (captured child tasks), which is where vLLM looks for its GPUs."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=0,
+                                                placement_group_capture_child_tasks=True)
 
     def _ready(self) -> list:
         if self._infos is None:
@@ -228,7 +247,12 @@ class RayEngine(Engine):
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
-        self.actors, self.sent, self.drains, self.probes = [], {}, {}, {}
+        if self.groups:
+            from ray.util.placement_group import remove_placement_group
+
+            for group in self.groups:
+                remove_placement_group(group)
+        self.actors, self.groups, self.sent, self.drains, self.probes = [], [], {}, {}, {}
 
 
 def _cause(err: Exception) -> str:

