@@ -23,7 +23,7 @@ from cotforge.io.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
-from cotforge.io.rundir import RunDir
+from cotforge.io.rundir import RunDir, source_marks
 from cotforge.judge import JudgedChain, judge_funnel
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
@@ -82,8 +82,11 @@ class LocalExecutor:
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,
                    bad_rows: str = "fail", fields: dict | None = None, overwrite: bool = False,
                    chunk_rows: int = CHUNK_ROWS, argv: list[str] | None = None, executor: str = "local",
-                   address: str | None = None) -> dict:
+                   address: str | None = None, allow_partial: bool = False) -> dict:
     """Judge every sample in `inputs`; returns the run's counts and funnel.
+
+    An input that is an unfinished run (killed, or still being written) is refused unless
+    `allow_partial`; the output then carries the partial mark (manifest `partial`, the data card).
 
     `executor="ray"` runs the chain on a Ray cluster (`address`, default $RAY_ADDRESS or a local Ray);
     there `jobs` is the number of Ray workers (one CPU each; default every CPU of the cluster).
@@ -94,6 +97,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         raise CotforgeError(f"--chunk-rows {chunk_rows}: must be at least 1")
     if executor not in EXECUTORS:
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    marks = source_marks(inputs, "filter", allow_partial)  # before any output folder is made
     specs = parse_specs(checks)
     # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
     # Unverified samples are rejected unless the preset says `allow_unverified: true`.
@@ -136,5 +140,6 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
             if chain.judges else {}
         run.update_manifest(status="complete", counts={k: counts[k] for k in
                                                        ("rows_read", "accepted", "rejected", "quarantined")},
-                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged)
+                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged,
+                            **({"partial": marks} if marks else {}))
     return {**counts, **judged}

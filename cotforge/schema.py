@@ -15,7 +15,10 @@ VERDICT = pa.struct(
         ("check", pa.string()),  # registered check name, e.g. "answer"
         ("passed", pa.bool_()),  # False rejects the sample
         ("score", pa.float64()),  # in [0, 1]; null where the check does not apply
-        ("reason", pa.string()),  # what was measured against what, e.g. "answer 17 != gold 18"
+        ("reason", pa.string()),  # what was measured against what, e.g. "answer 17 != gold 18" (for people)
+        ("status", pa.string()),  # passed | failed | n/a (checks.base.status_of)
+        ("code", pa.string()),  # machine-readable kind, e.g. undecided, missing:gold, timeout, worker_died,
+        # unparsed (checks.base); null for a plain judgement. Stages read this, never `reason`.
     ]
 )
 

@@ -113,17 +113,28 @@ def test_a_column_named_gold_is_never_ambiguous():
 
 
 def test_old_run_folders_read_the_same(cli, tmp_path):
-    """Verdicts are stored as before (passed, score, reason); `status` is derived in the view, so a run
-    folder written before the three states existed reads with the same statuses."""
+    """Verdicts now store their status and code; a run folder written before they existed (verdicts
+    of check, passed, score, reason only) reads with the same statuses, and null codes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
     run = tmp_path / "run"
     cli("filter", samples, "--out", run, "--checks", "format,answer", "--jobs", "1", check=True)
-    import pyarrow.parquet as pq
-
+    query = 'SELECT "check", status, code FROM verdicts ORDER BY "check"'
+    now = json.loads(cli("query", run, query, "--format", "json", check=True).stdout)
+    assert now == [{"check": "answer", "status": "n/a", "code": "missing:gold"},
+                   {"check": "format", "status": "passed", "code": None},
+                   {"check": "verified", "status": "failed", "code": "missing:gold"}]
     shard = next((run / "samples").glob("part-*.parquet"))
-    fields = pq.read_schema(shard).field("verdicts").type.value_type
-    assert [f.name for f in fields] == ["check", "passed", "score", "reason"]
-    rows = cli("query", run, 'SELECT "check", status FROM verdicts ORDER BY "check"', "--format", "json",
-               check=True).stdout
-    assert json.loads(rows) == [{"check": "answer", "status": "n/a"}, {"check": "format", "status": "passed"},
-                                {"check": "verified", "status": "failed"}]
+    table = pq.read_table(shard)
+    assert [f.name for f in table.schema.field("verdicts").type.value_type] == \
+        ["check", "passed", "score", "reason", "status", "code"]
+    old_type = pa.list_(pa.struct([(name, table.schema.field("verdicts").type.value_type.field(name).type)
+                                   for name in ("check", "passed", "score", "reason")]))
+    old = [[{k: v[k] for k in ("check", "passed", "score", "reason")} for v in row]
+           for row in table.column("verdicts").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("verdicts"), "verdicts", pa.array(old, old_type))
+    pq.write_table(table, shard)
+    before = json.loads(cli("query", run, query, "--format", "json", check=True).stdout)
+    assert before == [{**row, "code": None} for row in now]

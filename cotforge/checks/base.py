@@ -19,6 +19,31 @@ REGISTRY: dict[str, type[Check]] = {}
 
 
 PASSED, FAILED, NOT_APPLICABLE = "passed", "failed", "n/a"
+VERIFIED = "verified"  # the data chain's own last stage when it has verifying checks (chain.VerificationGate)
+
+# Verdict codes: what later stages read (the judge gate, the funnel, the unverified summary, queries)
+# instead of matching the reason's wording, which is for people and may change. A verdict without a
+# code is a plain judgement of the text (its status says which way).
+UNDECIDED = "undecided"  # the rule could not decide (no final answer, gold or answer not verifiable)
+TIMEOUT = "timeout"  # the check overran its time limit; the worker was killed
+WORKER_DIED = "worker_died"  # the item killed its worker twice (segfault, memory): no judgement of the text
+ERROR = "error"  # the check raised on this sample
+MEMORY = "memory"  # the check ran out of memory on this sample
+UNPARSED = "unparsed"  # the judge's answer was neither Yes nor No
+MISSING = "missing:"  # prefix: n/a (or unverified) because these input fields were absent: `missing:gold`
+OUT_OF_DOMAIN = "out_of_domain"  # n/a: not this check's kind of sample (tests on prose, prose rules on code)
+NO_TEXT = "no_text"  # n/a: nothing to judge (empty text, no words)
+NO_REFERENCE = "no_reference"  # judge n/a: no gold and no rubric
+DECIDED_BY_RULE = "decided_by_rule"  # judge n/a: the rule it defers to (`decided_by`) settled the row
+REJECTED_BY_RULES = "rejected_by_rules"  # judge n/a: an earlier rule already rejected the row
+LEFT_TO_JUDGE = "left_to_judge"  # rule n/a: it could not decide and the judge's verdict counts instead
+JUDGED = "judged"  # `verified` passed: a verifying check judged the sample
+
+
+def missing_code(fields: str | list[str]) -> str:
+    """`missing:gold`, `missing:gold,tests` (fields sorted)."""
+    names = [fields] if isinstance(fields, str) else sorted(fields)
+    return MISSING + ",".join(names)
 
 
 class Verdict(NamedTuple):
@@ -27,12 +52,16 @@ class Verdict(NamedTuple):
     passed (`passed`, a score), failed (not `passed`) or not applicable (`passed` with no score: the
     check had nothing to judge, e.g. no gold answer). Not applicable never rejects a sample by itself;
     the chain decides whether a sample that no verifying check could judge is accepted.
+
+    `code` is the machine-readable kind (the constants above; None for a plain judgement of the
+    text); `reason` is the same for people.
     """
 
     passed: bool
     score: float | None  # None: the check does not apply to this sample
     reason: str
     missing: str | None = None  # n/a because this input field was absent or unreadable (`gold`, `tests`)
+    code: str | None = None  # machine-readable kind; stages read this, never `reason`
 
     @property
     def status(self) -> str:
@@ -43,15 +72,21 @@ class Verdict(NamedTuple):
         return cls(True, score, reason)
 
     @classmethod
-    def fail(cls, reason: str, score: float = 0.0) -> Verdict:
-        return cls(False, score, reason)
+    def fail(cls, reason: str, score: float | None = 0.0, code: str | None = None) -> Verdict:
+        return cls(False, score, reason, None, code)
 
     @classmethod
-    def skip(cls, reason: str, missing: str | None = None) -> Verdict:
+    def skip(cls, reason: str, missing: str | None = None, code: str | None = None) -> Verdict:
         """The check does not apply (e.g. no gold answer): not a rejection, no score.
 
-        `missing` names the input field whose absence made it so, for the run's summary."""
-        return cls(True, None, f"n/a: {reason}", missing)
+        `missing` names the input field whose absence made it so, for the run's summary (and makes
+        the code `missing:<field>` unless another is given)."""
+        return cls(True, None, f"n/a: {reason}", missing, code or (missing_code(missing) if missing else None))
+
+    def record(self, check: str) -> dict:
+        """The verdict as stored in a sample's `verdicts` column (schema.VERDICT)."""
+        return {"check": check, "passed": self.passed, "score": self.score, "reason": self.reason,
+                "status": self.status, "code": self.code}
 
 
 def status_of(passed: bool, score: float | None) -> str:

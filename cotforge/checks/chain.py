@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import NOT_APPLICABLE, Check, Verdict, create
+from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, TIMEOUT, VERIFIED, WORKER_DIED, Check,
+                                  Verdict, create, missing_code)
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
@@ -135,9 +136,9 @@ def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, stat
         try:
             verdict = check.check(sample)
         except MemoryError:
-            verdict = Verdict.fail("memory limit exceeded")
+            verdict = Verdict.fail("memory limit exceeded", code=MEMORY)
         except Exception as err:  # noqa: BLE001 - a broken check must not lose the row
-            verdict = Verdict.fail(f"error: {type(err).__name__}: {str(err)[:200]}")
+            verdict = Verdict.fail(f"error: {type(err).__name__}: {str(err)[:200]}", code=ERROR)
         if status is not None:
             status[2] = 0.0
         verdicts.append(Verdict(*verdict))
@@ -191,9 +192,6 @@ class Result:
         return all(v.passed for v in self.verdicts)
 
 
-VERIFIED = "verified"  # the data chain's own last stage when it has verifying checks
-
-
 class VerificationGate:
     """Did any verifying check (answer, code, a judge ...) judge the sample? A sample none could judge
     (no gold, no tests, unreadable tests) is unverified: rejected, or n/a where the preset allows it.
@@ -209,13 +207,13 @@ class VerificationGate:
     def verdict(self, verdicts: list[Verdict]) -> Verdict:
         judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
         if judged:
-            return Verdict.ok(f"judged by {', '.join(judged)}")
+            return Verdict(True, 1.0, f"judged by {', '.join(judged)}", code=JUDGED)
         missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
-        what = " or ".join(missing)
+        what, code = " or ".join(missing), missing_code(missing)
         if self.allow_unverified:
-            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what)
+            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what, code=code)
         return Verdict(False, None, f"unverified: no {what} to check against (allow_unverified: true in the "
-                                    f"preset accepts such samples)", what)
+                                    f"preset accepts such samples)", what, code)
 
     def apply(self, results: list[Result]) -> list[Result]:
         for result in results:
@@ -226,8 +224,7 @@ class VerificationGate:
 def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
     """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
     for sample, result in zip(samples, results):
-        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
-                              for name, v in zip(names, result.verdicts)]
+        sample["verdicts"] = [v.record(name) for name, v in zip(names, result.verdicts)]
         if result.answer is not None:
             sample["answer"] = result.answer
         if result.language and not sample.get("language"):
@@ -367,7 +364,7 @@ class Chain(BuiltFromPreset):
         for pending, (sample, skip) in worker.inflight.items():
             if pending == item and overran:
                 skip = dict(skip or {})
-                skip[check_index] = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s")
+                skip[check_index] = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s", code=TIMEOUT)
             elif pending == item:
                 # A worker can die for reasons outside the item (OOM killer, a kill): the item gets a
                 # fresh worker, and only an item that kills its worker again is judged by that.
@@ -377,13 +374,14 @@ class Chain(BuiltFromPreset):
                 else:
                     self.died_twice += 1
                     verdict = Verdict.fail(f"worker died (exit code {exitcode}) in this check, again on a "
-                                           f"fresh worker")
+                                           f"fresh worker", code=WORKER_DIED)
                     if started > 0:
                         skip = dict(skip or {})
                         skip[check_index] = verdict
                     else:
                         results[item] = Result([Verdict.fail(f"worker died (exit code {exitcode}) outside any "
-                                                             f"check, again on a fresh worker")] * len(self.checks),
+                                                             f"check, again on a fresh worker", code=WORKER_DIED)]
+                                               * len(self.checks),
                                                None)
                         continue
             queue.appendleft((pending, sample, skip))

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import NO_TEXT, Check, Verdict, register
 from cotforge.checks.text import reasoning_and_summary
 
 # Things that are not language, removed before judging (order matters: blocks before inline bits).
@@ -307,11 +307,11 @@ class LanguageCheck(Check):
         if target and not sample.get("language"):
             sample["language"] = target  # recorded on the sample (the chain returns it), so exports and cards have it
         if target is None:
-            return Verdict.skip("no words to judge")
+            return Verdict.skip("no words to judge", code=NO_TEXT)
         cited = frozenset(_NON_LATIN_RUN.findall(prompt)) if not prompt.isascii() else frozenset()
         result = tally(text, target, self.min_words, cited)
         if result.total_words < 1:
-            return Verdict.skip("no words to judge")
+            return Verdict.skip("no words to judge", code=NO_TEXT)
         share = result.share
         detail = f"{result.target_words:g}/{result.total_words:g} words in {target} ({source})"
         if result.foreign:

@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Self
 
-from cotforge.checks.base import Verdict
+from cotforge.checks.base import (DECIDED_BY_RULE, LEFT_TO_JUDGE, NO_REFERENCE, REJECTED_BY_RULES, UNDECIDED,
+                                  UNPARSED, Verdict)
 from cotforge.checks.chain import VERIFIED, BuiltFromPreset, Chain, CheckSpec, Result, VerificationGate
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
@@ -33,8 +34,7 @@ from cotforge.judge.prompts import VERDICT_PREFIX, parse_verdict, render, rubric
 
 JUDGE = "judge"
 SCOPES = ("summary", "whole")
-# `answer` verdicts that mean "the rule could not decide": these go to the judge.
-UNDECIDED = ("no final answer found", "gold not verifiable", "answer not verifiable")
+# The judge's n/a verdicts where a rule spared the call (their codes are what the funnel counts).
 SAVED_BY_ANSWER = "n/a: decided by the answer check"
 SAVED_BY_RULES = "n/a: rejected by rules"
 
@@ -129,7 +129,7 @@ class JudgeStage:
             template = self.config.template_for(reference is not None)
             prediction = self.prediction(sample)
             if not template:
-                verdicts[index] = Verdict.skip("no reference and no rubric")
+                verdicts[index] = Verdict.skip("no reference and no rubric", code=NO_REFERENCE)
             elif not prediction:
                 verdicts[index] = Verdict.fail(f"nothing to judge: empty {self.config.scope}")
             if verdicts[index] is not None:
@@ -144,7 +144,7 @@ class JudgeStage:
             for index in indices:
                 if parsed.verdict is None:
                     self.stats["unparsed"] += 1
-                    verdicts[index] = Verdict(False, None, parsed.reason)
+                    verdicts[index] = Verdict.fail(parsed.reason, None, code=UNPARSED)
                 else:
                     verdicts[index] = Verdict(parsed.verdict, float(parsed.verdict), parsed.reason)
         return verdicts  # type: ignore[return-value]
@@ -195,7 +195,7 @@ def rule_decides(verdict: Verdict, sample: dict) -> bool:
     (`answer_type: text`, where a different wording is not a wrong answer)."""
     if verdict.passed:
         return True
-    return not verdict.reason.startswith(UNDECIDED) and (sample.get("answer_type") or "").lower() != "text"
+    return verdict.code != UNDECIDED and (sample.get("answer_type") or "").lower() != "text"
 
 
 def split_specs(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[JudgeConfig]]:
@@ -276,10 +276,10 @@ class JudgedChain(BuiltFromPreset):
                 decided, left_open[index] = False, decider
             others_failed = any(not v.passed for k, v in enumerate(verdicts) if k != decider)
             if decided:
-                result.verdicts.append(Verdict.skip(SAVED_BY_ANSWER.removeprefix("n/a: ")))
+                result.verdicts.append(Verdict.skip(SAVED_BY_ANSWER.removeprefix("n/a: "), code=DECIDED_BY_RULE))
                 stage.stats["saved_by_answer"] += 1
             elif others_failed:
-                result.verdicts.append(Verdict.skip(SAVED_BY_RULES.removeprefix("n/a: ")))
+                result.verdicts.append(Verdict.skip(SAVED_BY_RULES.removeprefix("n/a: "), code=REJECTED_BY_RULES))
                 stage.stats["saved_by_rules"] += 1
             else:
                 asked.append(index)
@@ -287,5 +287,5 @@ class JudgedChain(BuiltFromPreset):
             if index in left_open and verdict.score is not None:
                 rule = left_open[index]
                 old = results[index].verdicts[rule]
-                results[index].verdicts[rule] = Verdict.skip(f"left to the judge: {old.reason}")
+                results[index].verdicts[rule] = Verdict.skip(f"left to the judge: {old.reason}", code=LEFT_TO_JUDGE)
             results[index].verdicts.append(verdict)

@@ -20,7 +20,7 @@ from cotforge.checks.answer.common import summary_of
 from cotforge.checks.answer.equivalence import Options, compare
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS
 from cotforge.checks.answer.numeric import NumericCheck
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import OUT_OF_DOMAIN, UNDECIDED, Check, Verdict, register
 
 # The prompt asks for a rounded or decimal answer: only then may 0.333 stand for 1/3.
 _ROUNDING = re.compile(
@@ -56,7 +56,7 @@ class AnswerCheck(Check):
     def check(self, sample: dict) -> Verdict:
         answer_type = (sample.get("answer_type") or ("code" if sample.get("domain") == "code" else "math")).lower()
         if answer_type == "code":
-            return Verdict.skip("code answers are judged by their tests")
+            return Verdict.skip("code answers are judged by their tests", code=OUT_OF_DOMAIN)
         gold = sample.get("gold")
         if gold is None or not str(gold).strip():
             return Verdict.skip("no gold", missing="gold")
@@ -71,5 +71,12 @@ class AnswerCheck(Check):
         outcome = compare(str(gold), summary_of(sample), options, text_only=answer_type == "text")
         sample["answer"] = outcome.answer
         if outcome.equal is None:
-            return Verdict.fail(f"no final answer found (gold {outcome.gold})")
-        return Verdict.ok(outcome.reason) if outcome.equal else Verdict.fail(outcome.reason)
+            return Verdict.fail(f"no final answer found (gold {outcome.gold})", code=UNDECIDED)
+        if outcome.equal:
+            return Verdict.ok(outcome.reason)
+        return Verdict.fail(outcome.reason, code=UNDECIDED if undecided(outcome) else None)
+
+
+def undecided(outcome) -> bool:
+    """The rule could not read the answer or the gold: another grader (the judge) may decide."""
+    return outcome.equal is None or outcome.reason.startswith(("answer not verifiable", "gold not verifiable"))

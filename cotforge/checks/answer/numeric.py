@@ -15,7 +15,7 @@ from cotforge.checks.answer.equivalence import short
 from cotforge.checks.answer.extract import final_answer, gold_answer
 from cotforge.checks.answer.guards import text_guard
 from cotforge.checks.answer.normalize import parse_number
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import UNDECIDED, Check, Verdict, register
 
 
 def to_number(text: str | None) -> Fraction | float | None:
@@ -57,7 +57,7 @@ class NumericCheck(Check):
         answer = final_answer(summary_of(sample)).text
         sample["answer"] = answer
         if answer is None:
-            return Verdict.fail("no final answer found")
+            return Verdict.fail("no final answer found", code=UNDECIDED)
         value = to_number(answer)
         if value is None:
             return Verdict.fail(f"answer {short(answer)} is not a number")
