@@ -271,7 +271,7 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
 @app.command()
 def query(run: Annotated[Path, typer.Argument(help="a run folder")],
           sql: Annotated[str, typer.Argument(help="SQL over views samples, accepted, rejected, verdicts, "
-                                                  "prompts, quarantine, reviews")],
+                                                  "prompts, quarantine, reviews, metrics (eval runs)")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
     from cotforge.io.rundir import RunDir

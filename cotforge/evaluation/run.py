@@ -24,15 +24,12 @@ from cotforge.evaluation.votes import answer_classes, votable
 from cotforge.io.atomic import atomic_write_bytes
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir, source_marks
+from cotforge.schema import METRIC_SCHEMA, VOTE_SCHEMA
 
 EVAL_CHECKS = "eval"
 DEFAULT_N = 16
 # generate's sampling-policy options: eval fixes them (one wave of n, no early stop)
 POLICY_OPTIONS = ("k", "accept", "max_rounds", "budget", "max_per_round", "adaptive")
-VOTES_SCHEMA = pa.schema([("id", pa.string()), ("prompt_id", pa.string()), ("sample_idx", pa.int32()),
-                          ("answer_class", pa.int32())])
-METRICS_SCHEMA = pa.schema([("scope", pa.string()), ("name", pa.string()), ("metric", pa.string()),
-                            ("value", pa.float64())])
 
 
 def eval_options(n: int, checks: str | list | None, options: dict) -> dict:
@@ -75,10 +72,10 @@ def finalize_eval(run: RunDir) -> dict:
     classes = answer_classes(rows, config.get("checks"), jobs=1)
     votes = [{"id": r["id"], "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"],
               "answer_class": classes.get(r["id"])} for r in rows]
-    run.write_shard("votes", 0, pa.Table.from_pylist(votes, schema=VOTES_SCHEMA))
+    run.write_shard("votes", 0, pa.Table.from_pylist(votes, schema=VOTE_SCHEMA))
     results, excluded = prompt_results(rows, classes)
     metrics = evaluate_results(results)
-    run.write_shard("metrics", 0, pa.Table.from_pylist(metric_rows(metrics), schema=METRICS_SCHEMA))
+    run.write_shard("metrics", 0, pa.Table.from_pylist(metric_rows(metrics), schema=METRIC_SCHEMA))
     return {"metrics": metrics, "eval": excluded}
 
 

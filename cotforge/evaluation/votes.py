@@ -6,10 +6,13 @@ given it as the gold. Answers are clustered greedily in sample order: an answer 
 class whose representative (its first answer) it equals, else it starts a class. Identical texts
 (after collapsing whitespace) are merged without asking.
 
-The comparisons run in the check chain's supervised worker pool, never in this process, so a
-hostile answer meets the same hard time limit (`timeout_s`) as in the run: an answer pair the check
-cannot decide in time counts as different. Comparisons are batched by round (each prompt's next
-unplaced answer against its current classes), so a run of many prompts pays the pool's start once.
+Two plain numbers are compared here by the check's own number path (`equivalence.fast`: exact
+fractions, no sympy, short strings only). Choice answers are option letters: different letters
+differ. Every other pair runs in the check chain's supervised worker pool, never in this process,
+so a hostile answer meets the same hard time limit (`timeout_s`) as in the run: a pair the check
+cannot decide in time counts as different. Those comparisons are batched by round (each prompt's
+next unplaced answer against its current classes), so a run of many prompts pays the pool's start
+once, and a run whose answers are all numbers never starts it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,37 @@ from dataclasses import dataclass, field
 from cotforge.checks.chain import Chain, CheckSpec, parse_specs
 
 CODE_TYPES = ("code",)
+FAST_CHARS = 64  # longer answers always go to the pool
+
+
+def _kind(answer_type: str | None, domain: str | None) -> str:
+    return (answer_type or ("code" if domain == "code" else "math")).lower()
+
+
+class _NumberPath:
+    """`equivalence.fast` with the run's answer options: True / False for two plain numbers, else None."""
+
+    def __init__(self, spec: CheckSpec):
+        from cotforge.checks.answer.check import AnswerCheck, asks_for_rounding
+
+        self.check = AnswerCheck(**spec.options)
+        self.asks_for_rounding = asks_for_rounding
+
+    def equal(self, gold: str, answer: str, prompt: str | None) -> bool | None:
+        from cotforge.checks.answer.equivalence import Options, fast, last_side
+        from cotforge.checks.answer.extract import final_answer, gold_answer
+        from cotforge.checks.answer.normalize import parse_number
+
+        if len(gold) > FAST_CHARS or len(answer) > FAST_CHARS or parse_number(gold) is None \
+                or parse_number(answer) is None:
+            return None
+        check = self.check
+        options = Options(tuple(t.strip() for t in check.match_types.split(",") if t.strip()), check.precision,
+                          check.strict, check.allow_set_relation, check.max_answer_chars,
+                          rounding=check.rounding == "always" or (check.rounding == "prompt"
+                                                                  and self.asks_for_rounding(prompt)))
+        decided = fast(gold_answer(gold), last_side(final_answer(f"\\boxed{{{answer}}}")), options)
+        return None if decided is None else bool(decided.equal)
 
 
 @dataclass
@@ -49,8 +83,7 @@ def _key(text: str) -> str:
 
 
 def votable(answer_type: str | None, domain: str | None) -> bool:
-    kind = (answer_type or ("code" if domain == "code" else "math")).lower()
-    return kind not in CODE_TYPES
+    return _kind(answer_type, domain) not in CODE_TYPES
 
 
 def answer_classes(rows: list[dict], checks: str | list | None = None, jobs: int = 1) -> dict[str, int | None]:
@@ -78,6 +111,7 @@ def answer_classes(rows: list[dict], checks: str | list | None = None, jobs: int
 
 def _cluster(prompts: dict[str, _Prompt], spec: CheckSpec, jobs: int) -> None:
     chain: Chain | None = None
+    numbers = _NumberPath(spec)
     try:
         while True:
             # Place every prompt's next answer that has no class yet: the first one of a prompt starts
@@ -92,13 +126,23 @@ def _cluster(prompts: dict[str, _Prompt], spec: CheckSpec, jobs: int) -> None:
                     pairs += [(prompt, prompt.next_text, cls) for cls in range(len(prompt.representatives))]
             if not pairs:
                 return
-            if chain is None:
-                chain = Chain([spec], jobs=max(1, jobs), allow_unverified=None)
-            samples = [{"gold": p.texts[p.representatives[cls]], "completion": f"\\boxed{{{p.texts[text]}}}",
-                        "answer_type": p.answer_type, "domain": p.domain, "prompt": p.prompt}
-                       for p, text, cls in pairs]
-            equal = [result.verdicts[0].passed and result.verdicts[0].score is not None
-                     for result in chain.run(samples)]
+            equal: list[bool | None] = []
+            for p, text, cls in pairs:
+                kind, gold, answer = _kind(p.answer_type, p.domain), p.texts[p.representatives[cls]], p.texts[text]
+                if kind == "choice":
+                    equal.append(_key(gold) == _key(answer))  # option letters
+                else:
+                    equal.append(numbers.equal(gold, answer, p.prompt) if kind == "math" else None)
+            asked = [i for i, value in enumerate(equal) if value is None]
+            if asked:
+                if chain is None:
+                    chain = Chain([spec], jobs=max(1, jobs), allow_unverified=None)
+                samples = [{"gold": pairs[i][0].texts[pairs[i][0].representatives[pairs[i][2]]],
+                            "completion": f"\\boxed{{{pairs[i][0].texts[pairs[i][1]]}}}",
+                            "answer_type": pairs[i][0].answer_type, "domain": pairs[i][0].domain,
+                            "prompt": pairs[i][0].prompt} for i in asked]
+                for i, result in zip(asked, chain.run(samples)):
+                    equal[i] = result.verdicts[0].passed and result.verdicts[0].score is not None
             placed: set[int] = set()
             for (prompt, text, cls), same in zip(pairs, equal):
                 if id(prompt) in placed or not same:
