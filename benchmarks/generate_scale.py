@@ -18,6 +18,8 @@ within 30 s; the driver keeps up with 5,000 finished samples/s (CPU per sample <
     python benchmarks/generate_scale.py                 # 100K and 1M prompts
     python benchmarks/generate_scale.py --quick         # 10K and 100K
     python benchmarks/generate_scale.py --sizes 20000   # any sizes; the ratio is last / first
+    python benchmarks/generate_scale.py --written 1000000   # steps 2-3 only, on a run folder written
+        # directly with the rows step 1 commits (when step 1 at 1M is too slow for the machine)
 
 The LAST line: `peak RSS ... ratio X` = peak RSS of the largest run / the smallest (target < 3).
 """
@@ -82,11 +84,59 @@ def write_prompts(path: Path, count: int) -> None:
                                      "gold": str(a + b), "domain": "math"}) + "\n")
 
 
-def child(prompts: str, out: str) -> None:
-    from cotforge.generate import GenerateConfig, generate
+def bench_config():
+    from cotforge.generate import GenerateConfig
 
-    config = GenerateConfig(engine="instant", k=K, accept=1, max_rounds=1, max_tokens=64, checks="format",
-                            jobs=0)
+    return GenerateConfig(engine="instant", k=K, accept=1, max_rounds=1, max_tokens=64, checks="format", jobs=0)
+
+
+def write_complete_run(prompts: Path, out: Path) -> int:
+    """The run folder step 1 leaves, written directly: the same prompts shard and manifest (the
+    scheduler writes them), then every sample row the instant engine and `format` would give, 256 a
+    shard, with the resume index. Returns the shards written."""
+    import pyarrow.parquet as pq
+
+    from cotforge.generate.config import sample_seed
+    from cotforge.generate.resume import KeyIndex
+    from cotforge.generate.scheduler import Scheduler
+    from cotforge.schema import SAMPLE_SCHEMA, to_table
+
+    config = bench_config()
+    Scheduler(prompts, out, config, engine=InstantEngine()).close()
+    from cotforge.io.rundir import RunDir
+
+    run = RunDir(out)
+    (out / "samples").mkdir(exist_ok=True)
+    index, shard, buffer = KeyIndex(run, 0, []), 0, []
+    verdict = [{"check": "format", "passed": True, "score": 1.0, "reason": "ok", "status": "passed", "code": None}]
+    for batch in pq.ParquetFile(run.shard_path("prompts", 0)).iter_batches(batch_size=4096):
+        for prompt in batch.to_pylist():
+            pid = prompt["id"]
+            text = f"<think>Add the numbers for {pid}.</think> The answer is \\boxed{{{len(pid)}}}."
+            for j in range(K):
+                buffer.append({"id": f"{pid}-{j}", "prompt_id": pid, "sample_idx": j, "round": 0,
+                               "prompt": prompt["prompt"], "gold": prompt["gold"], "domain": prompt["domain"],
+                               "model": "instant", "engine": "instant", "temperature": config.temperature,
+                               "top_p": config.top_p, "max_tokens": config.max_tokens,
+                               "seed": sample_seed(config.seed, pid, 0) + j, "completion": text,
+                               "reasoning": f"Add the numbers for {pid}.", "summary": text.split("</think> ")[1],
+                               "finish_reason": "stop", "prompt_tokens": 40, "completion_tokens": 20,
+                               "verdicts": verdict, "accepted": True})
+                if len(buffer) == config.shard_size:
+                    pq.write_table(to_table(buffer, SAMPLE_SCHEMA), run.shard_path("samples", shard), compression="zstd")
+                    index.record(shard, buffer)
+                    shard, buffer = shard + 1, []
+    if buffer:
+        pq.write_table(to_table(buffer, SAMPLE_SCHEMA), run.shard_path("samples", shard), compression="zstd")
+        index.record(shard, buffer)
+        shard += 1
+    return shard
+
+
+def child(prompts: str, out: str) -> None:
+    from cotforge.generate import generate
+
+    config = bench_config()
     engine = InstantEngine()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -149,14 +199,38 @@ def report(r: dict) -> None:
           f"{resumed['first_request_s']:.2f} s, done in {resumed['seconds']:.1f} s", flush=True)
 
 
+def written(workdir: Path, count: int) -> None:
+    prompts = workdir / f"prompts-{count}.jsonl"
+    write_prompts(prompts, count)
+    out = workdir / f"run-{count}"
+    start = time.perf_counter()
+    shards = write_complete_run(prompts, out)
+    print(f"{count:>9,} prompts: run folder of {count * K:,} samples in {shards:,} shards written in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    complete = run_child(prompts, out)
+    lost = lose_tail(out, LOST)
+    resumed = run_child(prompts, out)
+    print(f"{'':>9}  resume, all committed: done in {complete['seconds']:.1f} s (peak RSS "
+          f"{complete['peak_rss_mb']:.0f} MB); resume after losing {lost:,} samples: first request "
+          f"{resumed['first_request_s']:.2f} s, done in {resumed['seconds']:.1f} s (peak RSS "
+          f"{resumed['peak_rss_mb']:.0f} MB)", flush=True)
+    print(f"resume first request {resumed['first_request_s']:.2f} s / target 30 s: ratio "
+          f"{resumed['first_request_s'] / 30:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10K and 100K prompts instead of 100K and 1M")
     parser.add_argument("--sizes", type=int, nargs="+", help="prompt counts (smallest first)")
+    parser.add_argument("--written", type=int, metavar="N", help="resume figures only, on a written run")
     parser.add_argument("--child", nargs=2, metavar=("PROMPTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.written:
+        with tempfile.TemporaryDirectory(prefix="cotforge-generate-scale-") as tmp:
+            written(Path(tmp), args.written)
         return
     sizes = args.sizes or ((10_000, 100_000) if args.quick else (100_000, 1_000_000))
     results = []

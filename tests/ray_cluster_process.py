@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 
+STARTS = 3
+
 
 def main() -> None:
     # Ray starts workers at niceness 15; on a machine shared with other test runs a niced vLLM replica
@@ -22,14 +24,37 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     cpus = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
+    for attempt in range(STARTS):
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
+            cluster.add_node(num_cpus=cpus)
+            cluster.wait_for_nodes()
+            break
+        except Exception:  # noqa: BLE001 - Ray gives a node 30 s to register, hard-coded; a loaded machine can miss it
+            _kill_children()
+            if attempt == STARTS - 1:
+                raise
     try:
-        cluster.add_node(num_cpus=cpus)
-        cluster.wait_for_nodes()
         print(json.dumps({"address": cluster.address}), flush=True)
         sys.stdin.read()  # returns at EOF: the parent is done with the cluster (or gone)
     finally:
         cluster.shutdown()
+
+
+def _kill_children() -> None:
+    """The node processes a failed start left (this process started them)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if parent == os.getpid():
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 if __name__ == "__main__":

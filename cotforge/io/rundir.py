@@ -5,6 +5,7 @@ RUN/manifest.json                 version, command, config + hash, input fingerp
 RUN/samples/part-000000.parquet   one shard per committed input chunk / generation batch
 RUN/prompts/part-*.parquet        prompts (generate) and per-prompt stats
 RUN/quarantine/part-*.parquet     bad input rows with file, line, reason and raw bytes
+RUN/resume/keys-*.parquet         generate: the keys of every 256 samples shards, for a fast resume
 ```
 Shards are named by the chunk they cover, so a rerun skips committed chunks and rewrites a chunk
 whose shard never landed; every file is published with an atomic rename.
