@@ -76,6 +76,8 @@ def generate(
     template: Annotated[str | None, typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
     fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
     = False,
+    repetition_detection: Annotated[str | None, typer.Option(
+        "--repetition-detection", help="stop looping samples in the engine: default | off | MAX,MIN,COUNT")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
@@ -95,7 +97,7 @@ def generate(
     given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
              "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "shard_size": shard_size,
              "shard_age_s": shard_age, "concurrency": concurrency, "checks": checks, "template": template,
-             "seed": seed, "jobs": jobs}
+             "seed": seed, "jobs": jobs, "repetition_detection": repetition_detection}
     options.update({key: value for key, value in given.items() if value is not None})
     extra = parse_engine_options(engine_option or [])
     if base_url:

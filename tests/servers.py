@@ -162,10 +162,11 @@ class ScriptedServer:
 
 @contextmanager
 def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = None, median_tokens: float = 300,
-               sigma: float = 0.8, startup_s: float = 60) -> Iterator[SimHandle]:
-    """Run tests/simserver.py (a simulated continuous-batching server) in its own process."""
+               sigma: float = 0.8, startup_s: float = 60, extra: tuple[str, ...] = ()) -> Iterator[SimHandle]:
+    """Run tests/simserver.py (a simulated continuous-batching server) in its own process; `extra`:
+    more of its command-line options (--loop-share 0.25, --refuse-unknown, ...)."""
     command = [sys.executable, str(Path(__file__).with_name("simserver.py")), "--slots", str(slots),
-               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma)]
+               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma), *extra]
     if prompts:
         command += ["--prompts", str(prompts)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

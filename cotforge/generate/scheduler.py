@@ -26,11 +26,13 @@ import time
 from collections import deque
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import parse_specs, preset_options
-from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
-from cotforge.generate.allocation import PromptState, next_wave
+from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
+from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.templates import render_request
@@ -46,6 +48,7 @@ from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
+TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
 
 
 class Scheduler:
@@ -53,14 +56,16 @@ class Scheduler:
 
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
-                 bad_rows: str = "fail", argv: list[str] | None = None):
+                 bad_rows: str = "fail", argv: list[str] | None = None, policy: Allocation | None = None):
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
             check_options(config.engine, config.engine_build_options())  # one line before any model load
         self.config = config
+        self.policy = policy or allocation(config)
         self.prompts_path = str(prompts_path)
-        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
+        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
+                                     config.repetition_rule())
         self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
@@ -74,13 +79,17 @@ class Scheduler:
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
+        self.prior = PassRatePrior()
         self._load_state()
         self.tokens = 0
         self.generated = 0
+        self.cancelled = 0  # samples cancelled this session
         self.outstanding = 0  # requests submitted and not yet back
         self._buffer: list[dict] = []  # judged rows waiting for their shard
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
+        self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
+        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
 
     @property
     def engine(self) -> Engine:
@@ -106,11 +115,13 @@ class Scheduler:
     def _load_state(self) -> None:
         waves: dict[str, set] = {}
         for shard in self.run.shards("samples"):
-            table = pq.read_table(shard, columns=["prompt_id", "round", "accepted"])
-            for prompt_id, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            table = pq.read_table(shard, columns=["prompt_id", "sample_idx", "round", "accepted"])
+            for prompt_id, index, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
                 prompt = self.state[prompt_id]
                 prompt.spent += 1
                 prompt.accepted += bool(accepted)
+                prompt.judged.add(index)
+                self.prior.add(accepted)
                 waves.setdefault(prompt_id, set()).add(wave)
         for prompt_id, seen in waves.items():
             self.state[prompt_id].waves = len(seen)
@@ -121,7 +132,8 @@ class Scheduler:
                     self.state[json.loads(raw)["id"]].quarantined = True
 
     def done(self, prompt: PromptState) -> bool:
-        return next_wave(prompt, self.config) == 0
+        """Nothing left to ask and nothing in flight."""
+        return not prompt.asked and self.policy.wave(prompt, self.prior) == 0
 
     # -- the loop ----------------------------------------------------------------------------------
     def run_all(self) -> dict:
@@ -130,42 +142,66 @@ class Scheduler:
         max_inflight = self.config.concurrency or engine.max_inflight
         fresh = deque(pid for pid, prompt in self.state.items() if not self.done(prompt))
         follow_ups: deque[str] = deque()
-        waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        started = set(fresh)  # prompts this session works on: counted on the progress bar once done
         checker = Checker(self._build_chain)
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
             progress.advance(len(self.state) - len(fresh))
+
+            def settle(prompt_id: str) -> None:
+                """After a verdict or a cancel: plan the prompt's next wave, or count it done."""
+                prompt = self.state[prompt_id]
+                if prompt.asked:
+                    return  # its wave is still out: the next one is planned from all of its verdicts
+                if self.done(prompt):
+                    if prompt_id in started:
+                        started.discard(prompt_id)
+                        progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                                         tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
+                elif prompt_id not in follow_ups:
+                    follow_ups.append(prompt_id)
+
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
                     while engine.inflight < max_inflight and (follow_ups or fresh):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
-                        request = self._request(prompt_id)
-                        if request is None:
+                        prompt = self.state[prompt_id]
+                        n = self.policy.wave(prompt, self.prior)
+                        if n == 0:
+                            settle(prompt_id)
                             continue
-                        if engine.inflight + request.n > max_inflight and engine.inflight > 0:
+                        if engine.inflight + n > max_inflight and engine.inflight > 0:
                             source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
                             break
-                        waves[id(request)] = (request, self.state[prompt_id].waves)
-                        engine.submit(request, self.params)
-                        self.outstanding += 1
+                        prompt.waves += 1
+                        self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
+                    if self.policy.fills_tail and not fresh and not follow_ups:
+                        self._fill_tail(max_inflight)
                     # Wait briefly when the checker may have verdicts: they plan the next waves.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
-                        request, wave = waves.pop(id(finished.request))
+                        request, wave = self._asked.pop(id(finished.request))
                         self.outstanding -= 1
+                        prompt = self.state[request.key]
                         if finished.error is not None:
+                            prompt.asked.discard(request.first_index)
                             self._refuse(request.key, finished.error)
-                            progress.advance(1)
+                            self._cancel_prompt(request.key)
+                            settle(request.key)
+                            continue
+                        if finished.completions and finished.completions[0].finish_reason == CANCELLED:
+                            self._record_cancelled(finished, wave)
+                            settle(request.key)
                             continue
                         checker.submit(self._rows(finished, wave))
                     for rows in checker.results():
+                        for row in rows:
+                            self._take(row)
                         prompt_id = rows[0]["prompt_id"]
-                        self._take(rows)
-                        if self.done(self.state[prompt_id]):
-                            progress.advance(1, samples=self.generated, accepted=self._accepted(),
-                                             tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
-                        else:
-                            follow_ups.append(prompt_id)
+                        prompt = self.state[prompt_id]
+                        if prompt.accepted >= self.config.accept and self.policy.cancels:
+                            self._cancel_prompt(prompt_id)  # spent siblings: their tokens buy nothing
+                        settle(prompt_id)
                         self._maybe_commit()
                     self._maybe_commit()  # by age, also while nothing new was judged
                 self.names = checker.names()
@@ -173,17 +209,53 @@ class Scheduler:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
         return self.finish(time.monotonic() - start)
 
-    def _request(self, prompt_id: str) -> Request | None:
+    def _ask(self, prompt_id: str, indices: list[int]) -> None:
+        """One request per sample, so each is judged as soon as it ends and can be cancelled alone."""
         prompt = self.state[prompt_id]
-        n = next_wave(prompt, self.config)
-        if n == 0:
-            return None
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
-        # Waves are committed whole and in order, so the next sample index is the count judged so far.
-        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
-        return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
-                       seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
+        for index in indices:
+            # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
+            request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
+                              seed=sample_seed(self.config.seed, prompt_id, index))
+            prompt.asked.add(index)
+            self._asked[id(request)] = (request, prompt.waves - 1)
+            self.engine.submit(request, self.params)
+            self.outstanding += 1
+
+    def _fill_tail(self, max_inflight: int) -> None:
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
+        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
+        nearly empty while it decodes)."""
+        engine = self.engine
+        if engine.inflight >= max_inflight * TAIL_FILL:
+            return
+        open_prompts = [pid for pid in {r.key for r, _ in self._asked.values()}
+                        if self.policy.left(self.state[pid]) > 0]
+        while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
+            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            prompt_id = open_prompts[0]
+            prompt = self.state[prompt_id]
+            indices = prompt.free_indices(self.config.sample_budget, 1)
+            self._ask(prompt_id, indices)
+            if not indices or self.policy.left(prompt) == 0:
+                open_prompts.pop(0)
+
+    def _cancel_prompt(self, prompt_id: str) -> None:
+        requests = [r for r, _ in self._asked.values() if r.key == prompt_id]
+        if requests:
+            self.engine.cancel(requests)
+
+    def _record_cancelled(self, finished: Finished, wave: int) -> None:
+        request = finished.request
+        prompt = self.state[request.key]
+        prompt.asked.discard(request.first_index)
+        prompt.dropped.add(request.first_index)
+        self.cancelled += 1
+        tokens = sum(c.completion_tokens or 0 for c in finished.completions)
+        self.tokens += tokens
+        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": wave,
+                                     "seed": request.seed, "completion_tokens": tokens})
 
     def _rows(self, finished: Finished, wave: int) -> list[dict]:
         request, completions = finished.request, finished.completions
@@ -213,20 +285,24 @@ class Scheduler:
             })
         return rows
 
-    def _take(self, rows: list[dict]) -> None:
-        """One judged wave: into the prompt's state (plans its next wave) and the commit buffer."""
-        prompt = self.state[rows[0]["prompt_id"]]
-        prompt.spent += len(rows)
-        prompt.accepted += sum(row["accepted"] for row in rows)
-        prompt.waves += 1
-        self.tokens += sum(row["completion_tokens"] or 0 for row in rows)
-        self.generated += len(rows)
+    def _take(self, row: dict) -> None:
+        """One judged sample: into its prompt's state (plans its next wave) and the commit buffer."""
+        prompt = self.state[row["prompt_id"]]
+        prompt.spent += 1
+        prompt.accepted += bool(row["accepted"])
+        prompt.judged.add(row["sample_idx"])
+        prompt.asked.discard(row["sample_idx"])  # in flight, then being judged: asked until now
+        self.prior.add(row["accepted"])
+        self.tokens += row["completion_tokens"] or 0
+        self.generated += 1
         if not self._buffer:
             self._buffer_since = time.monotonic()
-        self._buffer.extend(rows)
+        self._buffer.append(row)
 
     def _refuse(self, prompt_id: str, error: str) -> None:
         """The engine cannot serve this prompt at all (e.g. longer than the context): quarantine it."""
+        if self.state[prompt_id].quarantined:
+            return  # another sample of it was refused first
         self.state[prompt_id].quarantined = True
         prompt = self.prompts[prompt_id]
         raw = json.dumps({"id": prompt_id, "prompt": prompt.get("prompt"), "messages": prompt.get("messages")})
@@ -243,7 +319,8 @@ class Scheduler:
 
     def _commit(self) -> None:
         """Judged rows (and refused prompts) as one atomic shard each; quarantine first, so a prompt
-        whose refusal landed is never asked again."""
+        whose refusal landed is never asked again; cancelled samples last (accounting only: a resumed
+        run that lost them asks nothing again for them, its prompt having its accepted samples)."""
         if self._quarantine:
             self.run.write_shard("quarantine", self.run.next_shard_index("quarantine"),
                                  to_table(self._quarantine, QUARANTINE_SCHEMA))
@@ -252,6 +329,10 @@ class Scheduler:
             self.run.write_shard("samples", self.run.next_shard_index("samples"),
                                  to_table(self._buffer, SAMPLE_SCHEMA))
             self._buffer = []
+        if self._cancelled_rows:
+            self.run.write_shard(CANCELLED_TABLE, self.run.next_shard_index(CANCELLED_TABLE),
+                                 pa.Table.from_pylist(self._cancelled_rows, CANCELLED_SCHEMA))
+            self._cancelled_rows = []
 
     def _accepted(self) -> int:
         return sum(p.accepted for p in self.state.values())
@@ -261,17 +342,19 @@ class Scheduler:
 
         counts = run_counts(self.run.path, self.names)
         samples = counts["accepted"] + counts["rejected"]
+        tokens = token_accounting(self.run, self.names)
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
             "prompts": len(self.state),
             "prompts_done": sum(p.accepted >= self.config.accept for p in self.state.values()),
             "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
+            "cancelled": tokens["cancelled"]["samples"],
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], tokens=tokens)
         self.close()
-        return {**summary, "funnel": counts["funnel"]}
+        return {**summary, "funnel": counts["funnel"], "tokens": tokens}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:
@@ -296,4 +379,6 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    if "tokens" in summary:
+        head += "\n" + format_accounting(summary["tokens"])
     return head + "\n" + format_summary(summary)

@@ -29,6 +29,7 @@ class Server:
     n_per_request: bool | None = None  # None: send n, learn from the first answer
     last_answer: float = 0.0  # monotonic time of the last answer of any kind
     tasks: dict = field(default_factory=dict)  # asyncio task -> the Job it sends
+    refused: set = field(default_factory=set)  # optional body fields this server answered 4xx to
 
     def up(self, now: float) -> bool:
         return self.down_until <= now
