@@ -16,7 +16,9 @@ Runs, each on a fresh server:
   no tail fill (the policy before issue 18);
 - fixed n without any stop (open-r1's `generate_reasoning`: n samples per prompt, nothing stopped):
   `--fixed --k 4 --max-rounds 1`, no cancelling, no repetition_detection.
-Utilization = slot-steps that decoded a token / (slots x steps from the run's start to its end).
+Utilization = slot-steps that decoded a token / (slots x steps from the run's start to its end); also
+given between the first request and the last answer (the client's start-up and final summary take
+seconds on a loaded machine, and each second is 500 steps at 2 ms).
 
     python benchmarks/token_economy.py [--prompts 400] [--loop-share 0.25] [--step-ms 2]
 
@@ -45,6 +47,7 @@ from cotforge.generate.config import GenerateConfig, sample_seed  # noqa: E402
 from cotforge.generate.scheduler import Scheduler  # noqa: E402
 
 SLOTS, MEDIAN, SIGMA = 64, 300, 0.8
+TIMELINE = "--timeline" in sys.argv
 
 
 class BeforeIssue18(Adaptive):
@@ -98,9 +101,15 @@ def run(name: str, prompts: Path, folder: Path, config: GenerateConfig, policy, 
             scheduler.close()
             engine.close()
         stats = sim.stats()
+    if TIMELINE:
+        line = stats["timeline"]
+        print(f"{name} busy share per 1000 steps:", [round(sum(line[i:i + 10]) / len(line[i:i + 10]), 2)
+                                                     for i in range(0, len(line), 10)])
     solved = summary["prompts_done"]
     return {"name": name, "tokens": stats["tokens"], "solved": solved, "aborted": stats["aborted"],
             "utilization": stats["busy"] / (stats["slots"] * stats["steps"]),
+            # between the first request and the last answer: without the client's start-up and summary
+            "busy_window": stats["busy"] / (stats["slots"] * max(1, stats["last_step"] - stats["first_step"])),
             "per_solved": stats["tokens"] / max(solved, 1), "accounting": summary["tokens"]}
 
 
@@ -110,6 +119,7 @@ def main() -> None:
     parser.add_argument("--loop-share", type=float, default=0.25)
     parser.add_argument("--step-ms", type=float, default=2.0)
     parser.add_argument("--only", choices=["defaults", "off", "fixed"], action="append")
+    parser.add_argument("--timeline", action="store_true", help="print the server's busy share over the run")
     args = parser.parse_args()
     base = {"engine": "openai", "accept": 1, "max_tokens": 4096, "checks": "format,answer"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +140,8 @@ def main() -> None:
             results[name] = result = run(name, prompts, folder, config, policy, args.loop_share, args.step_ms)
             print(f"{name:>9}: {result['tokens']} tokens, {result['solved']}/{len(rows)} solved, "
                   f"{result['per_solved']:.0f} tokens per solved prompt ({result['per_solved'] / best['per_solved']:.2f}x "
-                  f"the oracle), utilization {result['utilization']:.3f}, {result['aborted']} sequences aborted",
+                  f"the oracle), utilization {result['utilization']:.3f} (first request to last answer "
+                  f"{result['busy_window']:.3f}), {result['aborted']} sequences aborted",
                   flush=True)
             acc = result["accounting"]
             print(f"           client accounting: accepted {acc['accepted']}, rejected {acc['rejected']}, "

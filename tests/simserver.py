@@ -75,7 +75,7 @@ class Simulator:
         self.slots, self.step_s, self.prompts = slots, step_s, prompts
         self.loop_share, self.loop_onset, self.stream_interval = loop_share, loop_onset, stream_interval
         self.refuse_unknown = refuse_unknown
-        self.aborted = 0
+        self.aborted = self.refused = 0
         self.mu, self.sigma, self.model = math.log(median_tokens), sigma, model
         self.active: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
@@ -192,6 +192,7 @@ class Simulator:
                 await asyncio.gather(gone, return_exceptions=True)  # let go of the reader before the next read
         if not done.done():
             done.cancel()
+            await asyncio.gather(done, return_exceptions=True)  # retrieved: no "never retrieved" noise
             self.abort(seqs)
             return None
         self.last_step = self.steps
@@ -234,7 +235,7 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
             elif method == "GET" and path.endswith("/models"):
                 answer = {"object": "list", "data": [{"id": sim.model, "object": "model"}]}
             elif method == "GET" and path == "/stats":
-                answer = {"steps": sim.steps, "busy": sim.busy, "tokens": sim.busy, "aborted": sim.aborted,
+                answer = {"steps": sim.steps, "busy": sim.busy, "tokens": sim.busy, "aborted": sim.aborted, "refused": sim.refused,
                           "slots": sim.slots, "requests": sim.requests,
                           "outstanding": sim.outstanding, "peak": sim.peak,
                           "first_step": sim.first_step, "last_step": sim.last_step,
@@ -244,6 +245,7 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
             elif method == "POST" and path.endswith(("/chat/completions", "/completions")):
                 body = json.loads(raw or b"{}")
                 if sim.refuse_unknown and "repetition_detection" in body:
+                    sim.refused += 1
                     status, answer = 400, {"error": {"message": "Unrecognized request argument supplied: "
                                                                 "repetition_detection"}}
                 elif body.get("stream"):
