@@ -17,7 +17,7 @@ from cotforge.checks.answer import symbolic
 from cotforge.checks.answer.extract import MAX_SCAN_CHARS, Extracted, clean, final_answer, gold_answer
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS, text_guard
 from cotforge.checks.answer.normalize import numbers_equal, parse_number, unicode_math
-from cotforge.checks.answer.offered import alternatives, is_text_gold, math_part, set_like
+from cotforge.checks.answer.offered import alternatives, is_text_gold, math_part, prose_words, set_like
 
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal|operatorname)\s*\{([^{}]*)\}")
@@ -128,18 +128,32 @@ def fast(gold: Extracted, pred: Extracted, options: Options) -> Outcome | None:
 
 
 # Answers found after an explicit marker, graded by what they say alone (not by the whole summary).
-_MARKED = ("anchor", "answer-tag", "hashes", "a-line", "offered")
+_MARKED = ("anchor", "answer-tag", "hashes", "a-line", "offered", "copula")
 _LAST_SENTENCE = re.compile(r"[^.。!?！？\n]*\d[^.。!?！？\n]*(?:[.。!?！？]\s*)?$")
+
+
+# "The product is $x^2 - 1$.", "La somme est 12": in a one-sentence summary without a final-answer
+# phrase, what follows the last verb of being is the answer.
+_COPULA = re.compile(r"\b(?:is|are|equals|was|were|becomes|est|ist|es|è|é|равно|равен)\b|是|为|為")
 
 
 def offered(raw: Extracted) -> Extracted:
     """The answer as graded: after a final-answer phrase, its first stretch of mathematics; then a
-    calculation's value (`last_side`)."""
+    calculation's value (`last_side`); in a short summary without a phrase, what follows its last
+    "is" (`The derivative is 3x + 2.` answers `3x + 2`, not 2)."""
     if raw.text and raw.how in ("anchor", "answer-tag"):
         part = math_part(raw.text)
         if part:
             raw = Extracted(part, raw.how, raw.strong)
-    return last_side(raw)
+    valued = last_side(raw)
+    if valued is not raw or raw.how != "whole" or not raw.text:
+        return valued
+    for copula in reversed(list(_COPULA.finditer(raw.text))):
+        after = raw.text[copula.end():]
+        part = math_part(after)
+        if part and not prose_words(after[:after.find(part[:1])]):  # the math follows the verb directly
+            return Extracted(part, "copula", True)
+    return raw
 
 
 def _offered_values(summary: str, raw: Extracted) -> list[str] | None:

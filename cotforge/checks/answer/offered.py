@@ -97,7 +97,7 @@ def _balance(chunk: str) -> str:
 
 # Words that put a second value beside the first: "7 or 8", "30, unless ..., then 32", "5 或 6".
 _ALTERNATIVE = re.compile(
-    r"\b(?:or|either|unless|otherwise|alternatively|ou|sinon|oder|sonst|o|oppure|altrimenti|или|либо|иначе)\b"
+    r"\b(?:or|and|either|unless|otherwise|alternatively|ou|sinon|oder|sonst|o|oppure|altrimenti|или|либо|иначе)\b"
     r"|或者|或|还是|否则|또는|あるいは|または|أو", re.IGNORECASE)
 _VALUE = re.compile(r"\$[^$\n]+\$|\\\([^\n]+?\\\)|[-+−]?\s*\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?\s*(?:\\?%)?"
                     r"|\\[dtc]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}")
