@@ -32,6 +32,7 @@ _COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[^\W\d_]+")
 _GREEK = re.compile(r"[\u0370-\u03ff]")
 _EDGE = " \t\n,;:，；：、.。!！?？*"
+_LEFT = _EDGE.replace(".", "")  # ".185" keeps its point
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 
 
@@ -62,7 +63,7 @@ def math_part(text: str | None) -> str | None:
     non-prose character up to the next prose word, trimmed of punctuation."""
     if not text:
         return text
-    stripped = text.strip(_EDGE)
+    stripped = text.lstrip(_LEFT).rstrip(_EDGE)
     span = _MATH_SPAN.match(stripped)
     if span:
         return next(group for group in span.groups() if group is not None).strip()
@@ -81,7 +82,9 @@ def math_part(text: str | None) -> str | None:
     cut = next((w.start() - start for w in words if w.start() >= start), len(stripped) - start)
     if span and span.start() < cut and not rest[:span.start()].strip(_EDGE + "()"):
         return next(group for group in span.groups() if group is not None).strip()
-    chunk = rest[:cut].strip(_EDGE)
+    chunk = rest[:cut].lstrip(_LEFT).rstrip(_EDGE)
+    if cut < len(rest):  # "8 y no ...", "5 o 6": a one-letter conjunction before the prose, not a variable
+        chunk = re.sub(r"(?<=[\d)}\]])\s+[A-Za-z]$", "", chunk)
     chunk = _balance(chunk)
     return chunk or None
 
