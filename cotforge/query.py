@@ -81,6 +81,7 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     else:  # a filtered samples file: prompts as the samples name them
         con.execute("""CREATE VIEW prompts AS
             SELECT prompt_id AS id, any_value(prompt) AS prompt, any_value(gold) AS gold,
+                   any_value(answer_type) AS answer_type,
                    any_value(domain) AS domain, any_value(language) AS language, any_value(source) AS source,
                    count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
                    count(*) FILTER (WHERE accepted) / count(*) AS pass_rate,

@@ -43,6 +43,7 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained (chat: user turns)"),
     ("messages", pa.list_(MESSAGE), "a chat prompt's own turns (system, user, ...); export writes these"),
     ("gold", pa.string(), "reference answer copied from the prompt"),
+    ("answer_type", pa.string(), "answer type copied from the prompt (math | choice | numeric | code | text)"),
     ("domain", pa.string(), "domain copied from the prompt"),
     ("language", pa.string(), "expected language copied from the prompt"),
     ("source", pa.string(), "dataset or file the prompt came from"),
@@ -100,6 +101,10 @@ REVIEW_SCHEMA = _schema(_REVIEW_FIELDS)
 
 PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
 SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
+# The prompt's fields that each of its samples carries as they are (gold, answer_type, domain, language,
+# source, tests, metadata): what the checks read, through generate, filter, rewrite and mix alike.
+PROMPT_COPIED = tuple(name for name in PROMPT_FIELDS if name in SAMPLE_FIELDS and name not in ("id", "prompt",
+                                                                                             "messages"))
 
 
 def user_text(messages: list[dict] | None) -> str:

@@ -15,10 +15,10 @@ import pytest
 from servers import ScriptedServer, chat_answer
 
 from cotforge import rewards
-from cotforge.checks.chain import parse_specs
+from cotforge.checks.chain import Chain, parse_specs
 from cotforge.engines.base import get_engine
 from cotforge.io.errors import CotforgeError
-from cotforge.judge import JudgeConfig, JudgedChain, JudgeStage, parse_verdict
+from cotforge.judge import JudgeConfig, JudgeStage, parse_verdict
 
 
 @pytest.mark.parametrize(("text", "verdict"), [
@@ -207,12 +207,14 @@ def test_embedded_engine_judges_in_batches_and_caches(tmp_path):
 
 
 def test_judged_chain_without_rule_checks_starts_no_pool(tmp_path):
-    chain = JudgedChain(parse_specs([{"check": "judge", "cache": False, "rubric": "helpfulness"}]))
-    assert chain.names == ["judge"] and chain.chain.jobs == 0
-    secret = JudgedChain(parse_specs([{"check": "judge", "engine_options": {"api_key": "sk-1", "concurrency": 4}}]))
+    chain = Chain(parse_specs([{"check": "judge", "cache": False, "rubric": "helpfulness"}]))
+    assert chain.names == ["judge"] and chain.jobs == 0
+    secret = Chain(parse_specs([{"check": "judge", "engine_options": {"api_key": "sk-1", "concurrency": 4}}]))
     assert secret.config()[0]["engine_options"] == {"concurrency": 4}  # no secret in the run's manifest
     with pytest.raises(CotforgeError, match="share a name"):
-        JudgedChain(parse_specs([{"check": "judge"}, {"check": "judge"}]))
+        Chain(parse_specs([{"check": "judge"}, {"check": "judge"}]))
+    with pytest.raises(CotforgeError, match="share a name"):
+        Chain(parse_specs("format,format"))
 
 
 def test_openai_engine_against_vllm_server(vllm_server_url, tmp_path):

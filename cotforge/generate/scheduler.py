@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs, preset_options
+from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.generate.checking import Checker
@@ -39,13 +39,13 @@ from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
 from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain
 from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
+from cotforge.schema import (PROMPT_COPIED, PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
+                             user_text)
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
-COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
+COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 
 
 class Scheduler:
@@ -69,7 +69,7 @@ class Scheduler:
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
-        self._build_chain = lambda: JudgedChain(specs, config.check_workers(), allow_unverified=allow_unverified)
+        self._build_chain = lambda: Chain(specs, config.check_workers(), allow_unverified=allow_unverified)
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
