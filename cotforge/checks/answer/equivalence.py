@@ -137,23 +137,32 @@ _LAST_SENTENCE = re.compile(r"[^.。!?！？\n]*\d[^.。!?！？\n]*(?:[.。!?�
 _COPULA = re.compile(r"\b(?:is|are|equals|was|were|becomes|est|ist|es|è|é|равно|равен)\b|是|为|為")
 
 
+def after_copula(text: str) -> str | None:
+    """The math right after the last "is" of `text` ("The volume of $ABCD$ is 120" -> 120), or None."""
+    for copula in reversed(list(_COPULA.finditer(text))):
+        after = text[copula.end():]
+        part = math_part(after)
+        if part and not prose_words(after[:after.find(part[:1])]):  # the math follows the verb directly
+            return part
+    return None
+
+
 def offered(raw: Extracted) -> Extracted:
-    """The answer as graded: after a final-answer phrase, its first stretch of mathematics; then a
-    calculation's value (`last_side`); in a short summary without a phrase, what follows its last
-    "is" (`The derivative is 3x + 2.` answers `3x + 2`, not 2)."""
+    """The answer as graded: after a final-answer phrase, its first stretch of mathematics (or, where
+    the phrase introduces a sentence, "Final Answer: The largest $n$ is 34.", what follows its "is");
+    then a calculation's value (`last_side`); in a short summary without a phrase, what follows its
+    last "is" (`The derivative is 3x + 2.` answers `3x + 2`, not 2)."""
     if raw.text and raw.how in ("anchor", "answer-tag"):
-        part = math_part(raw.text)
+        words = prose_words(raw.text)
+        sentence = words and not raw.text[:words[0].start()].strip(" *")
+        part = (sentence and after_copula(raw.text)) or math_part(raw.text)
         if part:
             raw = Extracted(part, raw.how, raw.strong)
     valued = last_side(raw)
     if valued is not raw or raw.how != "whole" or not raw.text:
         return valued
-    for copula in reversed(list(_COPULA.finditer(raw.text))):
-        after = raw.text[copula.end():]
-        part = math_part(after)
-        if part and not prose_words(after[:after.find(part[:1])]):  # the math follows the verb directly
-            return Extracted(part, "copula", True)
-    return raw
+    part = after_copula(raw.text)
+    return Extracted(part, "copula", True) if part else raw
 
 
 def _offered_values(summary: str, raw: Extracted) -> list[str] | None:

@@ -40,7 +40,7 @@ _HASHES = re.compile(r"####\s*([^\n]+)")
 _A_LINE = re.compile(r"^\s*A\s*[:：]\s*([^\n]+)$", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|[。；;\n]|(?<=\d)\.(?=\s|$)")
 # inline math ($...$, \\(...\\)) never spans lines; display math may
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:[^$\n\\]|\\.)+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _CORRECTION = re.compile(r"\b(?:wait|wrong|mistake|incorrect|actually|correction|re-?check|instead|oops|"
                          r"let me (?:redo|recompute|recheck|fix)|not right)\b|不对|错了|等等", re.IGNORECASE)
 # Words that mark a box as a first attempt or the next one as the committed answer: "My first try

@@ -32,8 +32,9 @@ _COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[^\W\d_]+")
 _GREEK = re.compile(r"[\u0370-\u03ff]")
 _EDGE = " \t\n,;:，；：、.。!！?？*"
+_ARTICLES = ("a", "A")
 _LEFT = _EDGE.replace(".", "")  # ".185" keeps its point
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:[^$\n\\]|\\.)+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 
 
 def _masked(text: str) -> str:
@@ -72,7 +73,8 @@ def math_part(text: str | None) -> str | None:
         return stripped or None
     start = 0
     for word in words:  # skip the prose the answer starts with ("每份应该是", "Janeth aura encore")
-        if stripped[start:word.start()].strip(_EDGE + "()"):
+        between = stripped[start:word.start()].strip(_EDGE + "()")
+        if between and between not in _ARTICLES:  # "a zero matrix": an article, not the variable a
             break
         start = word.end()
     else:
