@@ -151,11 +151,13 @@ def test_pip_install_into_a_fresh_venv_gives_a_working_filter(tmp_path):
                              env=env, timeout=1200, check=False)
     assert install.returncode == 0, install.stderr[-3000:]
     samples = tmp_path / "samples.jsonl"
-    rows = ROWS + [{"id": "c", "prompt": "What is 2 + 2?", "gold": "4",
-                    "completion": "<think>2 and 2</think> The answer is 5."}]
+    reasoning = "Counting on from the first number by the second one gives the sum; check it on fingers."
+    rows = [{"id": "a", "prompt": "What is 2 + 3?", "gold": "5", "completion": f"<think>{reasoning}</think> It is 5."},
+            {"id": "b", "prompt": "What is 2 + 2?", "gold": "4", "completion": f"<think>{reasoning}</think> It is 4."},
+            {"id": "c", "prompt": "What is 2 + 2?", "gold": "4", "completion": f"<think>{reasoning}</think> It is 5."}]
     samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
     done = subprocess.run([venv / "bin" / "cotforge", "filter", samples, "--out", tmp_path / "run", "--jobs", "1"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert "accepted 2, rejected 1" in done.stdout, done.stdout
+    assert "accepted 2, rejected 1" in done.stdout, done.stdout  # the default preset (r1), every check
