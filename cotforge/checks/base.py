@@ -13,6 +13,9 @@ more structure re-parse `completion` with `cotforge.parsing.split_completion`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import types
+import typing
 from typing import ClassVar, NamedTuple
 
 REGISTRY: dict[str, type[Check]] = {}
@@ -107,6 +110,9 @@ class Check:
     verifies: ClassVar[bool] = False
     # Hard wall-time limit per sample in the chain's worker pool; the worker is killed past it.
     timeout_s: ClassVar[float] = 5.0
+    # (module, pip package) pairs the check imports when it runs: a chain refuses to start, in one
+    # line, where one is missing, instead of every worker dying on its first row.
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def check(self, sample: dict) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -138,4 +144,56 @@ def create(name: str, **options) -> Check:
     if unknown:
         raise KeyError(f"check '{name}': unknown option(s) {', '.join(sorted(unknown))} "
                        f"(known: {', '.join(sorted(known)) or 'none'})")
+    for option, value in options.items():
+        problem = option_problem(cls, option, value)
+        if problem:
+            raise TypeError(f"check '{name}': option {option} = {value!r}: {problem}")
     return cls(**options)
+
+
+def missing_requirements(cls: type[Check]) -> list[str]:
+    """The pip packages of `cls.requires` whose module cannot be found (none: all there)."""
+    missing = []
+    for module, package in cls.requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing, or a broken meta-path entry
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def option_problem(cls: type[Check], option: str, value) -> str | None:
+    """Why `value` does not fit the option's declared type (str, int, float, bool, `X | None`), or None.
+
+    A wrong type would otherwise fail on every row (`min_share: high` compared with a float) as a
+    per-row error verdict instead of one line before the first row."""
+    try:
+        expected = typing.get_type_hints(cls).get(option)
+    except (NameError, TypeError):
+        return None
+    arms = typing.get_args(expected) if isinstance(expected, types.UnionType) or \
+        typing.get_origin(expected) is typing.Union else (expected,)
+    if not arms or any(_fits(value, arm) for arm in arms):
+        return None
+    return "expected " + " or ".join("null" if arm is type(None) else _type_name(arm) for arm in arms)
+
+
+def _fits(value, kind) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(kind) or kind
+    return not isinstance(origin, type) or isinstance(value, origin)

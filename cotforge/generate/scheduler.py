@@ -53,7 +53,12 @@ class Scheduler:
 
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
-                 bad_rows: str = "fail", argv: list[str] | None = None):
+                 bad_rows: str = "fail", argv: list[str] | None = None, command: str = "generate",
+                 finalize=None):
+        """`command`: what the manifest names the run (`eval` runs are written by this loop too);
+        `finalize(run) -> dict`: called once sampling is done, before the run is marked complete, with
+        the run folder still locked (eval computes its votes and metrics there); its dict goes into
+        the manifest and the summary."""
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
@@ -61,11 +66,13 @@ class Scheduler:
         self.config = config
         self.prompts_path = str(prompts_path)
         self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
-        self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
+        self.finalize = finalize
+        self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
@@ -269,9 +276,10 @@ class Scheduler:
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
+        extra = self.finalize(self.run) if self.finalize else {}
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], **extra)
         self.close()
-        return {**summary, "funnel": counts["funnel"]}
+        return {**summary, "funnel": counts["funnel"], **extra}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:
