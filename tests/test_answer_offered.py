@@ -228,7 +228,7 @@ def test_text_golds_are_recognised(gold: str) -> None:
 
 
 @pytest.mark.parametrize("gold", ["12", "x^2 + 1", "\\frac{1}{2}", "(C)", "B", "\\pi", "y = 2x", "5 \\text{ cm}",
-                                  "\\infty", "\\sin x"])
+                                  "\\infty", "\\sin x", "six"])
 def test_math_golds_are_not_text(gold: str) -> None:
     assert not is_text_gold(gold)
 
