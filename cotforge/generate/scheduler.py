@@ -91,7 +91,14 @@ class Scheduler:
     # -- state -------------------------------------------------------------------------------------
     def _load_prompts(self, path, fields, bad_rows) -> dict[str, dict]:
         normalize = Normalizer("prompt", fields)
-        rows, quarantined = split_bad_rows(list(read_rows(path)), normalize, bad_rows)
+        raw_rows = list(read_rows(path))
+        rows, quarantined = split_bad_rows(raw_rows, normalize, bad_rows)
+        if not rows:  # nothing to ask: one line, never an empty "complete" run (nothing is committed)
+            if quarantined:
+                first = quarantined[0]
+                raise CotforgeError(f"{path}: no usable prompts: all {len(quarantined)} rows are bad (first, line "
+                                    f"{first['line']}: field '{first['field']}': {first['reason']})")
+            raise CotforgeError(f"{path}: no prompts to generate from (the input is empty)")
         prompts: dict[str, dict] = {}
         for row in rows:
             if row["id"] in prompts:
