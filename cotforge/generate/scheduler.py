@@ -140,7 +140,8 @@ class Scheduler:
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
-            progress.advance(len(self.state) - len(fresh))
+            # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
+            progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
@@ -169,7 +170,7 @@ class Scheduler:
                         prompt_id = rows[0]["prompt_id"]
                         self._take(rows)
                         if self.done(self.state[prompt_id]):
-                            progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                            progress.advance(1, samples=self._spent(), accepted=self._accepted(),
                                              tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                         else:
                             follow_ups.append(prompt_id)
@@ -259,6 +260,9 @@ class Scheduler:
             self.run.write_shard("samples", self.run.next_shard_index("samples"),
                                  to_table(self._buffer, SAMPLE_SCHEMA))
             self._buffer = []
+
+    def _spent(self) -> int:
+        return sum(p.spent for p in self.state.values())
 
     def _accepted(self) -> int:
         return sum(p.accepted for p in self.state.values())
