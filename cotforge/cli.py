@@ -85,46 +85,24 @@ def generate(
                            "GPUs of the cluster; openai: one per --base-url)")] = None,
 ) -> None:
     """Rejection-sample completions per prompt, streaming, adaptive per prompt (vLLM, OpenAI fleet, embedded)."""
-    from cotforge.generate.config import GenerateConfig
-    from cotforge.generate.recipe import load_generate_recipe, parse_engine_options
+    from cotforge.generate.options import resolve, run_job
+    from cotforge.generate.recipe import parse_engine_options
     from cotforge.generate.scheduler import format_generate_summary
-    from cotforge.generate.scheduler import generate as run_generate
     from cotforge.io.normalize import parse_field_overrides
 
-    options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
-    given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
-             "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "shard_size": shard_size,
-             "shard_age_s": shard_age, "concurrency": concurrency, "checks": checks, "template": template,
-             "seed": seed, "jobs": jobs}
-    options.update({key: value for key, value in given.items() if value is not None})
-    extra = parse_engine_options(engine_option or [])
-    if base_url:
-        extra["base_url"] = base_url if len(base_url) > 1 else base_url[0]
-    if extra:
-        options["engine_options"] = {**options.get("engine_options", {}), **extra}
-    if fixed:
-        options["adaptive"] = False
-    prompts = prompts or paths.get("prompts")
-    out = out or paths.get("out")
-    if not prompts or not out:
-        raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
-    run_options = {"overwrite": overwrite, "bad_rows": bad_rows, "fields": parse_field_overrides(field or []),
-                   "argv": sys.argv[1:]}
-    if executor not in ("local", "ray"):
-        raise CotforgeError(f"--executor {executor!r}: choose local or ray")
-    if executor == "local" and replicas is not None:
-        raise CotforgeError("--replicas needs --executor ray")
-    if executor == "ray":
-        from cotforge.cluster.generate import generate_on_ray
-
-        summary = generate_on_ray(prompts, out, GenerateConfig(**options), address=address, replicas=replicas,
-                                  **run_options)
-    else:
-        summary = run_generate(prompts, out, GenerateConfig(**options), **run_options)
+    # the same two steps as cotforge.generate.generate(...): recipe + options -> job, then run it
+    job = resolve(
+        prompts, out, recipe=recipe, engine=engine, model=model, k=k, accept=accept, max_rounds=max_rounds,
+        budget=budget, max_tokens=max_tokens, temperature=temperature, top_p=top_p, shard_size=shard_size,
+        shard_age_s=shard_age, concurrency=concurrency, checks=checks, template=template, seed=seed, jobs=jobs,
+        adaptive=False if fixed else None, engine_options=parse_engine_options(engine_option or []),
+        base_url=base_url, executor=executor, address=address, replicas=replicas)
+    summary = run_job(job, overwrite=overwrite, bad_rows=bad_rows, fields=parse_field_overrides(field or []),
+                      argv=sys.argv[1:])
     if "top_rejection" not in summary:  # say why when nothing was accepted
         from cotforge.stats import top_rejection
 
-        summary["top_rejection"] = top_rejection(out)
+        summary["top_rejection"] = top_rejection(job.out)
     print(format_generate_summary(summary))
     if "ray" in summary:
         from cotforge.cluster.generate import format_ray_summary
