@@ -280,6 +280,10 @@ class Scheduler:
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
+        # Server faults ridden out (retried, never judged, never charged to a prompt), counted apart.
+        faults = {kind: n for kind, n in (getattr(self._engine, "faults", None) or {}).items() if n}
+        if faults:
+            summary["server_faults_this_session"] = faults
         self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
         self.close()
         return {**summary, "funnel": counts["funnel"]}
@@ -307,4 +311,15 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    faults = summary.get("server_faults_this_session")
+    if faults:
+        restarts = faults.get("budget_restarts", 0)
+        listed = ", ".join(f"{n} {FAULT_NAMES.get(kind, kind)}" for kind, n in faults.items() if kind != "budget_restarts")
+        head += (f"\n  server faults this session: {listed}; all retried, none judged or charged to a prompt"
+                 + (f"; {restarts} retry budgets started again after a server came back" if restarts else ""))
     return head + "\n" + format_summary(summary)
+
+
+FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe": "calls moved off a hung server",
+               "http_429": "HTTP 429", "http_5xx": "HTTP 5xx", "bad_json": "200 bodies that were not JSON",
+               "no_choices": "200 answers without choices", "empty_completion": "empty completions"}
