@@ -33,7 +33,9 @@ from cotforge.io.lock import FolderLock, is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect
 
-KEEP = ("id", "prompt_id", "source", "domain", "language")
+# Besides the formatted text: ids, and the prompt fields a check or a reward reads (so an exported set
+# can be re-checked or used for RL as it is).
+KEEP = ("id", "prompt_id", "source", "domain", "language", "gold", "answer_type", "tests")
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 _MESSAGE_REASONING = pa.struct([("role", pa.string()), ("content", pa.string()),
                                 ("reasoning_content", pa.string())])

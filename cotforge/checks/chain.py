@@ -1,4 +1,9 @@
-"""The check chain: presets, a supervised process pool with hard per-item limits, the funnel.
+"""The check chain: presets, a supervised process pool with hard per-item limits, the judges, the gate.
+
+`Chain` is the one chain assembly: generate, filter (local and on Ray), rewrite and the rewards all
+build it (`Chain.for_data(preset)` for training data, `Chain(specs)` for library use). It runs the
+rule checks in the worker pool below, then any `judge` entries in engine batches (cotforge.judge),
+then the verification gate (`verified`).
 
 Workers run every check of the chain on each sample they are given. Before each check a worker
 writes (item, check, start time) to shared memory; the parent kills a worker whose current check
@@ -233,52 +238,90 @@ def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -
     return samples
 
 
-class BuiltFromPreset:
-    """`from_spec` / `for_data` for a chain class built as `cls(specs, jobs, allow_unverified=...)`
-    (`Chain`, and `judge.JudgedChain`, which wraps one)."""
-
-    @classmethod
-    def from_spec(cls, spec: str | list, jobs: int | None = None) -> Self:
-        return cls(parse_specs(spec), jobs)
-
-    @classmethod
-    def for_data(cls, spec: str | list, jobs: int | None = None) -> Self:
-        """The chain that makes training data: unverified samples rejected unless the preset says
-        `allow_unverified: true`."""
-        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
+JUDGE = "judge"  # the check name of a model judge (cotforge.judge): a batched stage, not a pool check
 
 
-class Chain(BuiltFromPreset):
-    """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
+def split_judges(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list]:
+    """(rule check specs, judge configs), preset order kept within each; the judge package is imported
+    only when there is a judge (it brings the engines)."""
+    rules, judges = specs, []
+    if any(spec.name == JUDGE for spec in specs):
+        from cotforge.judge.stage import split_specs
+
+        rules, judges = split_specs(specs)
+    names = [j.name for j in judges] + [s.name for s in rules]
+    if len(set(names)) != len(names):
+        raise CotforgeError("checks: two entries share a name; give each judge its own `name`")
+    return rules, judges
+
+
+def _judge_stages(configs: list, engines: dict | None) -> list:
+    from cotforge.judge.stage import JudgeStage
+
+    return [JudgeStage(config, (engines or {}).get(config.name)) for config in configs]
+
+
+class Chain:
+    """The one chain assembly, used by generate, filter (local and on Ray), rewrite and the rewards:
+    the rule checks in the supervised worker pool, then any `judge` entries in engine batches
+    (`cotforge.judge`: rules first, a judge is asked only where the rules left the row open), then
+    the verification gate. `run(samples)` gives one `Result` per sample with a verdict per name.
+    """
 
     def __init__(self, specs: list[CheckSpec], jobs: int | None = None,
-                 worker_memory: int = DEFAULT_WORKER_MEMORY, allow_unverified: bool | None = None):
+                 worker_memory: int = DEFAULT_WORKER_MEMORY, allow_unverified: bool | None = None,
+                 engines: dict | None = None):
         """`allow_unverified`: None (library use, rewards) adds no verification stage; False rejects a
-        sample that no verifying check could judge; True accepts it, counted as unverified."""
-        self.specs = specs
-        self.checks = build_checks(specs)
-        self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(specs, self.checks))
+        sample that no verifying check (rule or judge) could judge; True accepts it, counted as
+        unverified. `engines`: judge name -> an Engine to judge with (else each judge builds its own)."""
+        rules, judges = split_judges(specs)
+        self.specs = rules
+        self.checks = build_checks(rules)
+        self.judges = _judge_stages(judges, engines) if judges else []
+        self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(rules, self.checks))
                           if type(check).verifies}
+        self.verifying.update({len(rules) + k: stage.config.name for k, stage in enumerate(self.judges)})
         self.gate = VerificationGate(self.verifying, allow_unverified) \
             if allow_unverified is not None and self.verifying else None
-        self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(specs, self.checks)]
-        self.jobs = (os.cpu_count() or 1) if jobs is None else jobs
+        self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(rules, self.checks)]
+        # No rule checks: no worker pool to start.
+        self.jobs = 0 if not rules else (os.cpu_count() or 1) if jobs is None else jobs
         self.worker_memory = worker_memory
         self._workers: list[_Worker] = []
         self._ctx = None
         self.worker_deaths = self.retried = self.died_twice = 0
 
+    @classmethod
+    def from_spec(cls, spec: str | list, jobs: int | None = None, **kwargs) -> Self:
+        """A preset name, YAML path, comma list or list of entries; no verification stage."""
+        return cls(parse_specs(spec), jobs, **kwargs)
+
+    @classmethod
+    def for_data(cls, spec: str | list, jobs: int | None = None, **kwargs) -> Self:
+        """The chain that makes training data: unverified samples rejected unless the preset says
+        `allow_unverified: true`."""
+        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False),
+                   **kwargs)
+
+    @property
+    def rule_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.specs] + ([VERIFIED] if self.gate else [])
+        return self.rule_names + [stage.config.name for stage in self.judges] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
+        """What decides the verdicts (the run's resume key): every entry's options and limits."""
         config = [{"check": s.name, **c.options(), "timeout_s": t}
                   for s, c, t in zip(self.specs, self.checks, self.timeouts)]
+        config += [stage.manifest_config() for stage in self.judges]
         return config + ([self.gate.config()] if self.gate else [])
 
-    def _verify(self, results: list[Result]) -> list[Result]:
-        return self.gate.apply(results) if self.gate else results
+    @property
+    def stats(self) -> dict:
+        """Per judge name: this session's calls, cache hits, unparsed answers and saved calls."""
+        return {stage.config.name: dict(stage.stats) for stage in self.judges}
 
     # pool lifecycle
     def start(self) -> None:
@@ -307,6 +350,8 @@ class Chain(BuiltFromPreset):
             if worker.process.is_alive():
                 worker.kill()
         self._workers = []
+        for stage in self.judges:
+            stage.close()
 
     def __enter__(self) -> Self:
         return self
@@ -316,9 +361,15 @@ class Chain(BuiltFromPreset):
 
     # judging
     def run(self, samples: list[dict]) -> list[Result]:
+        """Rules, then each judge on what the rules left open, then the verification gate."""
+        results = self._run_rules(samples)
+        for stage in self.judges:
+            stage.judge_open(samples, results, self.rule_names)
+        return self.gate.apply(results) if self.gate else results
+
+    def _run_rules(self, samples: list[dict]) -> list[Result]:
         if self.jobs <= 0:
-            return self._verify([Result(run_checks(self.checks, s), s.get("answer"), s.get("language"))
-                                 for s in samples])
+            return [Result(run_checks(self.checks, s), s.get("answer"), s.get("language")) for s in samples]
         self._start()
         results: list[Result | None] = [None] * len(samples)
         queue: deque = deque((i, s, None) for i, s in enumerate(samples))
@@ -347,7 +398,7 @@ class Chain(BuiltFromPreset):
                     except (EOFError, OSError):
                         pass
                 self._supervise(worker, queue, crashes, results)
-        return self._verify(results)  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
 
     def _supervise(self, worker: _Worker, queue: deque, crashes: Counter, results: list) -> None:
         item, check_index, started = int(worker.status[0]), int(worker.status[1]), worker.status[2]
