@@ -225,7 +225,7 @@ def test_generate_refuses_an_empty_prompts_input(cli, tmp_path, name, content):
 
 
 def test_generate_refuses_prompts_that_are_all_bad_and_an_empty_folder(cli, tmp_path):
-    prompts = jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}, {"prompt": None}])
+    prompts = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}, {"prompt": None}])
     line = one_line(cli("generate", prompts, "--out", tmp_path / "run", *GENERATE_OFFLINE, "--bad-rows", "quarantine"))
     assert line.startswith(f"{prompts}: no usable prompts: all 2 rows are bad (first, line 1: field 'prompt'")
     folder = tmp_path / "folder"
@@ -239,8 +239,8 @@ def test_generate_refuses_prompts_that_are_all_bad_and_an_empty_folder(cli, tmp_
 def test_files_a_folder_holds_that_cotforge_cannot_read_are_named(cli, tmp_path):
     folder = tmp_path / "prompts"
     (folder / "sub" / ".git").mkdir(parents=True)
-    jsonl(folder / "a.jsonl", [ROW])
-    jsonl(folder / "sub" / "b.JSONL", [{**ROW, "prompt": "3+3?"}])  # suffixes in any case are read
+    write_jsonl(folder / "a.jsonl", [ROW])
+    write_jsonl(folder / "sub" / "b.JSONL", [{**ROW, "prompt": "3+3?"}])  # suffixes in any case are read
     (folder / "notes.txt").write_text("what these prompts are")
     (folder / "sub" / "plot.png").write_bytes(b"\x89PNG\r\n")
     (folder / ".hidden").write_text("editor state")  # hidden files and folders are passed over quietly
