@@ -1,6 +1,7 @@
 """`cotforge query`: DuckDB views over a run folder's committed Parquet shards.
 
-Views: samples, accepted, rejected, verdicts (one row per sample and check, with its `status`
+Views: samples, accepted, rejected, metrics (an eval run's metrics, one row per split and metric;
+empty for other runs), verdicts (one row per sample and check, with its `status`
 passed/failed/n/a and machine-readable `code`, see checks.base), prompts, quarantine,
 reviews (every human decision, cotforge/review.py). `samples` is as the checks left it; `accepted` and
 `rejected` apply the latest review of each sample (a human decision is final; an edit's text replaces
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
+from cotforge.schema import METRIC_SCHEMA, PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -51,6 +52,7 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     _table_view(con, run, "samples", SAMPLE_SCHEMA)
     _table_view(con, run, "quarantine", QUARANTINE_SCHEMA)
+    _table_view(con, run, "metrics", METRIC_SCHEMA)  # written by `cotforge eval`
     if _table_view(con, run, "reviews", REVIEW_SCHEMA):
         _reviewed_views(con)
     else:  # nothing reviewed: the checks' verdict alone (and no join on the export's path)
@@ -81,6 +83,7 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     else:  # a filtered samples file: prompts as the samples name them
         con.execute("""CREATE VIEW prompts AS
             SELECT prompt_id AS id, any_value(prompt) AS prompt, any_value(gold) AS gold,
+                   any_value(answer_type) AS answer_type,
                    any_value(domain) AS domain, any_value(language) AS language, any_value(source) AS source,
                    count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
                    count(*) FILTER (WHERE accepted) / count(*) AS pass_rate,

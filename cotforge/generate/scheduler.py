@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs, preset_options
+from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
 from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
@@ -41,13 +41,13 @@ from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
 from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain
 from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
+from cotforge.schema import (PROMPT_COPIED, PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
+                             user_text)
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
-COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
+COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
 
 
@@ -56,7 +56,12 @@ class Scheduler:
 
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
-                 bad_rows: str = "fail", argv: list[str] | None = None, policy: Allocation | None = None):
+                 bad_rows: str = "fail", argv: list[str] | None = None, command: str = "generate",
+                 finalize=None, policy: Allocation | None = None):
+        """`command`: what the manifest names the run (`eval` runs are written by this loop too);
+        `finalize(run) -> dict`: called once sampling is done, before the run is marked complete, with
+        the run folder still locked (eval computes its votes and metrics there); its dict goes into
+        the manifest and the summary. `policy`: the allocation (default: the config's, allocation.py)."""
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
@@ -66,15 +71,17 @@ class Scheduler:
         self.prompts_path = str(prompts_path)
         self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
                                      config.repetition_rule())
-        self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
+        self.finalize = finalize
+        self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
-        self._build_chain = lambda: JudgedChain(specs, config.check_workers(), allow_unverified=allow_unverified)
+        self._build_chain = lambda: Chain(specs, config.check_workers(), allow_unverified=allow_unverified)
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
@@ -100,7 +107,14 @@ class Scheduler:
     # -- state -------------------------------------------------------------------------------------
     def _load_prompts(self, path, fields, bad_rows) -> dict[str, dict]:
         normalize = Normalizer("prompt", fields)
-        rows, quarantined = split_bad_rows(list(read_rows(path)), normalize, bad_rows)
+        raw_rows = list(read_rows(path))
+        rows, quarantined = split_bad_rows(raw_rows, normalize, bad_rows)
+        if not rows:  # nothing to ask: one line, never an empty "complete" run (nothing is committed)
+            if quarantined:
+                first = quarantined[0]
+                raise CotforgeError(f"{path}: no usable prompts: all {len(quarantined)} rows are bad (first, line "
+                                    f"{first['line']}: field '{first['field']}': {first['reason']})")
+            raise CotforgeError(f"{path}: no prompts to generate from (the input is empty)")
         prompts: dict[str, dict] = {}
         for row in rows:
             if row["id"] in prompts:
@@ -145,7 +159,8 @@ class Scheduler:
         started = set(fresh)  # prompts this session works on: counted on the progress bar once done
         checker = Checker(self._build_chain)
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
-            progress.advance(len(self.state) - len(fresh))
+            # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
+            progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
 
             def settle(prompt_id: str) -> None:
                 """After a verdict or a cancel: plan the prompt's next wave, or count it done."""
@@ -155,7 +170,7 @@ class Scheduler:
                 if self.done(prompt):
                     if prompt_id in started:
                         started.discard(prompt_id)
-                        progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                        progress.advance(1, samples=self._spent(), accepted=self._accepted(),
                                          tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                 elif prompt_id not in follow_ups:
                     follow_ups.append(prompt_id)
@@ -334,6 +349,9 @@ class Scheduler:
                                  pa.Table.from_pylist(self._cancelled_rows, CANCELLED_SCHEMA))
             self._cancelled_rows = []
 
+    def _spent(self) -> int:
+        return sum(p.spent for p in self.state.values())
+
     def _accepted(self) -> int:
         return sum(p.accepted for p in self.state.values())
 
@@ -352,9 +370,14 @@ class Scheduler:
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], tokens=tokens)
+        # Server faults ridden out (retried, never judged, never charged to a prompt), counted apart.
+        faults = {kind: n for kind, n in (getattr(self._engine, "faults", None) or {}).items() if n}
+        if faults:
+            summary["server_faults_this_session"] = faults
+        extra = self.finalize(self.run) if self.finalize else {}
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], tokens=tokens, **extra)
         self.close()
-        return {**summary, "funnel": counts["funnel"], "tokens": tokens}
+        return {**summary, "funnel": counts["funnel"], "tokens": tokens, **extra}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:
@@ -381,4 +404,15 @@ def format_generate_summary(summary: dict) -> str:
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
     if "tokens" in summary:
         head += "\n" + format_accounting(summary["tokens"])
+    faults = summary.get("server_faults_this_session")
+    if faults:
+        restarts = faults.get("budget_restarts", 0)
+        listed = ", ".join(f"{n} {FAULT_NAMES.get(kind, kind)}" for kind, n in faults.items() if kind != "budget_restarts")
+        head += (f"\n  server faults this session: {listed}; all retried, none judged or charged to a prompt"
+                 + (f"; {restarts} retry budgets started again after a server came back" if restarts else ""))
     return head + "\n" + format_summary(summary)
+
+
+FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe": "calls moved off a hung server",
+               "http_429": "HTTP 429", "http_5xx": "HTTP 5xx", "bad_json": "200 bodies that were not JSON",
+               "no_choices": "200 answers without choices", "empty_completion": "empty completions"}

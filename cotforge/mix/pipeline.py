@@ -259,8 +259,13 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
     used and the report (and so the data card) marks the source partial."""
     recipe = load_recipe(recipe_path)
     partial = _partial_sources(recipe, allow_partial)
+    # marks the sources carry (made from unfinished runs with --allow-partial): the mix carries them on
+    carried = [mark for source in recipe.sources if source.path is not None and is_run_folder(source.path)
+               for mark in RunDir(source.path).partial_marks()]
     config = {"recipe": recipe.raw}
     with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
+        if carried:
+            run.update_manifest(partial=list(dict.fromkeys(carried)))
         return _mix_into(run, recipe, memory_limit, partial)
 
 
