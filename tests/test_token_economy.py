@@ -232,3 +232,10 @@ def test_spent_siblings_are_cancelled_counted_and_never_exported(tmp_path):
     from cotforge.export import export  # the export reads judged samples only: a cancelled one never
 
     assert export(tmp_path / "run", tmp_path / "export")["rows"] == summary["accepted"]
+
+    from starlette.testclient import TestClient
+
+    from cotforge.view.app import ViewApp
+
+    page = TestClient(ViewApp([tmp_path / "run"]).asgi(allowed_hosts=["testserver"])).get("/run/0").text
+    assert "Where the tokens went" in page and f"{tokens['cancelled']['samples']}</td>" in page

@@ -1,22 +1,25 @@
 """Streaming rejection sampling (`cotforge generate`): the engine always has work queued.
 
 Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
-saturates it), topped up as each request finishes. A prompt asks in waves (`allocation.next_wave`):
-its first wave is `k` samples; when a wave's verdicts arrive, its next wave is planned from them at
-once and goes ahead of new prompts (it is on that prompt's critical path), with no barrier across
-prompts. Finished requests are judged by the check chain in its own thread (`checking.Checker`), so
-submission never waits on the checks. Judged samples are committed as one atomic shard once
-`shard_size` of them are waiting or the oldest has waited `shard_age_s`.
+saturates it), topped up as each sample finishes. Every sample is its own request (n=1), so each is
+judged as soon as it ends (the check chain runs in its own thread, `checking.Checker`) and each can be
+cancelled alone. A prompt asks in waves planned by the allocation policy (`allocation.py`): when the
+last sample of a wave is judged, the next wave is planned from the prompt's verdicts and the run's
+pass-rate prior, and goes ahead of new prompts. Once a prompt has its `accept` accepted, its samples
+still in flight are cancelled (`Engine.cancel`); they come back `cancelled`, are recorded in
+`RUN/cancelled/` for the token accounting, and are never judged or exported. With no prompt left to
+start, free slots go to extra samples of unfinished prompts (the tail fill). Judged samples are
+committed as one atomic shard once `shard_size` of them wait or the oldest has waited `shard_age_s`.
 
-Crash safety (kill -9 at any instant, then the same command): a wave is sent, judged and committed as
-a unit, and rows are committed in the order they were judged, so a prompt's committed waves are
-always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
-shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
-(run seed, prompt, first sample index), so the waves that were planned but not committed are asked
-again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
-in), nothing committed is asked twice, and committed shards are
-never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
-where the engine sets it, else the request's seed + j).
+Crash safety (kill -9 at any instant, then the same command): sample i of a prompt is always
+generated with seed(run seed, prompt) + i, whatever wave it lands in. A restart rebuilds each
+prompt's judged indices and verdicts from the committed shards; indices not committed (in flight,
+being judged, or planned) are free again and asked with their seeds; committed indices are never
+asked again; committed shards are never rewritten. Wave sizes depend on the run-wide prior (on what
+finished first), so they may differ from the killed run's; which samples exist differs only by
+cancelled siblings of prompts that reached accept (tests/runcheck.py states it as a test).
+The recorded `seed` is the seed the sample was generated with (`Completion.seed` where the engine
+sets it, else the request's seed + j).
 """
 
 from __future__ import annotations
