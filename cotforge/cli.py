@@ -27,6 +27,19 @@ RayAddress = Annotated[str | None, typer.Option("--address", help="Ray cluster t
 AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
                                                                      "committed rows; the data card says so")]
 
+HubSplit = Annotated[str | None, typer.Option("--split", help="hf:// inputs: the split to read (default: every "
+                                                                "split, each row with a `split` column)")]
+HubConfig = Annotated[str | None, typer.Option("--config", help="hf:// inputs: the dataset config (subset) to read")]
+
+
+def _hub_options(path: str, split: str | None, config: str | None) -> str:
+    """A Hub input with --split / --config folded into its spec (which the run records)."""
+    from cotforge.io.hub import is_hub, with_hub_options
+
+    if not is_hub(path) and split is None and config is None:
+        return path
+    return with_hub_options(path, split, config)
+
 
 def not_built(stage: str, issue: int) -> None:
     print(f"cotforge {stage}: not built yet (tracked in issue {issue}); nothing was done", file=sys.stderr)
@@ -47,7 +60,8 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 @app.command()
 def generate(
-    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder (or set `prompts` in --recipe)")]
+    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder, or hf://datasets/ORG/NAME[@REV][/PATH] "
+                                                       "(or set `prompts` in --recipe)")]
     = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe; options below override it")]
@@ -79,6 +93,7 @@ def generate(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    split: HubSplit = None, config: HubConfig = None,
     executor: Executor = "local", address: RayAddress = None,
     replicas: Annotated[int | None, typer.Option(
         "--replicas", help="--executor ray: engine replicas (default vllm: one per tensor x pipeline parallel "
@@ -108,6 +123,7 @@ def generate(
     out = out or paths.get("out")
     if not prompts or not out:
         raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
+    prompts = _hub_options(str(prompts), split, config)
     run_options = {"overwrite": overwrite, "bad_rows": bad_rows, "fields": parse_field_overrides(field or []),
                    "argv": sys.argv[1:]}
     if executor not in ("local", "ray"):
@@ -133,20 +149,25 @@ def generate(
 
 
 @app.command("filter")
-def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files or folders")],
+def filter_cmd(samples: Annotated[list[str], typer.Argument(
+                   help="sample files or folders, or hf://datasets/ORG/NAME[@REV][/PATH]")],
                out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
                checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
                jobs: Annotated[int | None, typer.Option("--jobs", help="worker processes (default: all cores)")]
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
-               = 2000, executor: Executor = "local", address: RayAddress = None) -> None:
+               = 2000, split: HubSplit = None, config: HubConfig = None,
+               executor: Executor = "local", address: RayAddress = None) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
     from cotforge.stats import format_summary
 
-    counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
+    if (split is not None or config is not None) and not any(s.startswith("hf://") for s in samples):
+        _hub_options(samples[0], split, config)  # says that --split / --config need an hf:// input
+    samples = [_hub_options(s, split, config) if s.startswith("hf://") else s for s in samples]
+    counts = filter_samples(samples, out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
                             argv=sys.argv[1:], executor=executor, address=address)
     print(format_summary(counts))

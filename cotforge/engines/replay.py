@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cotforge.engines.base import Completion, Engine, Request, SamplingParams
 from cotforge.io.errors import CotforgeError
+from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 
@@ -25,7 +26,7 @@ class ReplayEngine(Engine):
         self.model = str(model)
         self.recorded: dict[str, list[dict]] = defaultdict(list)
         normalize = Normalizer("sample")
-        for raw in read_rows(model):
+        for raw in expand_generations(read_rows(model)):  # OpenR1-style rows: one per generation
             row = normalize(raw)
             self.recorded[row["prompt_id"]].append(row)
         for rows in self.recorded.values():
