@@ -116,12 +116,7 @@ def hub_errors(what: str, hub: HubInput) -> Iterator[None]:
     except CotforgeError:
         raise
     except errors.GatedRepoError:
-        from huggingface_hub import get_token
-
-        why = ("no token is set: accept the dataset's conditions on the Hub, then set HF_TOKEN or run "
-               "`hf auth login`") if get_token() is None else "the token given has no access to it; accept its " \
-                                                              "conditions on the Hub with that account"
-        raise CotforgeError(f"{what}: dataset {hub.repo_id} is gated; {why}") from None
+        raise _gated(what, hub) from None
     except errors.RevisionNotFoundError:
         raise CotforgeError(f"{what}: dataset {hub.repo_id} has no revision {hub.revision!r} "
                             f"(a branch, tag or commit hash)") from None
@@ -143,6 +138,15 @@ def hub_errors(what: str, hub: HubInput) -> Iterator[None]:
 
 
 _TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "aiohttp", "fsspec", "requests", "urllib3"}
+
+
+def _gated(what: str, hub: HubInput) -> CotforgeError:
+    from huggingface_hub import get_token
+
+    why = ("no token is set: accept the dataset's conditions on the Hub, then set HF_TOKEN or run "
+           "`hf auth login`") if get_token() is None else ("the token given has no access to it; accept its "
+                                                            "conditions on the Hub with that account")
+    return CotforgeError(f"{what}: dataset {hub.repo_id} is gated; {why}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -205,6 +209,8 @@ def _open_splits(hub: HubInput, commit: str):
             splits = datasets.load_dataset(hub.repo_id, name=hub.config, revision=commit, streaming=True,
                                            **location)
         except datasets.exceptions.DatasetNotFoundError as err:
+            if "gated" in str(err):  # datasets' own check, when the commit was resolved with access before
+                raise _gated(hub.spec(), hub) from None
             raise CotforgeError(f"{hub.spec()}: {_first_line(err)}") from None
         except (ValueError, FileNotFoundError) as err:
             # A wrong config name ("BuilderConfig 'x' not found. Available: [...]"), no data files.
