@@ -208,7 +208,10 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            out: Annotated[Path, typer.Option("--out", help="dataset folder to write")],
            style: Annotated[str, typer.Option("--style", help="messages | special-token | think | r1-zero")]
            = "messages",
-           shard_rows: Annotated[int, typer.Option("--shard-rows", help="rows per Parquet shard")] = 100_000,
+           shard_rows: Annotated[int | None, typer.Option("--shard-rows", help="at most N rows per Parquet shard")]
+           = None,
+           max_shard_size: Annotated[str, typer.Option(
+               "--max-shard-size", help="at most about this much Parquet per shard (500MB, 1GB, 200MiB)")] = "500MB",
            push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="ORG/NAME dataset repo")]
            = None,
            private: Annotated[bool, typer.Option("--private", help="create the hub repo private")] = False,
@@ -218,12 +221,13 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
-    from cotforge.export import push
+    from cotforge.export import parse_size, push
 
     options = {"reasoning_field": True} if reasoning_field else {}
     summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,
-                         allow_partial=allow_partial, **options)
-    print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
+                         allow_partial=allow_partial, max_shard_bytes=parse_size(max_shard_size), **options)
+    print(f"exported {summary['rows']} rows in {summary['shards']} shards ({summary['bytes']:,} bytes) to {out} "
+          f"(style {style})")
     print(f"look at the run and review samples: cotforge view {run}")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")
