@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -100,52 +101,110 @@ def generate(
                            "GPUs of the cluster; openai: one per --base-url)")] = None,
 ) -> None:
     """Rejection-sample completions per prompt, streaming, adaptive per prompt (vLLM, OpenAI fleet, embedded)."""
-    from cotforge.generate.config import GenerateConfig
-    from cotforge.generate.recipe import load_generate_recipe, parse_engine_options
+    from cotforge.generate.options import resolve, run_job
+    from cotforge.generate.recipe import parse_engine_options
     from cotforge.generate.scheduler import format_generate_summary
-    from cotforge.generate.scheduler import generate as run_generate
     from cotforge.io.normalize import parse_field_overrides
 
-    options, paths = load_generate_recipe(recipe) if recipe else ({}, {})
-    given = {"engine": engine, "model": model, "k": k, "accept": accept, "max_rounds": max_rounds, "budget": budget,
-             "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "shard_size": shard_size,
-             "shard_age_s": shard_age, "concurrency": concurrency, "checks": checks, "template": template,
-             "seed": seed, "jobs": jobs}
-    options.update({key: value for key, value in given.items() if value is not None})
-    extra = parse_engine_options(engine_option or [])
-    if base_url:
-        extra["base_url"] = base_url if len(base_url) > 1 else base_url[0]
-    if extra:
-        options["engine_options"] = {**options.get("engine_options", {}), **extra}
-    if fixed:
-        options["adaptive"] = False
-    prompts = prompts or paths.get("prompts")
-    out = out or paths.get("out")
-    if not prompts or not out:
-        raise CotforgeError("generate: give PROMPTS and --out (or `prompts` and `out` in --recipe)")
-    prompts = _hub_options(str(prompts), split, config)
-    run_options = {"overwrite": overwrite, "bad_rows": bad_rows, "fields": parse_field_overrides(field or []),
-                   "argv": sys.argv[1:]}
-    if executor not in ("local", "ray"):
-        raise CotforgeError(f"--executor {executor!r}: choose local or ray")
-    if executor == "local" and replicas is not None:
-        raise CotforgeError("--replicas needs --executor ray")
-    if executor == "ray":
-        from cotforge.cluster.generate import generate_on_ray
-
-        summary = generate_on_ray(prompts, out, GenerateConfig(**options), address=address, replicas=replicas,
-                                  **run_options)
-    else:
-        summary = run_generate(prompts, out, GenerateConfig(**options), **run_options)
+    # the same two steps as cotforge.generate.generate(...): recipe + options -> job, then run it
+    job = resolve(
+        prompts, out, recipe=recipe, engine=engine, model=model, k=k, accept=accept, max_rounds=max_rounds,
+        budget=budget, max_tokens=max_tokens, temperature=temperature, top_p=top_p, shard_size=shard_size,
+        shard_age_s=shard_age, concurrency=concurrency, checks=checks, template=template, seed=seed, jobs=jobs,
+        adaptive=False if fixed else None, engine_options=parse_engine_options(engine_option or []),
+        base_url=base_url, executor=executor, address=address, replicas=replicas)
+    job = dataclasses.replace(job, prompts=_hub_options(job.prompts, split, config))
+    summary = run_job(job, overwrite=overwrite, bad_rows=bad_rows, fields=parse_field_overrides(field or []),
+                      argv=sys.argv[1:])
     if "top_rejection" not in summary:  # say why when nothing was accepted
         from cotforge.stats import top_rejection
 
-        summary["top_rejection"] = top_rejection(out)
+        summary["top_rejection"] = top_rejection(job.out)
     print(format_generate_summary(summary))
     if "ray" in summary:
         from cotforge.cluster.generate import format_ray_summary
 
         print(format_ray_summary(summary))
+
+
+@app.command("eval")
+def eval_cmd(
+    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder with gold answers or tests")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
+    n: Annotated[int, typer.Option("--n", help="samples per prompt, exactly (no early stop)")] = 16,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--compare", help="RUN_A RUN_B: B against A on the same prompts, paired per prompt (no sampling)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics (or the comparison) as JSON")]
+    = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="generate recipe for the engine options")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="embedded | vllm | openai | replay")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model name, folder (a checkpoint) or GGUF file")]
+    = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size")] = None,
+    shard_age: Annotated[float | None, typer.Option("--shard-age")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency")] = None,
+    base_url: Annotated[list[str] | None, typer.Option("--base-url", help="openai engine: server URL (repeat)")]
+    = None,
+    engine_option: Annotated[list[str] | None, typer.Option("--engine-option", help="KEY=VALUE for the engine")]
+    = None,
+    checks: Annotated[str | None, typer.Option(
+        "--checks", help="the chain that decides correctness (default: filters/eval.yaml, the verifying checks)")]
+    = None,
+    template: Annotated[str | None, typer.Option("--template", help="chat | r1-zero | r1-zero-chat | few-shot:F")]
+    = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes")] = None,
+    bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    executor: Executor = "local", address: RayAddress = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="--executor ray: engine replicas")] = None,
+    allow_partial: AllowPartial = False,
+) -> None:
+    """Exactly --n samples per prompt, judged by the chain: pass@1, pass@k, maj@k, 95% CI, per source/domain."""
+    from cotforge.evaluation.run import compare_runs, evaluate, write_json
+    from cotforge.evaluation.table import format_comparison, format_metrics
+    from cotforge.generate.recipe import parse_engine_options
+    from cotforge.io.normalize import parse_field_overrides
+
+    if compare:
+        if prompts is not None or out is not None:
+            raise CotforgeError("eval --compare RUN_A RUN_B compares two finished eval runs; give no PROMPTS or --out")
+        result = compare_runs(compare[0], compare[1], allow_partial=allow_partial)
+        print(format_comparison(result, compare[0], compare[1]))
+        if json_out:
+            write_json(json_out, result)
+        return
+    summary = evaluate(
+        prompts, out, n, recipe=recipe, engine=engine, model=model, max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, shard_size=shard_size, shard_age_s=shard_age, concurrency=concurrency, checks=checks,
+        template=template, seed=seed, jobs=jobs, engine_options=parse_engine_options(engine_option or []),
+        base_url=base_url, executor=executor, address=address, replicas=replicas, overwrite=overwrite,
+        bad_rows=bad_rows, fields=parse_field_overrides(field or []), argv=sys.argv[1:])
+    metrics = summary["metrics"]
+    print(format_metrics(metrics))
+    skipped = summary.get("eval", {}).get("unverifiable_prompts")
+    if skipped:
+        print(f"note: {skipped} prompts had no gold answer or tests to verify against; left out of the metrics")
+    if summary.get("quarantined"):
+        print(f"note: {summary['quarantined']} prompts quarantined (bad rows, or the engine refused them); "
+              f"see `cotforge query RUN 'SELECT * FROM quarantine'`")
+    if json_out:
+        write_json(json_out, {key: metrics[key] for key in ("overall", "by_source", "by_domain")})
+
+
+@app.command()
+def select(run: Annotated[Path, typer.Argument(help="an eval or generate run")],
+           pass_rate: Annotated[str, typer.Option("--pass-rate", help="LO:HI, e.g. 0.1:0.9 (inclusive)")],
+           out: Annotated[Path, typer.Option("--out", help="prompt file to write (JSONL)")],
+           allow_partial: AllowPartial = False) -> None:
+    """Write the prompts whose pass rate in RUN lies in [LO, HI] (with pass_rate and samples per row)."""
+    from cotforge.evaluation.select import select_prompts
+
+    result = select_prompts(run, pass_rate, out, allow_partial=allow_partial)
+    print(f"selected {result['selected']} of {result['prompts']} prompts with pass rate in "
+          f"[{result['low']:g}, {result['high']:g}] -> {out}")
 
 
 @app.command("filter")
@@ -158,7 +217,8 @@ def filter_cmd(samples: Annotated[list[str], typer.Argument(
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
                = 2000, split: HubSplit = None, config: HubConfig = None,
-               executor: Executor = "local", address: RayAddress = None) -> None:
+               executor: Executor = "local", address: RayAddress = None,
+               allow_partial: AllowPartial = False) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
@@ -169,7 +229,7 @@ def filter_cmd(samples: Annotated[list[str], typer.Argument(
     samples = [_hub_options(s, split, config) if s.startswith("hf://") else s for s in samples]
     counts = filter_samples(samples, out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
-                            argv=sys.argv[1:], executor=executor, address=address)
+                            argv=sys.argv[1:], executor=executor, address=address, allow_partial=allow_partial)
     print(format_summary(counts))
 
 
@@ -182,14 +242,15 @@ def rewrite(run: Annotated[Path, typer.Argument(help="a run whose accepted sampl
             = "rewrite",
             max_tokens: Annotated[int, typer.Option("--max-tokens")] = 1024,
             temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
-            overwrite: Overwrite = False) -> None:
+            overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Rewrite accepted R1-Zero-style outputs into |special_token|reasoning|special_token|summary, re-checked."""
     from cotforge.rewrite import RewriteConfig
     from cotforge.rewrite import rewrite as run_rewrite
     from cotforge.stats import format_summary
 
     config = RewriteConfig(engine=engine, model=model, checks=checks, max_tokens=max_tokens, temperature=temperature)
-    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:])))
+    print(format_summary(run_rewrite(run, out, config, overwrite=overwrite, argv=sys.argv[1:],
+                                     allow_partial=allow_partial)))
 
 
 @app.command()
@@ -236,7 +297,7 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
 @app.command()
 def query(run: Annotated[Path, typer.Argument(help="a run folder")],
           sql: Annotated[str, typer.Argument(help="SQL over views samples, accepted, rejected, verdicts, "
-                                                  "prompts, quarantine, reviews")],
+                                                  "prompts, quarantine, reviews, metrics (eval runs)")],
           fmt: Annotated[str, typer.Option("--format", help="table | csv | json | jsonl")] = "table") -> None:
     """Query a run with DuckDB."""
     from cotforge.io.rundir import RunDir

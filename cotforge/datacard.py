@@ -20,6 +20,9 @@ COLUMN_DOCS = {
     "id": "sample id", "prompt_id": "id of the prompt (several samples may share one)",
     "source": "mix source name (or the input's source)", "domain": "math, code, science, logic, general, ...",
     "language": "expected answer language", "prompt": "the prompt text",
+    "gold": "reference answer the sample was verified against (null: none)",
+    "answer_type": "math | choice | numeric | code | text (null: inferred from domain)",
+    "tests": "JSON code tests the sample was run against (null: none)",
     "text": "the formatted assistant output (reasoning + summary) in this card's style",
     "messages": "chat turns: the prompt's user turn(s), then the assistant turn",
 }

@@ -36,7 +36,9 @@ from cotforge.io.lock import FolderLock, is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect
 
-KEEP = ("id", "prompt_id", "source", "domain", "language")
+# Besides the formatted text: ids, and the prompt fields a check or a reward reads (so an exported set
+# can be re-checked or used for RL as it is).
+KEEP = ("id", "prompt_id", "source", "domain", "language", "gold", "answer_type", "tests")
 MAX_SHARD_BYTES = 500 * 1000 ** 2  # the Hub's usual Parquet shard size; datasets streams them well
 BATCH_ROWS = 2048  # rows read per batch, and the most per row group
 FIRST_GROUP_ROWS = 64
@@ -103,10 +105,13 @@ def export(run_path: str | Path, out: str | Path, style: str = "messages", shard
                             f"it needs --style messages, not {style}")
     source = RunDir(run_path)
     manifest = source.manifest()
+    # the card's partial notes: this run unfinished (refused unless allow_partial), then the marks it
+    # carries from unfinished runs it was made from (filter, rewrite, mix ... with --allow-partial)
+    notes = []
     if source.require_finished("export", allow_partial):
-        manifest = {**manifest, "partial": f"Exported from the unfinished {manifest.get('command')} run "
-                                           f"`{Path(run_path).name}` (status {manifest.get('status')}) with "
-                                           f"--allow-partial: only the rows it had committed by then."}
+        notes.append(f"Exported from the unfinished {manifest.get('command')} run `{Path(run_path).name}` "
+                     f"(status {manifest.get('status')}) with --allow-partial: only the rows it had committed by then.")
+    manifest = {**manifest, "partial": notes + source.partial_marks()}
     out = Path(out)
     with FolderLock.acquire(out, "export"):
         return _export_locked(run_path, out, manifest, style, shard_rows, max_shard_bytes, overwrite, license,
@@ -240,7 +245,7 @@ def _write_card(run_path: str | Path, out: Path, manifest: dict, style: str, sch
         "non_reasoning": stats["non_reasoning"], "reviewed": stats["reviewed"],
         "reasoning_rows": f"{rows - stats['non_reasoning']:,}",  # the card says what its rows hold
         "no_reasoning": rows > 0 and stats["non_reasoning"] == rows,
-        "partial": [note for note in [manifest.get("partial"), *_partial_sources(report)] if note],
+        "partial": [*manifest.get("partial", []), *_partial_sources(report)],
     }
     atomic_write_bytes(out / "README.md", render_card(context).encode("utf-8"))
 

@@ -17,15 +17,15 @@ from typing import Self
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs, preset_options, verdict_rows
+from cotforge.checks.chain import Chain, parse_specs, preset_options, verdict_rows
 from cotforge.io.atomic import check_writable
 from cotforge.io.errors import CotforgeError
 from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
-from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain, judge_funnel
+from cotforge.io.rundir import RunDir, source_marks
+from cotforge.judge import judge_funnel
 from cotforge.progress import Progress
 from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
@@ -47,7 +47,7 @@ class Committed:
     accepted: int = 0
 
 
-def judge_chunk(chain: JudgedChain, run: RunDir, index: int, samples: list[dict]) -> int:
+def judge_chunk(chain: Chain, run: RunDir, index: int, samples: list[dict]) -> int:
     """Judge one chunk and commit its samples shard (the chunk's commit point); returns accepted count."""
     rows = verdict_rows(samples, chain.run(samples), chain.names)
     run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
@@ -57,7 +57,7 @@ def judge_chunk(chain: JudgedChain, run: RunDir, index: int, samples: list[dict]
 class LocalExecutor:
     """Judges each chunk as it is submitted, in this machine's supervised process pool."""
 
-    def __init__(self, chain: JudgedChain, run: RunDir):
+    def __init__(self, chain: Chain, run: RunDir):
         self.chain, self.run = chain, run
 
     def submit(self, index: int, samples: list[dict], rows_read: int) -> list[Committed]:
@@ -83,8 +83,11 @@ class LocalExecutor:
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,
                    bad_rows: str = "fail", fields: dict | None = None, overwrite: bool = False,
                    chunk_rows: int = CHUNK_ROWS, argv: list[str] | None = None, executor: str = "local",
-                   address: str | None = None) -> dict:
+                   address: str | None = None, allow_partial: bool = False) -> dict:
     """Judge every sample in `inputs`; returns the run's counts and funnel.
+
+    An input that is an unfinished run (killed, or still being written) is refused unless
+    `allow_partial`; the output then carries the partial mark (manifest `partial`, the data card).
 
     `executor="ray"` runs the chain on a Ray cluster (`address`, default $RAY_ADDRESS or a local Ray);
     there `jobs` is the number of Ray workers (one CPU each; default every CPU of the cluster).
@@ -95,11 +98,12 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         raise CotforgeError(f"--chunk-rows {chunk_rows}: must be at least 1")
     if executor not in EXECUTORS:
         raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    marks = source_marks(inputs, "filter", allow_partial)  # before any output folder is made
     specs = parse_specs(checks)
     # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
     # Unverified samples are rejected unless the preset says `allow_unverified: true`.
     allow_unverified = preset_options(checks).get("allow_unverified", False)
-    chain = JudgedChain(specs, jobs if executor == "local" else 0, allow_unverified=allow_unverified)
+    chain = Chain(specs, jobs if executor == "local" else 0, allow_unverified=allow_unverified)
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
@@ -138,5 +142,6 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
             if chain.judges else {}
         run.update_manifest(status="complete", counts={k: counts[k] for k in
                                                        ("rows_read", "accepted", "rejected", "quarantined")},
-                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged)
+                            funnel=counts["funnel"], infrastructure=counts["infrastructure"], **judged,
+                            **({"partial": marks} if marks else {}))
     return {**counts, **judged}

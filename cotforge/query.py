@@ -1,6 +1,8 @@
 """`cotforge query`: DuckDB views over a run folder's committed Parquet shards.
 
-Views: samples, accepted, rejected, verdicts (one row per sample and check), prompts, quarantine,
+Views: samples, accepted, rejected, metrics (an eval run's metrics, one row per split and metric;
+empty for other runs), verdicts (one row per sample and check, with its `status`
+passed/failed/n/a and machine-readable `code`, see checks.base), prompts, quarantine,
 reviews (every human decision, cotforge/review.py). `samples` is as the checks left it; `accepted` and
 `rejected` apply the latest review of each sample (a human decision is final; an edit's text replaces
 reasoning and summary), so everything downstream of them (export, mix) honours the reviews.
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
+from cotforge.schema import METRIC_SCHEMA, PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -50,16 +52,22 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     _table_view(con, run, "samples", SAMPLE_SCHEMA)
     _table_view(con, run, "quarantine", QUARANTINE_SCHEMA)
+    _table_view(con, run, "metrics", METRIC_SCHEMA)  # written by `cotforge eval`
     if _table_view(con, run, "reviews", REVIEW_SCHEMA):
         _reviewed_views(con)
     else:  # nothing reviewed: the checks' verdict alone (and no join on the export's path)
         con.execute("CREATE VIEW accepted AS SELECT * FROM samples WHERE accepted")
         con.execute("CREATE VIEW rejected AS SELECT * FROM samples WHERE NOT accepted")
-    con.execute("""CREATE VIEW verdicts AS
+    # Run folders written before verdicts had a status and a code read the same: status by
+    # base.status_of's rule, no code.
+    stored = _verdict_fields(con)
+    status = "v.status" if "status" in stored else "NULL"
+    code = "v.code" if "code" in stored else "NULL"
+    con.execute(f"""CREATE VIEW verdicts AS
         SELECT id, prompt_id, sample_idx, v.check AS "check", v.passed AS passed,
-               -- three states, by base.status_of's rule (so run folders written before it read the same)
-               CASE WHEN NOT v.passed THEN 'failed' WHEN v.score IS NULL THEN 'n/a' ELSE 'passed' END AS status,
-               v.score AS score, v.reason AS reason
+               coalesce({status}, CASE WHEN NOT v.passed THEN 'failed' WHEN v.score IS NULL THEN 'n/a'
+                                       ELSE 'passed' END) AS status,
+               {code} AS code, v.score AS score, v.reason AS reason
         FROM (SELECT id, prompt_id, sample_idx, unnest(verdicts) AS v FROM samples)""")
     con.execute("""CREATE VIEW _prompt_stats AS
         SELECT prompt_id, count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
@@ -75,12 +83,25 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
     else:  # a filtered samples file: prompts as the samples name them
         con.execute("""CREATE VIEW prompts AS
             SELECT prompt_id AS id, any_value(prompt) AS prompt, any_value(gold) AS gold,
+                   any_value(answer_type) AS answer_type,
                    any_value(domain) AS domain, any_value(language) AS language, any_value(source) AS source,
                    count(*) AS samples, count(*) FILTER (WHERE accepted) AS accepted,
                    count(*) FILTER (WHERE accepted) / count(*) AS pass_rate,
                    sum(completion_tokens) AS completion_tokens
             FROM samples GROUP BY prompt_id""")
     return con
+
+
+def _verdict_fields(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Which of the later verdict fields (`status`, `code`) the stored verdicts have."""
+    present = set()
+    for name in ("status", "code"):
+        try:
+            con.execute(f"SELECT v.{name} FROM (SELECT unnest(verdicts) AS v FROM samples) LIMIT 0")
+            present.add(name)
+        except duckdb.BinderException:
+            pass
+    return present
 
 
 def _reviewed_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -3,7 +3,7 @@
 R1-Zero was trained on rule-based rewards (accuracy + format; R1 added language consistency);
 cotforge's checks are those rules. A reward here is the check's `Verdict.score` (None where the
 check does not apply, which TRL turns into NaN and leaves out of the group's mean), computed on the
-sample dict the filter builds (`cotforge.io.normalize.Normalizer`) by the filter's chain
+sample dict the filter builds (`cotforge.io.normalize.Normalizer`) by the chain every stage uses
 (`cotforge.checks.chain.Chain`): no second implementation.
 
 TRL's calling convention (`GRPOTrainer`, `reward_funcs=[...]`):
@@ -21,7 +21,7 @@ becomes the sample's `prompt`, so that e.g. the language check reads the user's 
 from __future__ import annotations
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import Chain, CheckSpec
+from cotforge.checks.chain import JUDGE, Chain, CheckSpec
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow
 
@@ -63,20 +63,24 @@ def reward_samples(prompts: list | None, completions: list, **columns) -> list[d
 
 
 class CheckReward:
-    """One check as a TRL reward function; `__name__` is the name TRL logs the reward under."""
+    """One chain entry (a check, or the judge) as a TRL reward function: the chain every stage uses
+    (`cotforge.checks.chain.Chain`), with that one entry and no verification stage. `__name__` is the
+    name TRL logs the reward under."""
 
-    def __init__(self, check: str, name: str | None = None, jobs: int = 0, **options):
+    def __init__(self, check: str, name: str | None = None, jobs: int = 0, judge_engine=None, **options):
         self.check = check
         self.options = options
         self.jobs = jobs  # 0: in this process; N: the chain's pool, with its hard per-sample timeouts
         self.__name__ = name or check
+        self._engine = judge_engine  # the judge's Engine instance to share (e.g. a served model's client)
         self._chain: Chain | None = None
 
     @property
     def chain(self) -> Chain:
         # Built on first use, so that importing this module never needs every check to exist.
         if self._chain is None:
-            self._chain = Chain([CheckSpec(self.check, dict(self.options))], jobs=self.jobs)
+            engines = {self.options.get("name", JUDGE): self._engine} if self._engine is not None else None
+            self._chain = Chain([CheckSpec(self.check, dict(self.options))], jobs=self.jobs, engines=engines)
         return self._chain
 
     def verdicts(self, prompts: list | None = None, completions: list | None = None, **columns) -> list[Verdict]:
@@ -88,38 +92,21 @@ class CheckReward:
         return [verdict.score for verdict in self.verdicts(prompts, completions, **columns)]
 
     def __repr__(self) -> str:
-        return f"CheckReward({self.check!r}, name={self.__name__!r}, options={self.options!r})"
+        return f"{type(self).__name__}({self.check!r}, name={self.__name__!r}, options={self.options!r})"
 
 
-class JudgeReward:
+class JudgeReward(CheckReward):
     """The `judge` check as a reward: 1.0 where the judge says yes, 0.0 for no, None where its answer
     did not parse or nothing applies (no gold and no rubric). Options are the judge's (`JudgeConfig`:
     engine, model, rubric, scope, template, cache, ...); a reward judges every completion it is given,
     batched through the judge engine, with the same verdict cache as the filter."""
 
     def __init__(self, name: str = "judge", judge_engine=None, **options):
-        self.options = options
-        self.__name__ = name
-        self._engine = judge_engine  # an Engine instance to share (e.g. a served model's client); else built
-        self._stage = None
+        super().__init__(JUDGE, name, 0, judge_engine, **options)
 
     @property
     def stage(self):
-        if self._stage is None:
-            from cotforge.judge import JudgeConfig, JudgeStage
-
-            self._stage = JudgeStage(JudgeConfig.from_options(dict(self.options)), self._engine)
-        return self._stage
-
-    def verdicts(self, prompts: list | None = None, completions: list | None = None, **columns) -> list[Verdict]:
-        return self.stage.judge(reward_samples(prompts, completions or [], **columns))
-
-    def __call__(self, prompts: list | None = None, completions: list | None = None,
-                 **columns) -> list[float | None]:
-        return [verdict.score for verdict in self.verdicts(prompts, completions, **columns)]
-
-    def __repr__(self) -> str:
-        return f"JudgeReward(name={self.__name__!r}, options={self.options!r})"
+        return self.chain.judges[0]
 
 
 def from_check(name: str, reward_name: str | None = None, jobs: int = 0, **options) -> CheckReward:

@@ -18,16 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cotforge.checks.base import Verdict
-from cotforge.checks.chain import verdict_rows
+from cotforge.checks.chain import Chain, verdict_rows
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rows import chunks
-from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain
+from cotforge.io.rundir import RunDir, source_marks
 from cotforge.parsing import SPECIAL_TOKEN, split_completion
 from cotforge.progress import Progress
 from cotforge.query import connect
-from cotforge.schema import SAMPLE_SCHEMA, to_table
+from cotforge.schema import PROMPT_COPIED, SAMPLE_SCHEMA, to_table
 from cotforge.stats import run_counts
 
 PATTERN = "pattern"
@@ -39,8 +38,7 @@ REWRITE_PROMPT = (
     "Question:\n{prompt}\n\nSolution:\n{solution}"
 )
 # What a rewrite copies from its original; the rest is the rewrite's own.
-KEEP = ("prompt_id", "sample_idx", "round", "prompt", "messages", "gold", "domain", "language", "source", "tests",
-        "metadata")
+KEEP = ("prompt_id", "sample_idx", "round", "prompt", "messages", *PROMPT_COPIED)
 
 
 @dataclass
@@ -74,12 +72,14 @@ def pattern_verdict(text: str) -> Verdict:
 
 class Rewriter:
     def __init__(self, run: str | Path, out: str | Path, config: RewriteConfig, engine: Engine | None = None,
-                 overwrite: bool = False, argv: list[str] | None = None):
+                 overwrite: bool = False, argv: list[str] | None = None, allow_partial: bool = False):
         if "{solution}" not in config.template:
             raise CotforgeError("rewrite: the template needs a {solution} field")
         self.source, self.config = Path(run), config
         RunDir(run).manifest()  # a clear error for a folder that is not a run, before RUN2 is made
-        self.chain = JudgedChain.for_data(config.checks, jobs=1)  # as filter: unverified rows rejected
+        # an unfinished source is refused unless allow_partial; RUN2 then carries the partial mark
+        self.marks = source_marks([run], "rewrite", allow_partial)
+        self.chain = Chain.for_data(config.checks, jobs=1)  # as filter: unverified rows rejected
         self.names = [PATTERN, *self.chain.names]
         run_config = {**asdict(config), "checks": self.chain.config()}
         self.out = RunDir.open(out, "rewrite", run_config, [run], argv=argv, overwrite=overwrite)
@@ -131,7 +131,7 @@ class Rewriter:
             counts = run_counts(self.out.path, self.names)
             self.out.update_manifest(status="complete", counts={k: counts[k] for k in
                                                                 ("rows_read", "accepted", "rejected", "quarantined")},
-                                     funnel=counts["funnel"])
+                                     funnel=counts["funnel"], **({"partial": self.marks} if self.marks else {}))
         if self._owns_engine and self._engine is not None:
             self._engine.close()
         return counts

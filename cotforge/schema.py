@@ -15,7 +15,10 @@ VERDICT = pa.struct(
         ("check", pa.string()),  # registered check name, e.g. "answer"
         ("passed", pa.bool_()),  # False rejects the sample
         ("score", pa.float64()),  # in [0, 1]; null where the check does not apply
-        ("reason", pa.string()),  # what was measured against what, e.g. "answer 17 != gold 18"
+        ("reason", pa.string()),  # what was measured against what, e.g. "answer 17 != gold 18" (for people)
+        ("status", pa.string()),  # passed | failed | n/a (checks.base.status_of)
+        ("code", pa.string()),  # machine-readable kind, e.g. undecided, missing:gold, timeout, worker_died,
+        # unparsed (checks.base); null for a plain judgement. Stages read this, never `reason`.
     ]
 )
 
@@ -40,6 +43,7 @@ _SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("prompt", pa.string(), "the prompt text, kept so every later stage is self-contained (chat: user turns)"),
     ("messages", pa.list_(MESSAGE), "a chat prompt's own turns (system, user, ...); export writes these"),
     ("gold", pa.string(), "reference answer copied from the prompt"),
+    ("answer_type", pa.string(), "answer type copied from the prompt (math | choice | numeric | code | text)"),
     ("domain", pa.string(), "domain copied from the prompt"),
     ("language", pa.string(), "expected language copied from the prompt"),
     ("source", pa.string(), "dataset or file the prompt came from"),
@@ -86,6 +90,22 @@ _REVIEW_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 
+_METRIC_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("scope", pa.string(), "overall | source | domain"),
+    ("name", pa.string(), "the source or domain ('all' for overall; '(none)' where the rows name none)"),
+    ("metric", pa.string(), "prompts, n, pass@1, pass@k, maj@k, pass@1_ci_low/high, mean_tokens, truncated, stopped"),
+    ("value", pa.float64(), "the value (shares and rates in [0, 1]; null: not defined for this split)"),
+]
+
+_VOTE_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("id", pa.string(), "sample id"),
+    ("prompt_id", pa.string(), "prompt id"),
+    ("sample_idx", pa.int32(), "sample index"),
+    ("answer_class", pa.int32(), "class of its extracted answer within the prompt (equal answers share one); "
+     + "null: no answer"),
+]
+
+
 def _schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
     return pa.schema([pa.field(name, typ, metadata={"doc": doc}) for name, typ, doc in fields])
 
@@ -94,9 +114,15 @@ PROMPT_SCHEMA = _schema(_PROMPT_FIELDS)
 SAMPLE_SCHEMA = _schema(_SAMPLE_FIELDS)
 QUARANTINE_SCHEMA = _schema(_QUARANTINE_FIELDS)
 REVIEW_SCHEMA = _schema(_REVIEW_FIELDS)
+METRIC_SCHEMA = _schema(_METRIC_FIELDS)  # an eval run's `metrics` table (cotforge.evaluation)
+VOTE_SCHEMA = _schema(_VOTE_FIELDS)  # an eval run's `votes` table: answer classes for maj@k
 
 PROMPT_FIELDS = [name for name, _, _ in _PROMPT_FIELDS]
 SAMPLE_FIELDS = [name for name, _, _ in _SAMPLE_FIELDS]
+# The prompt's fields that each of its samples carries as they are (gold, answer_type, domain, language,
+# source, tests, metadata): what the checks read, through generate, filter, rewrite and mix alike.
+PROMPT_COPIED = tuple(name for name in PROMPT_FIELDS if name in SAMPLE_FIELDS and name not in ("id", "prompt",
+                                                                                             "messages"))
 
 
 def user_text(messages: list[dict] | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cotforge.checks.base import MISSING, PASSED, VERIFIED, WORKER_DIED
 from cotforge.query import connect
 
 
@@ -20,13 +21,15 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         SELECT first_check, count(*) FROM (
           SELECT list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check FROM samples WHERE NOT accepted)
         GROUP BY first_check""").fetchall())
+    # The verification stage's codes name what was missing: `missing:gold`, `missing:gold,tests`.
     unverified = con.execute(
-        """SELECT regexp_extract(reason, 'no (\\w+(?: or \\w+)*)', 1) AS missing, count(*) FILTER (WHERE NOT passed),
+        """SELECT replace(substr(code, ?), ',', ' or ') AS missing, count(*) FILTER (WHERE NOT passed),
                   count(*) FILTER (WHERE passed) FROM verdicts
-           WHERE "check" = 'verified' AND status <> 'passed' GROUP BY missing ORDER BY missing""").fetchall()
+           WHERE "check" = ? AND status <> ? GROUP BY missing ORDER BY missing""",
+        [len(MISSING) + 1, VERIFIED, PASSED]).fetchall()
     # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
-    worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND "
-                              "starts_with(reason, 'worker died')").fetchone()[0]
+    worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND code = ?",
+                              [WORKER_DIED]).fetchone()[0]
     top = con.execute("""
         SELECT "check", count(*) AS n, mode(reason) FROM verdicts WHERE NOT passed
         GROUP BY "check" ORDER BY n DESC, "check" LIMIT 1""").fetchone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_jsonl
 
 from cotforge.checks import create
 from cotforge.checks.base import Verdict
@@ -15,11 +16,6 @@ from cotforge.io.readers import RawRow
 
 MATH = "<think>2 + 2 = 4</think>\nThe answer is 4."
 CODE = "<think>Add them.</think>\n```python\ndef add(a, b):\n    return a + b\n```"
-
-
-def write(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def test_verdicts_have_three_states():
@@ -58,7 +54,7 @@ def test_a_chain_without_verifying_checks_does_not_ask_for_verification():
 
 
 def test_filter_rejects_unverified_and_the_summary_names_the_missing_column(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [
+    samples = write_jsonl(tmp_path / "samples.jsonl", [
         {"id": "a", "question": "2+2?", "completion": MATH},
         {"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"},  # a column no alias reads
         {"id": "c", "question": "2+2?", "completion": MATH, "answer": "4"},
@@ -75,14 +71,14 @@ def test_filter_rejects_unverified_and_the_summary_names_the_missing_column(cli,
                                         "ORDER BY id", "--format", "json", check=True).stdout)
     assert [r["status"] for r in rows] == ["n/a", "n/a", "passed", "n/a"]
     # with its gold column named, the sample is verified
-    named = write(tmp_path / "named.jsonl", [{"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"}])
+    named = write_jsonl(tmp_path / "named.jsonl", [{"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"}])
     fixed = cli("filter", named, "--out", tmp_path / "run2", "--checks", "format,answer,code", "--jobs", "1",
                 "--field", "gold=expected", check=True)
     assert "accepted 1, rejected 0" in fixed.stdout and "unverified" not in fixed.stdout
 
 
 def test_preset_may_allow_unverified(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
     preset = tmp_path / "open.yaml"
     preset.write_text("allow_unverified: true\nchecks:\n  - check: format\n  - check: answer\n")
     result = cli("filter", samples, "--out", tmp_path / "run", "--checks", preset, "--jobs", "1", check=True)
@@ -96,7 +92,7 @@ def test_preset_may_allow_unverified(cli, tmp_path):
 
 
 def test_two_gold_columns_are_an_error_asking_for_field(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [
+    samples = write_jsonl(tmp_path / "samples.jsonl", [
         {"id": "a", "prompt": "2+2?", "completion": MATH, "answer": "4", "ground_truth": "5"}])
     result = cli("filter", samples, "--out", tmp_path / "run", "--checks", "format,answer", "--jobs", "1")
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -117,17 +113,28 @@ def test_a_column_named_gold_is_never_ambiguous():
 
 
 def test_old_run_folders_read_the_same(cli, tmp_path):
-    """Verdicts are stored as before (passed, score, reason); `status` is derived in the view, so a run
-    folder written before the three states existed reads with the same statuses."""
-    samples = write(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
-    run = tmp_path / "run"
-    cli("filter", samples, "--out", run, "--checks", "format,answer", "--jobs", "1", check=True)
+    """Verdicts now store their status and code; a run folder written before they existed (verdicts
+    of check, passed, score, reason only) reads with the same statuses, and null codes."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
+    run = tmp_path / "run"
+    cli("filter", samples, "--out", run, "--checks", "format,answer", "--jobs", "1", check=True)
+    query = 'SELECT "check", status, code FROM verdicts ORDER BY "check"'
+    now = json.loads(cli("query", run, query, "--format", "json", check=True).stdout)
+    assert now == [{"check": "answer", "status": "n/a", "code": "missing:gold"},
+                   {"check": "format", "status": "passed", "code": None},
+                   {"check": "verified", "status": "failed", "code": "missing:gold"}]
     shard = next((run / "samples").glob("part-*.parquet"))
-    fields = pq.read_schema(shard).field("verdicts").type.value_type
-    assert [f.name for f in fields] == ["check", "passed", "score", "reason"]
-    rows = cli("query", run, 'SELECT "check", status FROM verdicts ORDER BY "check"', "--format", "json",
-               check=True).stdout
-    assert json.loads(rows) == [{"check": "answer", "status": "n/a"}, {"check": "format", "status": "passed"},
-                                {"check": "verified", "status": "failed"}]
+    table = pq.read_table(shard)
+    assert [f.name for f in table.schema.field("verdicts").type.value_type] == \
+        ["check", "passed", "score", "reason", "status", "code"]
+    old_type = pa.list_(pa.struct([(name, table.schema.field("verdicts").type.value_type.field(name).type)
+                                   for name in ("check", "passed", "score", "reason")]))
+    old = [[{k: v[k] for k in ("check", "passed", "score", "reason")} for v in row]
+           for row in table.column("verdicts").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("verdicts"), "verdicts", pa.array(old, old_type))
+    pq.write_table(table, shard)
+    before = json.loads(cli("query", run, query, "--format", "json", check=True).stdout)
+    assert before == [{**row, "code": None} for row in now]

@@ -1,4 +1,9 @@
-"""The check chain: presets, a supervised process pool with hard per-item limits, the funnel.
+"""The check chain: presets, a supervised process pool with hard per-item limits, the judges, the gate.
+
+`Chain` is the one chain assembly: generate, filter (local and on Ray), rewrite and the rewards all
+build it (`Chain.for_data(preset)` for training data, `Chain(specs)` for library use). It runs the
+rule checks in the worker pool below, then any `judge` entries in engine batches (cotforge.judge),
+then the verification gate (`verified`).
 
 Workers run every check of the chain on each sample they are given. Before each check a worker
 writes (item, check, start time) to shared memory; the parent kills a worker whose current check
@@ -30,12 +35,14 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import NOT_APPLICABLE, Check, Verdict, create
+from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, REGISTRY, TIMEOUT, VERIFIED, WORKER_DIED,
+                                  Check, Verdict, create, missing_code, missing_requirements)
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
 
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
+ENVIRONMENT = -1  # item number of a worker's message that the environment stops it (items are >= 0)
 BATCH = 16
 
 
@@ -110,21 +117,41 @@ def check_modules() -> list[str]:
     return sorted({module for module in sys.modules if module.startswith(package.__name__ + ".")})
 
 
+class MissingDependency(CotforgeError):
+    """A check cannot run in this environment (a package it imports is missing or broken): an error of
+    the installation, never a verdict on a row."""
+
+
+def import_problem(err: ImportError) -> str:
+    """'<the error> (pip install <its package>, or reinstall cotforge)', naming the pip package where
+    a check's `requires` knows it."""
+    module = (err.name or "").split(".")[0]
+    packages = {m: p for cls in REGISTRY.values() for m, p in cls.requires}
+    return f"{err} (pip install {packages.get(module, module or 'the missing package')}, or reinstall cotforge)"
+
+
 def build_checks(specs: list[CheckSpec]) -> list[Check]:
+    """The checks of `specs`; a wrong name or option, or a missing dependency, is one CotforgeError
+    here, before any row is judged."""
     for spec in specs:
         if spec.module:
             importlib.import_module(spec.module)
     try:
         checks = [create(s.name, **s.options) for s in specs]
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:  # ValueError: an option's value (rounding: bogus)
         raise CotforgeError(str(err).strip("\"'")) from None
     for spec, check in zip(specs, checks):
         spec.module = type(check).__module__
+        missing = missing_requirements(type(check))
+        if missing:
+            raise MissingDependency(f"check '{spec.name}' needs {' and '.join(missing)}, which is not installed: "
+                                    f"pip install {' '.join(missing)} (or reinstall cotforge, which depends on it)")
     return checks
 
 
 def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, status=None) -> list[Verdict]:
-    """All checks on one sample, in order; a check that raises gets a failing verdict."""
+    """All checks on one sample, in order; a check that raises gets a failing verdict, except for an
+    import error, which is the environment's (MissingDependency)."""
     verdicts = []
     for index, check in enumerate(checks):
         if skip and index in skip:
@@ -134,10 +161,12 @@ def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, stat
             status[1], status[2] = index, time.monotonic()
         try:
             verdict = check.check(sample)
+        except ImportError as err:  # the environment, not the row: stop the run, one line
+            raise MissingDependency(f"check '{check.name}' cannot run here: {import_problem(err)}") from None
         except MemoryError:
-            verdict = Verdict.fail("memory limit exceeded")
+            verdict = Verdict.fail("memory limit exceeded", code=MEMORY)
         except Exception as err:  # noqa: BLE001 - a broken check must not lose the row
-            verdict = Verdict.fail(f"error: {type(err).__name__}: {str(err)[:200]}")
+            verdict = Verdict.fail(f"error: {type(err).__name__}: {str(err)[:200]}", code=ERROR)
         if status is not None:
             status[2] = 0.0
         verdicts.append(Verdict(*verdict))
@@ -149,15 +178,24 @@ def _worker_main(conn, specs: list[CheckSpec], status, memory_bytes: int) -> Non
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    checks = build_checks(specs)
     try:
+        try:
+            checks = build_checks(specs)
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which stops the run
+            why = import_problem(err) if isinstance(err, ImportError) else f"{type(err).__name__}: {err}"
+            conn.send((ENVIRONMENT, f"check worker could not start: {why}", None, None))
+            return
         while True:
             message = conn.recv()
             if message is None:
                 return
             for item, sample, skip in message:
                 status[0] = item
-                verdicts = run_checks(checks, sample, skip, status)
+                try:
+                    verdicts = run_checks(checks, sample, skip, status)
+                except MissingDependency as err:
+                    conn.send((ENVIRONMENT, str(err), None, None))
+                    return
                 conn.send((item, verdicts, sample.get("answer"), sample.get("language")))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (killed or interrupted): nothing left to report to
@@ -191,9 +229,6 @@ class Result:
         return all(v.passed for v in self.verdicts)
 
 
-VERIFIED = "verified"  # the data chain's own last stage when it has verifying checks
-
-
 class VerificationGate:
     """Did any verifying check (answer, code, a judge ...) judge the sample? A sample none could judge
     (no gold, no tests, unreadable tests) is unverified: rejected, or n/a where the preset allows it.
@@ -209,13 +244,13 @@ class VerificationGate:
     def verdict(self, verdicts: list[Verdict]) -> Verdict:
         judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
         if judged:
-            return Verdict.ok(f"judged by {', '.join(judged)}")
+            return Verdict(True, 1.0, f"judged by {', '.join(judged)}", code=JUDGED)
         missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
-        what = " or ".join(missing)
+        what, code = " or ".join(missing), missing_code(missing)
         if self.allow_unverified:
-            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what)
+            return Verdict.skip(f"unverified (no {what}), allowed by the preset", missing=what, code=code)
         return Verdict(False, None, f"unverified: no {what} to check against (allow_unverified: true in the "
-                                    f"preset accepts such samples)", what)
+                                    f"preset accepts such samples)", what, code)
 
     def apply(self, results: list[Result]) -> list[Result]:
         for result in results:
@@ -226,8 +261,7 @@ class VerificationGate:
 def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -> list[dict]:
     """Attach verdicts, extracted answer, detected language and the accepted flag to each sample."""
     for sample, result in zip(samples, results):
-        sample["verdicts"] = [{"check": name, "passed": v.passed, "score": v.score, "reason": v.reason}
-                              for name, v in zip(names, result.verdicts)]
+        sample["verdicts"] = [v.record(name) for name, v in zip(names, result.verdicts)]
         if result.answer is not None:
             sample["answer"] = result.answer
         if result.language and not sample.get("language"):
@@ -236,52 +270,98 @@ def verdict_rows(samples: list[dict], results: list[Result], names: list[str]) -
     return samples
 
 
-class BuiltFromPreset:
-    """`from_spec` / `for_data` for a chain class built as `cls(specs, jobs, allow_unverified=...)`
-    (`Chain`, and `judge.JudgedChain`, which wraps one)."""
-
-    @classmethod
-    def from_spec(cls, spec: str | list, jobs: int | None = None) -> Self:
-        return cls(parse_specs(spec), jobs)
-
-    @classmethod
-    def for_data(cls, spec: str | list, jobs: int | None = None) -> Self:
-        """The chain that makes training data: unverified samples rejected unless the preset says
-        `allow_unverified: true`."""
-        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False))
+JUDGE = "judge"  # the check name of a model judge (cotforge.judge): a batched stage, not a pool check
 
 
-class Chain(BuiltFromPreset):
-    """Ordered checks; `run(samples)` judges a list of samples with `jobs` worker processes."""
+def split_judges(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list]:
+    """(rule check specs, judge configs), preset order kept within each; the judge package is imported
+    only when there is a judge (it brings the engines)."""
+    rules, judges = specs, []
+    if any(spec.name == JUDGE for spec in specs):
+        from cotforge.judge.stage import split_specs
+
+        rules, judges = split_specs(specs)
+    names = [j.name for j in judges] + [s.name for s in rules]
+    if len(set(names)) != len(names):
+        raise CotforgeError("checks: two entries share a name; give each judge its own `name`")
+    return rules, judges
+
+
+def _judge_stages(configs: list, engines: dict | None) -> list:
+    from cotforge.judge.stage import JudgeStage
+
+    return [JudgeStage(config, (engines or {}).get(config.name)) for config in configs]
+
+
+class Chain:
+    """The one chain assembly, used by generate, filter (local and on Ray), rewrite and the rewards:
+    the rule checks in the supervised worker pool, then any `judge` entries in engine batches
+    (`cotforge.judge`: rules first, a judge is asked only where the rules left the row open), then
+    the verification gate. `run(samples)` gives one `Result` per sample with a verdict per name.
+    """
 
     def __init__(self, specs: list[CheckSpec], jobs: int | None = None,
-                 worker_memory: int = DEFAULT_WORKER_MEMORY, allow_unverified: bool | None = None):
+                 worker_memory: int = DEFAULT_WORKER_MEMORY, allow_unverified: bool | None = None,
+                 engines: dict | None = None):
         """`allow_unverified`: None (library use, rewards) adds no verification stage; False rejects a
-        sample that no verifying check could judge; True accepts it, counted as unverified."""
-        self.specs = specs
-        self.checks = build_checks(specs)
-        self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(specs, self.checks))
+        sample that no verifying check (rule or judge) could judge; True accepts it, counted as
+        unverified. `engines`: judge name -> an Engine to judge with (else each judge builds its own)."""
+        rules, judges = split_judges(specs)
+        self.specs = rules
+        self.checks = build_checks(rules)
+        self.judges = _judge_stages(judges, engines) if judges else []
+        self.verifying = {i: spec.name for i, (spec, check) in enumerate(zip(rules, self.checks))
                           if type(check).verifies}
+        self.verifying.update({len(rules) + k: stage.config.name for k, stage in enumerate(self.judges)})
         self.gate = VerificationGate(self.verifying, allow_unverified) \
             if allow_unverified is not None and self.verifying else None
-        self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(specs, self.checks)]
-        self.jobs = (os.cpu_count() or 1) if jobs is None else jobs
+        self.timeouts = [s.timeout_s or type(c).timeout_s for s, c in zip(rules, self.checks)]
+        # No rule checks: no worker pool to start.
+        self.jobs = 0 if not rules else (os.cpu_count() or 1) if jobs is None else jobs
         self.worker_memory = worker_memory
         self._workers: list[_Worker] = []
         self._ctx = None
         self.worker_deaths = self.retried = self.died_twice = 0
 
+    @staticmethod
+    def validate(specs: list[CheckSpec]) -> None:
+        """Raise the one-line error building this chain would (unknown check, wrong option, missing
+        dependency, bad judge options) without starting a pool or an engine: for callers that build
+        the chain later (generate builds it in its checker thread) but must fail before any work."""
+        rules, _ = split_judges(specs)
+        build_checks([CheckSpec(s.name, dict(s.options), s.timeout_s, s.module) for s in rules])
+
+    @classmethod
+    def from_spec(cls, spec: str | list, jobs: int | None = None, **kwargs) -> Self:
+        """A preset name, YAML path, comma list or list of entries; no verification stage."""
+        return cls(parse_specs(spec), jobs, **kwargs)
+
+    @classmethod
+    def for_data(cls, spec: str | list, jobs: int | None = None, **kwargs) -> Self:
+        """The chain that makes training data: unverified samples rejected unless the preset says
+        `allow_unverified: true`."""
+        return cls(parse_specs(spec), jobs, allow_unverified=preset_options(spec).get("allow_unverified", False),
+                   **kwargs)
+
+    @property
+    def rule_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.specs] + ([VERIFIED] if self.gate else [])
+        return self.rule_names + [stage.config.name for stage in self.judges] + ([VERIFIED] if self.gate else [])
 
     def config(self) -> list[dict]:
+        """What decides the verdicts (the run's resume key): every entry's options and limits."""
         config = [{"check": s.name, **c.options(), "timeout_s": t}
                   for s, c, t in zip(self.specs, self.checks, self.timeouts)]
+        config += [stage.manifest_config() for stage in self.judges]
         return config + ([self.gate.config()] if self.gate else [])
 
-    def _verify(self, results: list[Result]) -> list[Result]:
-        return self.gate.apply(results) if self.gate else results
+    @property
+    def stats(self) -> dict:
+        """Per judge name: this session's calls, cache hits, unparsed answers and saved calls."""
+        return {stage.config.name: dict(stage.stats) for stage in self.judges}
 
     # pool lifecycle
     def start(self) -> None:
@@ -310,6 +390,8 @@ class Chain(BuiltFromPreset):
             if worker.process.is_alive():
                 worker.kill()
         self._workers = []
+        for stage in self.judges:
+            stage.close()
 
     def __enter__(self) -> Self:
         return self
@@ -319,9 +401,15 @@ class Chain(BuiltFromPreset):
 
     # judging
     def run(self, samples: list[dict]) -> list[Result]:
+        """Rules, then each judge on what the rules left open, then the verification gate."""
+        results = self._run_rules(samples)
+        for stage in self.judges:
+            stage.judge_open(samples, results, self.rule_names)
+        return self.gate.apply(results) if self.gate else results
+
+    def _run_rules(self, samples: list[dict]) -> list[Result]:
         if self.jobs <= 0:
-            return self._verify([Result(run_checks(self.checks, s), s.get("answer"), s.get("language"))
-                                 for s in samples])
+            return [Result(run_checks(self.checks, s), s.get("answer"), s.get("language")) for s in samples]
         self._start()
         results: list[Result | None] = [None] * len(samples)
         queue: deque = deque((i, s, None) for i, s in enumerate(samples))
@@ -345,12 +433,14 @@ class Chain(BuiltFromPreset):
                     try:
                         while worker.conn.poll():
                             item, verdicts, answer, language = worker.conn.recv()
+                            if item == ENVIRONMENT:  # verdicts holds the message
+                                raise MissingDependency(verdicts)
                             worker.inflight.pop(item, None)
                             results[item] = Result(verdicts, answer, language)
                     except (EOFError, OSError):
                         pass
                 self._supervise(worker, queue, crashes, results)
-        return self._verify(results)  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
 
     def _supervise(self, worker: _Worker, queue: deque, crashes: Counter, results: list) -> None:
         item, check_index, started = int(worker.status[0]), int(worker.status[1]), worker.status[2]
@@ -367,7 +457,7 @@ class Chain(BuiltFromPreset):
         for pending, (sample, skip) in worker.inflight.items():
             if pending == item and overran:
                 skip = dict(skip or {})
-                skip[check_index] = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s")
+                skip[check_index] = Verdict.fail(f"timeout: over {self.timeouts[check_index]:g}s", code=TIMEOUT)
             elif pending == item:
                 # A worker can die for reasons outside the item (OOM killer, a kill): the item gets a
                 # fresh worker, and only an item that kills its worker again is judged by that.
@@ -377,13 +467,14 @@ class Chain(BuiltFromPreset):
                 else:
                     self.died_twice += 1
                     verdict = Verdict.fail(f"worker died (exit code {exitcode}) in this check, again on a "
-                                           f"fresh worker")
+                                           f"fresh worker", code=WORKER_DIED)
                     if started > 0:
                         skip = dict(skip or {})
                         skip[check_index] = verdict
                     else:
                         results[item] = Result([Verdict.fail(f"worker died (exit code {exitcode}) outside any "
-                                                             f"check, again on a fresh worker")] * len(self.checks),
+                                                             f"check, again on a fresh worker", code=WORKER_DIED)]
+                                               * len(self.checks),
                                                None)
                         continue
             queue.appendleft((pending, sample, skip))

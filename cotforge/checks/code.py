@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import OUT_OF_DOMAIN, Check, Verdict, register
 from cotforge.checks.sandbox import run_program, run_python
 from cotforge.checks.text import CODE_DOMAINS, fenced_blocks, is_code_domain, reasoning_and_summary
 
@@ -84,7 +84,7 @@ class CodeCheck(Check):
 
     def check(self, sample: dict) -> Verdict:
         if not is_code_domain(sample, self.code_domains or CODE_DOMAINS):
-            return Verdict.skip(f"not a code domain ('{sample.get('domain')}')")
+            return Verdict.skip(f"not a code domain ('{sample.get('domain')}')", code=OUT_OF_DOMAIN)
         if not sample.get("tests"):
             return Verdict.skip("no tests", missing="tests")
         try:

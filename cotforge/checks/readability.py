@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import field
 from itertools import compress
 
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import NO_TEXT, OUT_OF_DOMAIN, Check, Verdict, register
 from cotforge.checks.text import (
     CODE_DOMAINS,
     cjk_count,
@@ -68,7 +68,8 @@ class CodeBlockCheck(Check):
 
     def check(self, sample: dict) -> Verdict:
         if is_code_domain(sample, [d.lower() for d in self.code_domains]):
-            return Verdict.skip(f"code domain '{sample.get('domain') or sample.get('answer_type')}'")
+            return Verdict.skip(f"code domain '{sample.get('domain') or sample.get('answer_type')}'",
+                                code=OUT_OF_DOMAIN)
         text = _text(sample, self.field)
         fence = _FENCE_LINE.search(text)
         domain = sample.get("domain") or "non-code"
@@ -100,7 +101,7 @@ class ParagraphCheck(Check):
         text = strip_fenced_code(_text(sample, self.field))  # code blocks are code_block's business
         paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
         if not paragraphs:
-            return Verdict.skip("no text")
+            return Verdict.skip("no text", code=NO_TEXT)
         lengths = [paragraph_length(p, self.cjk_char_weight) for p in paragraphs]
         longest = max(lengths)
         index = lengths.index(longest)
@@ -168,7 +169,7 @@ class GopherRepetitionCheck(Check):
     def check(self, sample: dict) -> Verdict:
         text = _text(sample, self.field).strip()
         if not text:
-            return Verdict.skip("no text")
+            return Verdict.skip("no text", code=NO_TEXT)
         failure = self._lines_and_paragraphs(text) or self._ngrams(text)
         if failure:
             what, value, limit = failure

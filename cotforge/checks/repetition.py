@@ -29,7 +29,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from cotforge.checks.answer.extract import boxed_contents
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import NO_TEXT, Check, Verdict, register
 from cotforge.checks.text import cjk_count, reasoning_and_summary, tokens
 
 _UNIT_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")
@@ -98,7 +98,7 @@ class RepetitionCheck(Check):
     def check(self, sample: dict) -> Verdict:
         reasoning, summary = reasoning_and_summary(sample)
         if not reasoning.strip() and not summary.strip():
-            return Verdict.skip("no text")
+            return Verdict.skip("no text", code=NO_TEXT)
         fields = {"both": (("reasoning", reasoning), ("summary", summary)), "reasoning": (("reasoning", reasoning),),
                   "summary": (("summary", summary),)}[self.field]
         worst: tuple[str, Loop] | None = None

@@ -26,12 +26,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Self
 
-from cotforge.checks.chain import CheckSpec
+from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.cluster.session import RaySession, shared_folder_problem
 from cotforge.filtering import Committed, judge_chunk
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain
 
 IN_FLIGHT_PER_ACTOR = 2  # one judging, one queued: an actor never waits for the driver between chunks
 TASK_RETRIES = 3  # per chunk, across actor deaths; then the command stops (a rerun resumes)
@@ -43,7 +42,7 @@ class ChunkJudge:
     def __init__(self, specs: list[CheckSpec], run_path: str, allow_unverified: bool | None = None):
         self.problem = shared_folder_problem(run_path)
         self.run = RunDir(run_path)
-        self.chain = JudgedChain(specs, jobs=1, allow_unverified=allow_unverified)
+        self.chain = Chain(specs, jobs=1, allow_unverified=allow_unverified)
         if self.problem is None:
             self.chain.start()
 

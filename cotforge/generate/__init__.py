@@ -2,10 +2,12 @@
 
 `scheduler` streams requests to the engine and owns resume and shard commits; `allocation` plans each
 prompt's next wave from its verdicts; `checking` judges in a thread of its own; `config` holds
-`GenerateConfig` and the seeds; `recipe` reads generate recipes; `templates` renders prompts.
+`GenerateConfig` and the seeds; `recipe` reads generate recipes; `options` merges a recipe with explicit
+options and picks the executor (the one rule the CLI and `generate(...)` share); `templates` renders
+prompts.
 """
 
 from cotforge.generate.config import GenerateConfig
-from cotforge.generate.scheduler import generate
+from cotforge.generate.options import generate
 
 __all__ = ["GenerateConfig", "generate"]

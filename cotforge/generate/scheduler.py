@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import parse_specs, preset_options
+from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.allocation import PromptState, next_wave
 from cotforge.generate.checking import Checker
@@ -39,13 +39,13 @@ from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
 from cotforge.io.rundir import RunDir
-from cotforge.judge import JudgedChain
 from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
-from cotforge.schema import PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
+from cotforge.schema import (PROMPT_COPIED, PROMPT_SCHEMA, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
+                             user_text)
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
-COPIED = ("gold", "domain", "language", "source", "tests", "metadata")
+COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 
 
 class Scheduler:
@@ -53,7 +53,12 @@ class Scheduler:
 
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
-                 bad_rows: str = "fail", argv: list[str] | None = None):
+                 bad_rows: str = "fail", argv: list[str] | None = None, command: str = "generate",
+                 finalize=None):
+        """`command`: what the manifest names the run (`eval` runs are written by this loop too);
+        `finalize(run) -> dict`: called once sampling is done, before the run is marked complete, with
+        the run folder still locked (eval computes its votes and metrics there); its dict goes into
+        the manifest and the summary."""
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
@@ -61,15 +66,17 @@ class Scheduler:
         self.config = config
         self.prompts_path = str(prompts_path)
         self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
-        self.run = RunDir.open(out, "generate", {**config.output_config(), "fields": fields or {},
+        self.finalize = finalize
+        self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
-        self._build_chain = lambda: JudgedChain(specs, config.check_workers(), allow_unverified=allow_unverified)
+        self._build_chain = lambda: Chain(specs, config.check_workers(), allow_unverified=allow_unverified)
         self.names: list[str] = []
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
@@ -269,9 +276,10 @@ class Scheduler:
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"])
+        extra = self.finalize(self.run) if self.finalize else {}
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], **extra)
         self.close()
-        return {**summary, "funnel": counts["funnel"]}
+        return {**summary, "funnel": counts["funnel"], **extra}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:

@@ -36,6 +36,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "reasoning": ("reasoning", "reasoning_content", "thinking"),
     "summary": ("summary",),
     "model": ("model",),
+    # what a generated sample records about its generation: kept through a re-filter, never re-labelled
+    "engine": ("engine",),
+    "temperature": ("temperature",),
+    "top_p": ("top_p",),
+    "max_tokens": ("max_tokens",),
+    "seed": ("seed",),
+    "origin_id": ("origin_id",),
+    "rewritten_by": ("rewritten_by",),
     "finish_reason": ("finish_reason",),
     "prompt_tokens": ("prompt_tokens",),
     "completion_tokens": ("completion_tokens",),
@@ -43,11 +51,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
 # Fields whose value decides a verdict: two candidate columns for one of them are an error, never a pick.
 UNAMBIGUOUS = ("gold",)
 TEXT_FIELDS = ("prompt", "gold", "answer_type", "domain", "language", "source", "completion", "reasoning",
-               "summary", "model", "finish_reason", "prompt_id")
-INT_FIELDS = ("sample_idx", "round", "prompt_tokens", "completion_tokens")
+               "summary", "model", "finish_reason", "prompt_id", "engine", "origin_id", "rewritten_by")
+INT_FIELDS = ("sample_idx", "round", "prompt_tokens", "completion_tokens", "max_tokens", "seed")
+FLOAT_FIELDS = ("temperature", "top_p")
 PROMPT_KEYS = ("id", "prompt", "messages", "gold", "answer_type", "domain", "language", "source", "tests")
 SAMPLE_KEYS = PROMPT_KEYS + ("prompt_id", "sample_idx", "round", "completion", "reasoning", "summary",
-                             "model", "finish_reason", "prompt_tokens", "completion_tokens")
+                             "model", "finish_reason", "prompt_tokens", "completion_tokens", "engine",
+                             "temperature", "top_p", "max_tokens", "seed", "origin_id", "rewritten_by")
 
 
 def parse_field_overrides(pairs: Iterable[str]) -> dict[str, str]:
@@ -141,6 +151,15 @@ class Normalizer:
             if isinstance(value, (list, dict)):
                 return _dump(value)
             raise bad(f"expected a list of tests or a JSON string, got {type(value).__name__}")
+        if field in FLOAT_FIELDS:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value.strip())
+                except ValueError:
+                    pass
+            raise bad(f"expected a number, got {type(value).__name__} {_preview(value)}")
         if field in INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 if isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -104,6 +104,23 @@ class RunDir:
                                 f"{self.count_rows('samples')} rows committed so far")
         return True
 
+    def partial_marks(self) -> list[str]:
+        """The partial marks this run carries: notes that it was made from unfinished runs taken with
+        --allow-partial (kept in its manifest; export puts them on the data card)."""
+        value = self.manifest().get("partial") or []
+        return [value] if isinstance(value, str) else [str(note) for note in value]
+
+    def source_marks(self, use: str, allow_partial: bool) -> list[str]:
+        """This run read as the source of `cotforge {use}`: refused while unfinished unless `allow_partial`;
+        returns the marks the output must carry (this run's own unfinished state, then what it carries)."""
+        marks = []
+        if self.require_finished(use, allow_partial):
+            manifest = self.manifest()
+            marks.append(f"`{self.path.name}` was an unfinished {manifest.get('command')} run (status "
+                         f"{manifest.get('status')}) when `cotforge {use}` read it with --allow-partial: only "
+                         f"the {self.count_rows('samples')} rows it had committed by then.")
+        return marks + [mark for mark in self.partial_marks() if mark not in marks]
+
     @classmethod
     def open(cls, path: str | Path, command: str, config: dict, inputs: list[str | Path],
              argv: list[str] | None = None, overwrite: bool = False) -> RunDir:
@@ -214,6 +231,18 @@ class RunDir:
 
     def count_rows(self, table: str) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards(table))
+
+
+def source_marks(paths: list[str | Path], use: str, allow_partial: bool) -> list[str]:
+    """The partial marks an output of `cotforge {use}` carries from its inputs; an input that is an
+    unfinished run folder is refused (one line) unless `allow_partial`. Every stage that reads runs
+    (filter, rewrite, mix, eval, select, export) goes through here, so none is a back door for a run
+    that is still being written or was killed."""
+    marks: list[str] = []
+    for path in paths:
+        if (Path(path) / "manifest.json").is_file():
+            marks += [mark for mark in RunDir(path).source_marks(use, allow_partial) if mark not in marks]
+    return marks
 
 
 def _harmless_change(run: RunDir, old: dict, command: str, config: dict, fingerprints: list[dict]) -> str | None:

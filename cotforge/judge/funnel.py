@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotforge.judge.stage import SAVED_BY_ANSWER, SAVED_BY_RULES
+from cotforge.checks.base import DECIDED_BY_RULE, NO_REFERENCE, REJECTED_BY_RULES, UNPARSED
 from cotforge.query import connect
 
 
@@ -15,9 +15,10 @@ def judge_funnel(run_path: str | Path, names: list[str], session: dict | None = 
     for name in names:
         row = con.execute("""
             SELECT count(*) FILTER (WHERE score = 1), count(*) FILTER (WHERE score = 0),
-                   count(*) FILTER (WHERE reason LIKE 'unparsed%'), count(*) FILTER (WHERE reason = ?),
-                   count(*) FILTER (WHERE reason = ?), count(*) FILTER (WHERE reason LIKE 'n/a: no reference%')
-            FROM verdicts WHERE "check" = ?""", [SAVED_BY_ANSWER, SAVED_BY_RULES, name]).fetchone()
+                   count(*) FILTER (WHERE code = ?), count(*) FILTER (WHERE code = ?),
+                   count(*) FILTER (WHERE code = ?), count(*) FILTER (WHERE code = ?)
+            FROM verdicts WHERE "check" = ?""",
+            [UNPARSED, DECIDED_BY_RULE, REJECTED_BY_RULES, NO_REFERENCE, name]).fetchone()
         yes, no, unparsed, by_answer, by_rules, not_applicable = row
         out[name] = {"yes": yes, "no": no, "unparsed": unparsed, "saved_by_answer": by_answer,
                      "saved_by_rules": by_rules, "not_applicable": not_applicable,

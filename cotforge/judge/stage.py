@@ -4,11 +4,11 @@ Why a stage and not one more check in the chain: the chain runs per-item checks 
 processes with a hard per-item time limit (`cotforge.checks.chain`), which is right for sympy on
 hostile input and wrong for a model call: each worker would load its own model (or open its own
 connection pool), items would reach the engine one at a time instead of as one batch, and a judge
-call that takes a few seconds would trip the per-item timeout. So `JudgedChain` runs the rule chain
-first and then gives every item that still needs a verdict to the judge engine in batches
-(`Engine.generate(requests, params)`: one `model.generate` per batch on the embedded engine, one
-request per item with bounded concurrency on an OpenAI-compatible server, one `LLM.generate` on
-vLLM). The filter and generate's checking both use it in place of a bare `Chain`.
+call that takes a few seconds would trip the per-item timeout. So the chain (`checks.chain.Chain`, the
+one assembly every stage uses) runs the rule checks first and then gives every item that still needs
+a verdict to the judge engine in batches (`JudgeStage.judge_open`; `Engine.generate(requests,
+params)`: one `model.generate` per batch on the embedded engine, one request per item with bounded
+concurrency on an OpenAI-compatible server, one `LLM.generate` on vLLM).
 
 Rules first: the judge is not called for a sample that an earlier rule rejected, nor where the
 `answer` check decided (its answer verified, or contradicted a math/choice/numeric gold). Where
@@ -22,19 +22,17 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Self
 
-from cotforge.checks.base import Verdict
-from cotforge.checks.chain import VERIFIED, BuiltFromPreset, Chain, CheckSpec, Result, VerificationGate
+from cotforge.checks.base import (DECIDED_BY_RULE, LEFT_TO_JUDGE, NO_REFERENCE, REJECTED_BY_RULES, UNDECIDED,
+                                  UNPARSED, Verdict)
+from cotforge.checks.chain import JUDGE, Chain, CheckSpec, Result
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.judge.cache import JudgeCache, cache_key
 from cotforge.judge.prompts import VERDICT_PREFIX, parse_verdict, render, rubric_text, template_text
 
-JUDGE = "judge"
 SCOPES = ("summary", "whole")
-# `answer` verdicts that mean "the rule could not decide": these go to the judge.
-UNDECIDED = ("no final answer found", "gold not verifiable", "answer not verifiable")
+# The judge's n/a verdicts where a rule spared the call (their codes are what the funnel counts).
 SAVED_BY_ANSWER = "n/a: decided by the answer check"
 SAVED_BY_RULES = "n/a: rejected by rules"
 
@@ -129,7 +127,7 @@ class JudgeStage:
             template = self.config.template_for(reference is not None)
             prediction = self.prediction(sample)
             if not template:
-                verdicts[index] = Verdict.skip("no reference and no rubric")
+                verdicts[index] = Verdict.skip("no reference and no rubric", code=NO_REFERENCE)
             elif not prediction:
                 verdicts[index] = Verdict.fail(f"nothing to judge: empty {self.config.scope}")
             if verdicts[index] is not None:
@@ -144,7 +142,7 @@ class JudgeStage:
             for index in indices:
                 if parsed.verdict is None:
                     self.stats["unparsed"] += 1
-                    verdicts[index] = Verdict(False, None, parsed.reason)
+                    verdicts[index] = Verdict.fail(parsed.reason, None, code=UNPARSED)
                 else:
                     verdicts[index] = Verdict(parsed.verdict, float(parsed.verdict), parsed.reason)
         return verdicts  # type: ignore[return-value]
@@ -188,86 +186,19 @@ class JudgeStage:
             self._engine.close()
             self._engine = None
 
+    def manifest_config(self) -> dict:
+        """The options that decide verdicts, for the run's manifest and resume key: the cache folder and
+        batch size change no verdict and stay out; so do secrets in engine options (api_key)."""
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("cache", "batch_size")}
+        config["engine_options"] = {k: v for k, v in config["engine_options"].items()
+                                    if "key" not in k and "token" not in k}
+        return {"check": JUDGE, **config}
 
-def rule_decides(verdict: Verdict, sample: dict) -> bool:
-    """Whether an applied `answer` verdict settles the row: a pass always does (the answer verified); a
-    failure does unless the rule could not read the answer or gold, or the gold is free text
-    (`answer_type: text`, where a different wording is not a wrong answer)."""
-    if verdict.passed:
-        return True
-    return not verdict.reason.startswith(UNDECIDED) and (sample.get("answer_type") or "").lower() != "text"
-
-
-def split_specs(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[JudgeConfig]]:
-    """(rule check specs for the chain, judge configs), preset order kept within each."""
-    rules = [s for s in specs if s.name != JUDGE]
-    judges = [JudgeConfig.from_options(dict(s.options)) for s in specs if s.name == JUDGE]
-    names = [j.name for j in judges] + [s.name for s in rules]
-    if len(set(names)) != len(names):
-        raise CotforgeError("checks: two entries share a name; give each judge its own `name`")
-    return rules, judges
-
-
-class JudgedChain(BuiltFromPreset):
-    """The rule chain, then the judges on what is still open; a drop-in for `Chain` (run, names, config)."""
-
-    def __init__(self, specs: list[CheckSpec], jobs: int | None = None, engines: dict | None = None,
-                 allow_unverified: bool | None = None):
-        """`allow_unverified`: as for `Chain`; the judges count as verifying checks."""
-        rules, judges = split_specs(specs)
-        # No rule checks: no worker pool to start.
-        self.chain = Chain(rules, jobs if rules else 0)
-        self.judges = [JudgeStage(config, (engines or {}).get(config.name)) for config in judges]
-        verifying = {**self.chain.verifying,
-                     **{len(self.chain.names) + k: s.config.name for k, s in enumerate(self.judges)}}
-        self.gate = VerificationGate(verifying, allow_unverified) \
-            if allow_unverified is not None and verifying else None
-
-    @property
-    def names(self) -> list[str]:
-        return self.chain.names + [stage.config.name for stage in self.judges] + ([VERIFIED] if self.gate else [])
-
-    def config(self) -> list[dict]:
-        # The cache folder and batch size do not change any verdict: left out of the resume key. Secrets
-        # in engine options (api_key) stay out of the manifest.
-        configs = []
-        for stage in self.judges:
-            config = {k: v for k, v in dataclasses.asdict(stage.config).items() if k not in ("cache", "batch_size")}
-            config["engine_options"] = {k: v for k, v in config["engine_options"].items()
-                                        if "key" not in k and "token" not in k}
-            configs.append({"check": JUDGE, **config})
-        return self.chain.config() + configs + ([self.gate.config()] if self.gate else [])
-
-    @property
-    def stats(self) -> dict:
-        return {stage.config.name: dict(stage.stats) for stage in self.judges}
-
-    def start(self) -> None:
-        self.chain.start()
-
-    def infrastructure(self) -> dict:
-        return self.chain.infrastructure()
-
-    def close(self) -> None:
-        self.chain.close()
-        for stage in self.judges:
-            stage.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def run(self, samples: list[dict]) -> list[Result]:
-        results = self.chain.run(samples) if self.chain.specs else [Result([], s.get("answer")) for s in samples]
-        for stage in self.judges:
-            self._run_stage(stage, samples, results)
-        return self.gate.apply(results) if self.gate else results
-
-    def _run_stage(self, stage: JudgeStage, samples: list[dict], results: list[Result]) -> None:
-        decider = self.chain.names.index(stage.config.decided_by) if stage.config.decided_by in self.chain.names \
-            else None
+    def judge_open(self, samples: list[dict], results: list[Result], rule_names: list[str]) -> None:
+        """Append this judge's verdict to each result: n/a where its `decided_by` rule settled the row or
+        another rule already rejected it, else the judge's own verdict (batched). Where the rule could
+        not decide and the judge did, the rule's failure becomes n/a (left to the judge)."""
+        decider = rule_names.index(self.config.decided_by) if self.config.decided_by in rule_names else None
         asked, left_open = [], {}
         for index, result in enumerate(results):
             verdicts = result.verdicts
@@ -276,16 +207,39 @@ class JudgedChain(BuiltFromPreset):
                 decided, left_open[index] = False, decider
             others_failed = any(not v.passed for k, v in enumerate(verdicts) if k != decider)
             if decided:
-                result.verdicts.append(Verdict.skip(SAVED_BY_ANSWER.removeprefix("n/a: ")))
-                stage.stats["saved_by_answer"] += 1
+                result.verdicts.append(Verdict.skip(SAVED_BY_ANSWER.removeprefix("n/a: "),
+                                                    code=DECIDED_BY_RULE))
+                self.stats["saved_by_answer"] += 1
             elif others_failed:
-                result.verdicts.append(Verdict.skip(SAVED_BY_RULES.removeprefix("n/a: ")))
-                stage.stats["saved_by_rules"] += 1
+                result.verdicts.append(Verdict.skip(SAVED_BY_RULES.removeprefix("n/a: "),
+                                                    code=REJECTED_BY_RULES))
+                self.stats["saved_by_rules"] += 1
             else:
                 asked.append(index)
-        for index, verdict in zip(asked, stage.judge([samples[i] for i in asked])):
+        for index, verdict in zip(asked, self.judge([samples[i] for i in asked])):
             if index in left_open and verdict.score is not None:
                 rule = left_open[index]
                 old = results[index].verdicts[rule]
-                results[index].verdicts[rule] = Verdict.skip(f"left to the judge: {old.reason}")
+                results[index].verdicts[rule] = Verdict.skip(f"left to the judge: {old.reason}",
+                                                             code=LEFT_TO_JUDGE)
             results[index].verdicts.append(verdict)
+
+
+def rule_decides(verdict: Verdict, sample: dict) -> bool:
+    """Whether an applied `answer` verdict settles the row: a pass always does (the answer verified); a
+    failure does unless the rule could not read the answer or gold, or the gold is free text
+    (`answer_type: text`, where a different wording is not a wrong answer)."""
+    if verdict.passed:
+        return True
+    return verdict.code != UNDECIDED and (sample.get("answer_type") or "").lower() != "text"
+
+
+def split_specs(specs: list[CheckSpec]) -> tuple[list[CheckSpec], list[JudgeConfig]]:
+    """(rule check specs for the chain, judge configs), preset order kept within each."""
+    rules = [s for s in specs if s.name != JUDGE]
+    judges = [JudgeConfig.from_options(dict(s.options)) for s in specs if s.name == JUDGE]
+    return rules, judges
+
+
+# The chain with judges is the one chain (checks.chain.Chain); the old name stays for callers of it.
+JudgedChain = Chain

@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from cotforge.checks.base import status_of
 from cotforge.io.readers import is_run_folder
 from cotforge.io.rundir import RunDir
 from cotforge.mix.decisions import DecisionLog
@@ -94,7 +95,8 @@ def _output_row(row: dict, source: Source, passed: bool, reason: str | None, sco
     row = {k: v for k, v in row.items() if not k.startswith("_")}
     row.update(source=source.name, metadata=json.dumps(metadata, ensure_ascii=False), accepted=passed,
                verdicts=[*(row.get("verdicts") or []),
-                         {"check": "mix", "passed": passed, "score": score, "reason": reason}])
+                         {"check": "mix", "passed": passed, "score": score, "reason": reason,
+                          "status": status_of(passed, score), "code": None}])
     return row
 
 
@@ -257,8 +259,13 @@ def mix(recipe_path: str | Path, out: str | Path, overwrite: bool = False, argv:
     used and the report (and so the data card) marks the source partial."""
     recipe = load_recipe(recipe_path)
     partial = _partial_sources(recipe, allow_partial)
+    # marks the sources carry (made from unfinished runs with --allow-partial): the mix carries them on
+    carried = [mark for source in recipe.sources if source.path is not None and is_run_folder(source.path)
+               for mark in RunDir(source.path).partial_marks()]
     config = {"recipe": recipe.raw}
     with RunDir.open(out, "mix", config, recipe.inputs(), argv=argv, overwrite=overwrite) as run:
+        if carried:
+            run.update_manifest(partial=list(dict.fromkeys(carried)))
         return _mix_into(run, recipe, memory_limit, partial)
 
 

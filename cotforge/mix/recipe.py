@@ -12,6 +12,8 @@ sources:
                            # or per domain: {math: 300000, code: 0.5, ...} (other domains: dropped)
     per_prompt: 1          # at most this many samples per prompt_id
     select: shortest       # which samples per_prompt keeps: random | shortest | longest
+    pass_rate: [0.1, 0.9]  # run folders only: keep prompts whose pass rate in that run (accepted /
+                           # judged samples) lies in [LO, HI], as `cotforge select --pass-rate LO:HI`
   - name: self_cognition
     self_cognition: self_cognition.yaml   # templated rows (cotforge.mix.selfcog) instead of a path
     quota: 2000
@@ -41,7 +43,7 @@ from cotforge.io.yamlfile import load_mapping
 SELECT_POLICIES = ("random", "shortest", "longest")
 DEDUP_TEXTS = ("prompt_summary", "prompt", "sample")
 _SOURCE_KEYS = {"name", "path", "self_cognition", "generate", "where", "quota", "per_prompt", "select", "fields", "dedup",
-                "split", "config"}
+                "pass_rate", "split", "config"}
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Source:
     select: str = "random"
     fields: dict[str, str] = field(default_factory=dict)
     dedup: bool = True
+    pass_rate: tuple[float, float] | None = None  # [LO, HI] of the prompt's pass rate in a run-folder source
 
 
 @dataclass
@@ -115,10 +118,24 @@ def _source(entry: dict, index: int, base: Path) -> Source:
     per_prompt = entry.get("per_prompt")
     if per_prompt is not None and (not isinstance(per_prompt, int) or per_prompt < 1):
         raise CotforgeError(f"{where}: per_prompt must be a positive integer")
-    return Source(name=str(entry["name"]), path=resolved if kinds[0] == "path" else None,
+    pass_rate = _pass_rate(entry.get("pass_rate"), where)
+    if pass_rate is not None and not (kinds[0] == "path" and (resolved / "manifest.json").is_file()):
+        raise CotforgeError(f"{where}: pass_rate needs a run folder as 'path' (the pass rate is its "
+                            f"accepted / judged samples per prompt)")
+    return Source(name=str(entry["name"]), path=resolved if kinds[0] == "path" else None, pass_rate=pass_rate,
                   self_cognition=resolved if kinds[0] == "self_cognition" else None, where=entry.get("where"),
                   quota=_quota(entry.get("quota"), where), per_prompt=per_prompt, select=select,
                   fields=dict(entry.get("fields") or {}), dedup=bool(entry.get("dedup", True)))
+
+
+def _pass_rate(value, where: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or not 0 <= value[0] <= value[1] <= 1):
+        raise CotforgeError(f"{where}: pass_rate must be [LO, HI] with 0 <= LO <= HI <= 1 (got {value!r})")
+    return float(value[0]), float(value[1])
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -85,9 +85,23 @@ def source_relation(source: Source, workdir: Path) -> str:
             for rows in chunks(_normalized_rows(source), STAGE_CHUNK_ROWS):
                 writer.write_table(to_table(rows, SAMPLE_SCHEMA))
         relation = f"(SELECT * FROM read_parquet({sql_literal(staged)}, {_ROW_KEY}))"
+    if source.pass_rate is not None:
+        relation = f"(SELECT * FROM {relation} WHERE prompt_id IN ({_prompts_in_range(source)}))"
     if source.where:
         relation = f"(SELECT * FROM {relation} WHERE {source.where})"
     return relation
+
+
+def _prompts_in_range(source: Source) -> str:
+    """SQL: the prompt ids of a run-folder source whose pass rate (accepted / judged, over all its
+    samples, as the checks judged them) lies in the source's `pass_rate` range."""
+    low, high = source.pass_rate
+    shards = sorted((source.path / "samples").glob("part-*.parquet"))
+    if not shards:
+        return "SELECT NULL::VARCHAR WHERE false"
+    files = ", ".join(sql_literal(s) for s in shards)
+    return (f"SELECT prompt_id FROM read_parquet([{files}], union_by_name=true) GROUP BY prompt_id "
+            f"HAVING avg(accepted::INTEGER) BETWEEN {low!r} AND {high!r}")
 
 
 def _stage_reviewed(run_path: Path, staged: Path) -> None:

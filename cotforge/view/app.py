@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlencode
@@ -241,6 +242,9 @@ def serve(runs: list[Path], host: str = "127.0.0.1", port: int = 8765, token: st
     if not local and not token:
         token = secrets.token_urlsafe(18)
     view = ViewApp(runs, token=token, reviewer=reviewer)
+    for run in view.runs:  # as `query` does: say so before the page does
+        for note in run.notes():
+            print(f"cotforge view: note: {run.path}: {note}", file=sys.stderr, flush=True)
     app = view.asgi(allowed_hosts=LOCAL_HOSTS if local else None)
     # The overview's one full scan (rejection reasons) starts now, while the browser is being opened.
     threading.Thread(target=view.warm, daemon=True).start()

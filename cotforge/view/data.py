@@ -85,6 +85,15 @@ class RunView:
     def manifest(self) -> dict:
         return RunDir(self.path).manifest()
 
+    def notes(self) -> list[str]:
+        """What every page of this run says first: it is unfinished (killed, or still being written, so
+        its pages show only the rows committed so far), or it was made from unfinished runs."""
+        run = RunDir(self.path)
+        status = run.unfinished()
+        notes = [f"Unfinished {self.manifest().get('command')} run (status {status}): killed, interrupted or "
+                 f"still being written; these pages show only the rows committed so far."] if status else []
+        return notes + run.partial_marks()
+
     def files(self) -> list[Path]:
         run = RunDir(self.path)
         return [shard.resolve() for table in TABLES for shard in run.shards(table)]

@@ -10,12 +10,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from cotforge.checks.answer import symbolic
-from cotforge.checks.answer.common import summary_of
+from cotforge.checks.answer.common import MATH_REQUIRES, summary_of
 from cotforge.checks.answer.equivalence import short
 from cotforge.checks.answer.extract import final_answer, gold_answer
 from cotforge.checks.answer.guards import text_guard
 from cotforge.checks.answer.normalize import parse_number
-from cotforge.checks.base import Check, Verdict, register
+from cotforge.checks.base import UNDECIDED, Check, Verdict, register
 
 
 def to_number(text: str | None) -> Fraction | float | None:
@@ -43,6 +43,7 @@ class NumericCheck(Check):
     name = "numeric"
     verifies = True
     timeout_s = 5.0
+    requires = MATH_REQUIRES  # expressions go through sympy
     rel_tol: float = 0.01  # 1%: the usual grading slack for science answers with rounded constants
     abs_tol: float = 1e-9  # for a gold of 0
 
@@ -57,7 +58,7 @@ class NumericCheck(Check):
         answer = final_answer(summary_of(sample)).text
         sample["answer"] = answer
         if answer is None:
-            return Verdict.fail("no final answer found")
+            return Verdict.fail("no final answer found", code=UNDECIDED)
         value = to_number(answer)
         if value is None:
             return Verdict.fail(f"answer {short(answer)} is not a number")

@@ -1,0 +1,214 @@
+"""`OpenAIEngine`: the public face of the openai engine, its asyncio loop, and its in-flight accounting.
+
+The caller's thread submits and polls; one background thread runs an asyncio loop that dispatches
+queued calls to the fleet (`fleet`) and sends them (`calls`). What is in flight is counted in one
+place, `InFlight`: the sequences the scheduler sees as outstanding, and the sequences each server holds
+(what the least-loaded choice and the concurrency cap read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import time
+
+import aiohttp
+
+from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
+from cotforge.engines.openai.calls import Calls, Job, Pending
+from cotforge.engines.openai.fleet import Fleet, Server, first_served_model, v1
+from cotforge.io.errors import CotforgeError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
+PER_SERVER_CONCURRENCY = 256  # vLLM's default max_num_seqs: enough to keep one server's batch full
+
+
+class InFlight:
+    """Sequences in flight. `total` (read by the caller's thread) counts a sample off as soon as its own
+    call answers, even while its request waits for siblings; `wakeup` then tells a caller waiting in
+    poll that there is room to top up. Per-server counts live on each `Server` and change only here, on
+    the loop's thread."""
+
+    def __init__(self, wakeup: queue.Queue) -> None:
+        self.total = 0
+        self._lock = threading.Lock()
+        self._wakeup = wakeup
+
+    def submitted(self, count: int) -> None:
+        with self._lock:
+            self.total += count
+
+    def answered(self, count: int) -> None:
+        with self._lock:
+            self.total -= count
+        self._wakeup.put(None)  # wakes a caller waiting in poll: there is room to top up
+
+    @staticmethod
+    def sent(server: Server, count: int) -> None:
+        server.inflight += count
+
+    @staticmethod
+    def returned(server: Server, count: int) -> None:
+        server.inflight -= count
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, base_url: str | list[str] | None = None, api_key: str | None = None, model: str | None = None,
+                 concurrency: int | None = None, timeout_s: float = 3600, connect_timeout_s: float = 10,
+                 max_retries: int = 5, n_per_request: bool | None = False, backoff_s: float = 1.0,
+                 backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0) -> None:
+        urls = base_url if isinstance(base_url, (list, tuple)) else [base_url or os.environ.get("OPENAI_BASE_URL")
+                                                                      or DEFAULT_BASE_URL]
+        if not urls:
+            raise CotforgeError("openai engine: no base URL given")
+        self.base_urls = [v1(u) for u in urls]
+        self.base_url = self.base_urls[0]
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
+        if self.concurrency < 1:
+            raise CotforgeError("openai engine: concurrency must be at least 1")
+        self.max_inflight = self.concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        connect_s = min(connect_timeout_s, timeout_s)
+        self._call_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_s)
+        self.model = model or first_served_model(self.base_urls, self._headers, connect_s or 10)
+        self._n_default = n_per_request
+        self._done: queue.Queue = queue.Queue()
+        self.inflight_ledger = InFlight(self._done)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, name="openai-engine", daemon=True)
+        self._setup_error: BaseException | None = None
+        self._thread.start()
+        self._ready.wait()
+        if self._setup_error is not None:
+            raise self._setup_error
+
+    # -- public, caller's thread -----------------------------------------------------------------
+    @property
+    def n_per_request(self) -> bool | None:
+        """What the first server taught (tests and single-server callers read it)."""
+        return self._fleet.servers[0].n_per_request
+
+    @property
+    def inflight(self) -> int:
+        """Sequences submitted and not answered yet (a sample counts off as soon as its own call returns)."""
+        return self.inflight_ledger.total
+
+    @property
+    def moved(self) -> int:
+        """Calls moved off a failed server (reported by tests and benchmarks)."""
+        return self._calls.moved
+
+    def submit(self, request: Request, params: SamplingParams) -> None:
+        self.inflight_ledger.submitted(request.n)
+        pending = Pending(request, params, [None] * request.n)
+        self._loop.call_soon_threadsafe(self._enqueue_request, pending)
+
+    def poll(self, timeout_s: float = 0.0) -> list[Finished]:
+        return drain(self._done, timeout_s)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    # -- the loop's thread -------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._setup())  # aiohttp sessions want a running loop
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread by __init__
+            self._setup_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _setup(self) -> None:
+        servers = [Server(url, self._session(self.concurrency, self._call_timeout), n_per_request=self._n_default)
+                   for url in self.base_urls]
+        # Probes get a session of their own: behind a full pool of long calls they would wait for a free
+        # connection, time out, and take a busy server for a dead one.
+        probe_session = self._session(len(servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
+        self._queue: list[Job] = []
+        self.wake = asyncio.Event()
+        self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
+        self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s)
+        self._tasks = {self._loop.create_task(self._dispatch()), self._loop.create_task(self._fleet.probe())}
+
+    def _session(self, connections: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(headers=self._headers, timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
+            task.cancel()
+        await self._fleet.close()
+
+    def _enqueue_request(self, pending: Pending) -> None:
+        singles = all(s.n_per_request is False for s in self._fleet.servers)
+        if pending.request.n == 0:
+            self.finish(pending)
+        elif singles and pending.request.n > 1:
+            self._queue.extend(Job(pending, j, 1) for j in range(pending.request.n))
+        else:
+            self._queue.append(Job(pending, 0, pending.request.n))
+        self.wake.set()
+
+    # -- what calls ask of the engine (calls.Host) ------------------------------------------------
+    def queue_front(self, jobs: list[Job]) -> None:
+        self._queue[0:0] = jobs
+        self.wake.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._done.put(error)
+
+    def finish(self, pending: Pending, error: str | None = None) -> None:
+        if pending.finished:
+            return
+        pending.finished = True
+        if error:
+            self.inflight_ledger.answered(sum(slot is None for slot in pending.slots))
+        self._done.put(Finished(pending.request, [] if error else list(pending.slots), error))
+
+    async def _dispatch(self) -> None:
+        fleet, ledger = self._fleet, self.inflight_ledger
+        while True:
+            now = time.monotonic()
+            wait = None
+            total = sum(s.inflight for s in fleet.servers)
+            up = fleet.up(now)
+            for job in list(self._queue):
+                if job.not_before > now:
+                    wait = min(wait or 1e9, job.not_before - now)
+                    continue
+                if not up:
+                    wait = min(wait or 1e9, fleet.next_up_at() - now)
+                    break
+                if total + job.n > self.concurrency and total > 0:
+                    break
+                server = fleet.least_loaded(up)
+                self._queue.remove(job)
+                ledger.sent(server, job.n)
+                total += job.n
+                task = self._loop.create_task(self._calls.call(job, server))
+                server.tasks[task] = job
+                task.add_done_callback(lambda t, s=server: s.tasks.pop(t, None))
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001) if wait is not None else None)
+            except TimeoutError:
+                pass
