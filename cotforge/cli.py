@@ -61,7 +61,7 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 @app.command()
 def generate(
-    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder, or hf://datasets/ORG/NAME[@REV][/PATH] "
+    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder, or hf://datasets/ORG/NAME\\[@REV]\\[/PATH] "
                                                        "(or set `prompts` in --recipe)")]
     = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
@@ -129,7 +129,8 @@ def generate(
 
 @app.command("eval")
 def eval_cmd(
-    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder with gold answers or tests")] = None,
+    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder with gold answers or tests, or "
+                                                      "hf://datasets/ORG/NAME\\[@REV]\\[/PATH]")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
     n: Annotated[int, typer.Option("--n", help="samples per prompt, exactly (no early stop)")] = 16,
     compare: Annotated[tuple[Path, Path] | None, typer.Option(
@@ -158,6 +159,7 @@ def eval_cmd(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    split: HubSplit = None, config: HubConfig = None,
     executor: Executor = "local", address: RayAddress = None,
     replicas: Annotated[int | None, typer.Option("--replicas", help="--executor ray: engine replicas")] = None,
     allow_partial: AllowPartial = False,
@@ -177,7 +179,7 @@ def eval_cmd(
             write_json(json_out, result)
         return
     summary = evaluate(
-        prompts, out, n, recipe=recipe, engine=engine, model=model, max_tokens=max_tokens, temperature=temperature,
+        _hub_options(prompts, split, config) if prompts else prompts, out, n, recipe=recipe, engine=engine, model=model, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, shard_size=shard_size, shard_age_s=shard_age, concurrency=concurrency, checks=checks,
         template=template, seed=seed, jobs=jobs, engine_options=parse_engine_options(engine_option or []),
         base_url=base_url, executor=executor, address=address, replicas=replicas, overwrite=overwrite,
@@ -209,7 +211,7 @@ def select(run: Annotated[Path, typer.Argument(help="an eval or generate run")],
 
 @app.command("filter")
 def filter_cmd(samples: Annotated[list[str], typer.Argument(
-                   help="sample files or folders, or hf://datasets/ORG/NAME[@REV][/PATH]")],
+                   help="sample files or folders, or hf://datasets/ORG/NAME\\[@REV]\\[/PATH]")],
                out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
                checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
                jobs: Annotated[int | None, typer.Option("--jobs", help="worker processes (default: all cores)")]

@@ -125,23 +125,23 @@ def test_parse_size_refuses_nonsense(text: str) -> None:
 
 @pytest.fixture
 def big_run(tmp_path: Path) -> Path:
-    """6,000 accepted rows of ~1.2 KB of varied digits each: about 2 MB of Parquet."""
+    """3,000 accepted rows of ~1.2 KB of varied digits each: about 1 MB of Parquet."""
     rng = random.Random(3)
     rows = [_sample(i, "math", True, reasoning=" ".join(f"{rng.random():.12f}" for _ in range(60 + i % 40)))
-            for i in range(6000)]
+            for i in range(3000)]
     run = RunDir.open(tmp_path / "big", "filter", {"checks": ["format"]}, [])
     for index in range(3):
-        run.write_shard("samples", index, to_table(rows[index * 2000:(index + 1) * 2000], SAMPLE_SCHEMA))
-    run.update_manifest(status="complete", funnel=[{"stage": "rows in", "rows": 6000}])
+        run.write_shard("samples", index, to_table(rows[index * 1000:(index + 1) * 1000], SAMPLE_SCHEMA))
+    run.update_manifest(status="complete", funnel=[{"stage": "rows in", "rows": 3000}])
     return run.path
 
 
 def test_shards_are_bounded_in_bytes_and_lose_nothing(big_run: Path, tmp_path: Path) -> None:
-    limit = 400_000
+    limit = 200_000
     summary = export(big_run, tmp_path / "ds", max_shard_bytes=limit)
     files = [Path(f) for f in summary["files"]]
     sizes = [f.stat().st_size for f in files]
-    assert summary["rows"] == 6000 and len(files) == summary["shards"] >= 4 and summary["bytes"] == sum(sizes)
+    assert summary["rows"] == 3000 and len(files) == summary["shards"] >= 4 and summary["bytes"] == sum(sizes)
     groups = [pq.ParquetFile(f).metadata for f in files]
     largest_group = max(sum(g.row_group(i).column(c).total_compressed_size for c in range(g.num_columns))
                         for g in groups for i in range(g.num_row_groups))
@@ -152,10 +152,10 @@ def test_shards_are_bounded_in_bytes_and_lose_nothing(big_run: Path, tmp_path: P
     assert [f.name for f in files] == [f"train-{i:05d}-of-{len(files):05d}.parquet" for i in range(len(files))]
     assert not list((tmp_path / "ds" / "data").glob(".*"))  # no temporary shard left behind
     ds = datasets.load_dataset(str(tmp_path / "ds"), split="train")
-    assert [r["id"] for r in ds] == [f"s{i}" for i in range(6000)]  # every row once, in order
+    assert [r["id"] for r in ds] == [f"s{i}" for i in range(3000)]  # every row once, in order
     # a row cap still holds beside the byte bound
-    capped = export(big_run, tmp_path / "capped", max_shard_bytes=10 ** 9, shard_rows=2500)
-    assert [pq.ParquetFile(f).metadata.num_rows for f in capped["files"]] == [2500, 2500, 1000]
+    capped = export(big_run, tmp_path / "capped", max_shard_bytes=10 ** 9, shard_rows=1200)
+    assert [pq.ParquetFile(f).metadata.num_rows for f in capped["files"]] == [1200, 1200, 600]
 
 
 def test_card_statistics_are_what_numpy_says(big_run: Path, tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_card_statistics_are_what_numpy_says(big_run: Path, tmp_path: Path) -> N
         assert got == {"min": int(values.min()), "median": int(np.median(values)),
                        "p90": int(np.percentile(values, 90)), "max": int(values.max()), "mean": int(values.mean())}
     edges, counts = stats["reasoning_histogram"]
-    assert sum(counts) == 6000 and len(edges) == len(counts) + 1
+    assert sum(counts) == 3000 and len(edges) == len(counts) + 1
     assert edges[0] == reasoning.min() and edges[-1] == pytest.approx(reasoning.max())
     expected, _ = np.histogram(reasoning, bins=len(counts), range=(edges[0], edges[-1]))
     assert abs(np.asarray(counts) - expected).sum() <= 2  # bin-edge rounding only
