@@ -36,6 +36,7 @@ UNPARSED = "unparsed"  # the judge's answer was neither Yes nor No
 MISSING = "missing:"  # prefix: n/a (or unverified) because these input fields were absent: `missing:gold`
 OUT_OF_DOMAIN = "out_of_domain"  # n/a: not this check's kind of sample (tests on prose, prose rules on code)
 NO_TEXT = "no_text"  # n/a: nothing to judge (empty text, no words)
+NOT_MATH = "not_math"  # answer n/a: the gold is words ("Paris"), not mathematics; a judge decides
 NO_REFERENCE = "no_reference"  # judge n/a: no gold and no rubric
 DECIDED_BY_RULE = "decided_by_rule"  # judge n/a: the rule it defers to (`decided_by`) settled the row
 REJECTED_BY_RULES = "rejected_by_rules"  # judge n/a: an earlier rule already rejected the row

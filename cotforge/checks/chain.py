@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, REGISTRY, TIMEOUT, VERIFIED, WORKER_DIED,
-                                  Check, Verdict, create, missing_code, missing_requirements)
+from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, NOT_MATH, REGISTRY, TIMEOUT, VERIFIED,
+                                  WORKER_DIED, Check, Verdict, create, missing_code, missing_requirements)
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
@@ -245,6 +245,11 @@ class VerificationGate:
         judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
         if judged:
             return Verdict(True, 1.0, f"judged by {', '.join(judged)}", code=JUDGED)
+        if any(verdicts[i].code == NOT_MATH for i in self.verifying):  # a gold in words and no judge ran
+            reason = "the gold is words, not math: only a judge can grade it (add `judge` to the checks)"
+            if self.allow_unverified:
+                return Verdict.skip(f"unverified ({reason}), allowed by the preset", code=NOT_MATH)
+            return Verdict(False, None, f"unverified: {reason}", None, NOT_MATH)
         missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
         what, code = " or ".join(missing), missing_code(missing)
         if self.allow_unverified:

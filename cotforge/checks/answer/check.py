@@ -20,7 +20,7 @@ from cotforge.checks.answer.common import MATH_REQUIRES, summary_of
 from cotforge.checks.answer.equivalence import Options, compare
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS
 from cotforge.checks.answer.numeric import NumericCheck
-from cotforge.checks.base import OUT_OF_DOMAIN, UNDECIDED, Check, Verdict, register
+from cotforge.checks.base import NOT_MATH, OUT_OF_DOMAIN, UNDECIDED, Check, Verdict, register
 
 # The prompt asks for a rounded or decimal answer: only then may 0.333 stand for 1/3.
 _ROUNDING = re.compile(
@@ -75,6 +75,8 @@ class AnswerCheck(Check):
                               self.rounding == "prompt" and asks_for_rounding(sample.get("prompt"))))
         outcome = compare(str(gold), summary_of(sample), options, text_only=answer_type == "text")
         sample["answer"] = outcome.answer
+        if outcome.not_math:  # words, not math: a judge decides; without one the sample is unverified
+            return Verdict.skip(outcome.reason, code=NOT_MATH)
         if outcome.equal is None:
             return Verdict.fail(f"no final answer found (gold {outcome.gold})", code=UNDECIDED)
         if outcome.equal:
