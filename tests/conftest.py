@@ -1,8 +1,19 @@
-"""Shared test helpers: the ../shared data folder and running the real CLI."""
+"""Shared test helpers: markers, the ../shared data folder, running the real CLI, JSONL files and
+digests, the session's vLLM server and Ray cluster.
+
+Markers (declared in pyproject.toml): a test that loads a model, starts a vLLM server, a Ray cluster or
+a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`) and, through
+`pytest_collection_modifyitems` below, `slow` too; one that builds a venv or runs for long is marked
+`slow` by itself. A test using a fixture that starts one of those things is marked by the fixture
+(FIXTURE_MARKS), so a new test is caught without remembering. `pytest -m "not slow"` is the quick loop.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +25,54 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 SHARED = Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared"))
+
+# Markers that imply `slow`: each names the heavy thing the test starts.
+HEAVY_MARKS = ("vllm", "ray", "browser", "model")
+# Fixtures that start a heavy thing, and the marker a test using them gets.
+FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
+                 "ray_cluster": "ray", "embedded_engine": "model"}
+# An unmarked test slower than this is named at the end of the run (it belongs marked, or made faster).
+UNMARKED_LIMIT_S = 10.0
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in item.fixturenames and mark not in item.keywords:
+                item.add_marker(mark)
+        if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
+            item.add_marker("slow")
+
+
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    start = time.monotonic()
+    yield
+    took = time.monotonic() - start
+    if took > UNMARKED_LIMIT_S and "slow" not in item.keywords:
+        _unmarked_slow.append((took, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section("unmarked slow tests (mark them `slow`, or make them faster)")
+        for took, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{took:6.1f}s  {nodeid}")
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """`rows` (dicts) as a JSONL file, one object a line, UTF-8 kept as is; returns `path`."""
+    path = Path(path)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: a committed shard must not change across a kill and a resume."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -76,6 +135,26 @@ def vllm_server_url(vllm_python, vllm_think_model):
     with vllm_server(vllm_python, vllm_think_model, "--reasoning-parser", "deepseek_r1",
                      "--served-model-name", "smollm2-think") as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on this machine (one CPU per node), started once for the session
+    and shared by every Ray test (starting one takes ~10 s of the two cores)."""
+    from ray_helpers import two_node_cluster
+
+    with two_node_cluster(cpus_per_node=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def embedded_engine():
+    """The embedded SmolLM2-135M engine (real weights, one load per module, ~15 s on 2 cores)."""
+    from cotforge.engines.base import get_engine
+
+    engine = get_engine("embedded", batch_size=4)
+    yield engine
+    engine.close()
 
 
 REAL_TRACES = Path(__file__).parent / "data" / "real_traces"

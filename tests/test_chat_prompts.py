@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import write_jsonl
 
 from cotforge.engines.replay import ReplayEngine
 from cotforge.generate.sampler import GenerateConfig, generate
@@ -19,11 +20,6 @@ CHAT_ZH = [SYSTEM, {"role": "user", "content": QUESTION_ZH}]
 ANSWER = "<think>Two plus three is five.</think>\nThe answer is \\boxed{5}."
 
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def _exported(folder: Path) -> list[dict]:
     return [row for shard in sorted((folder / "data").glob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
 
@@ -34,7 +30,7 @@ def _samples(run: Path) -> list[dict]:
 
 
 def test_filter_and_export_keep_the_chat_turns(tmp_path: Path, cli) -> None:
-    samples = _jsonl(tmp_path / "samples.jsonl", [{"id": "c1", "messages": TURNS, "completion": ANSWER, "gold": "5"}])
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "c1", "messages": TURNS, "completion": ANSWER, "gold": "5"}])
     cli("filter", samples, "--out", tmp_path / "run", "--checks", "format", check=True)
     [row] = _samples(tmp_path / "run")
     assert row["messages"] == TURNS  # a real list column, not JSON text
@@ -51,9 +47,9 @@ def test_filter_and_export_keep_the_chat_turns(tmp_path: Path, cli) -> None:
 
 
 def test_generated_chat_prompts_stay_turns_and_are_decontaminated(tmp_path: Path) -> None:
-    prompts = _jsonl(tmp_path / "prompts.jsonl", [{"id": "zh", "messages": CHAT_ZH, "gold": "5"},
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": "zh", "messages": CHAT_ZH, "gold": "5"},
                                                   {"id": "en", "messages": TURNS, "gold": "5"}])
-    recorded = _jsonl(tmp_path / "recorded.jsonl", [{"prompt_id": p, "prompt": "-", "sample_idx": 0,
+    recorded = write_jsonl(tmp_path / "recorded.jsonl", [{"prompt_id": p, "prompt": "-", "sample_idx": 0,
                                                      "completion": ANSWER} for p in ("zh", "en")])
     generate(prompts, tmp_path / "run", GenerateConfig(engine="replay", checks="format", jobs=0, k=1),
              engine=ReplayEngine(recorded))
@@ -61,7 +57,7 @@ def test_generated_chat_prompts_stay_turns_and_are_decontaminated(tmp_path: Path
     assert rows["zh-0"]["messages"] == CHAT_ZH and rows["en-0"]["messages"] == TURNS
     assert rows["zh-0"]["prompt"] == QUESTION_ZH  # not the turns as escaped JSON text
 
-    _jsonl(tmp_path / "eval.jsonl", [{"question": QUESTION_ZH, "answer": "5 pm"}])
+    write_jsonl(tmp_path / "eval.jsonl", [{"question": QUESTION_ZH, "answer": "5 pm"}])
     (tmp_path / "recipe.yaml").write_text("name: chat\nseed: 0\nsources:\n  - name: gen\n    path: run\n"
                                           "decontaminate:\n  against: [eval.jsonl]\n  ngram: 13\n")
     mix(tmp_path / "recipe.yaml", tmp_path / "mix")
@@ -74,7 +70,7 @@ def test_generated_chat_prompts_stay_turns_and_are_decontaminated(tmp_path: Path
 
 def test_mixed_chat_rows_keep_their_prompt_turns_as_messages(tmp_path: Path, cli) -> None:
     conversation = [*TURNS, {"role": "assistant", "content": ANSWER}]
-    _jsonl(tmp_path / "chat.jsonl", [{"messages": conversation}])
+    write_jsonl(tmp_path / "chat.jsonl", [{"messages": conversation}])
     (tmp_path / "recipe.yaml").write_text("name: chat\nseed: 0\nsources:\n  - name: chat\n    path: chat.jsonl\n")
     mix(tmp_path / "recipe.yaml", tmp_path / "mix")
     [row] = _samples(tmp_path / "mix")

@@ -17,6 +17,7 @@ from cotforge.engines.convert import THINK_TOKENS, converted_model
 from cotforge.engines.gguf import shipped_gguf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.model  # converts and loads the real weights
 
 
 @pytest.fixture(scope="module")

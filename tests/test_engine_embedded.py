@@ -10,17 +10,15 @@ import os
 import pytest
 import torch
 
-from cotforge.engines import Request, SamplingParams, get_engine
+from cotforge.engines import Request, SamplingParams
 from cotforge.engines.gguf import SHIPPED_NAME, shipped_gguf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def engine():
-    engine = get_engine("embedded", batch_size=4)
-    yield engine
-    engine.close()
+@pytest.fixture
+def engine(embedded_engine):
+    return embedded_engine  # conftest's: one load for the module, and the `model` marker
 
 
 def ask(key: str, content: str, n: int = 1, seed: int = 0) -> Request:

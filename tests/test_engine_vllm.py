@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import in_vllm_venv
+from conftest import in_vllm_venv, write_jsonl
 
 from cotforge.engines import get_engine
 from cotforge.io.errors import CotforgeError
@@ -46,7 +46,7 @@ def runs(vllm_python, tmp_path_factory):
     rows = [{"id": "sum", "prompt": "What is 2 + 3?"}, {"id": "poem", "prompt": "Write a poem about the sea."},
             {"id": "long", "prompt": "Repeat after me: " + "lorem ipsum " * 200},  # > max_model_len tokens
             {"id": "colour", "prompt": "Name a colour and say why you like it."}]
-    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(prompts, rows)
     results = []
     for name in ("first", "second"):
         result = run_generate(vllm_python, prompts, folder / name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -10,14 +9,12 @@ import sys
 import time
 
 import pytest
+from conftest import digest
 
 from cotforge.query import run_query
 
 pytest.importorskip("transformers")
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+pytestmark = pytest.mark.model  # generates with the real embedded model
 
 
 def test_sigkill_then_resume_keeps_committed_samples(tmp_path):

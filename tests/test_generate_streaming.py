@@ -8,7 +8,6 @@ GPU server, which this machine does not have; `ScriptedServer` answers what a te
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from conftest import digest
 from servers import ScriptedServer, chat_answer, sim_server
 
 from cotforge.engines import get_engine
@@ -167,10 +167,6 @@ def _cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
     if kw.get("background"):
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_kill_9_then_resume_gives_the_same_samples_and_seeds(tmp_path):

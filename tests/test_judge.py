@@ -12,11 +12,11 @@ import json
 import re
 
 import pytest
+from conftest import write_jsonl
 from servers import ScriptedServer, chat_answer
 
 from cotforge import rewards
 from cotforge.checks.chain import Chain, parse_specs
-from cotforge.engines.base import get_engine
 from cotforge.io.errors import CotforgeError
 from cotforge.judge import JudgeConfig, JudgeStage, parse_verdict
 
@@ -120,11 +120,6 @@ def test_bad_options_are_one_clear_error():
         JudgeConfig.from_options({"template": "grade this"})
 
 
-def write_rows(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def test_filter_rules_first_funnel_and_cache_through_the_cli(cli, tmp_path):
     rows = [
         {"id": "math-ok", "prompt": "2+3?", "gold": "5", "completion": "<think>2 plus 3</think> The answer is 5."},
@@ -136,7 +131,7 @@ def test_filter_rules_first_funnel_and_cache_through_the_cli(cli, tmp_path):
         {"id": "chat", "prompt": "Greet me", "completion": "<think>a greeting</think> hello friend"},
         {"id": "cut", "prompt": "Greet me", "completion": "<think>a greeting that never"},
     ]
-    samples = write_rows(tmp_path / "samples.jsonl", rows)
+    samples = write_jsonl(tmp_path / "samples.jsonl", rows)
     with ScriptedServer([scripted_judge]) as server:
         preset = tmp_path / "judged.yaml"
         preset.write_text(
@@ -176,20 +171,22 @@ class CountingEngine:
     """A real engine, with its `generate` calls counted (the batching under test)."""
 
     def __init__(self, engine):
-        self.engine, self.calls, self.requests = engine, 0, []
+        self.engine, self.calls, self.requests, self.texts = engine, 0, [], []
         self.name, self.model = engine.name, engine.model
 
     def generate(self, requests, params):
         self.calls += 1
         self.requests.extend(requests)
-        return self.engine.generate(requests, params)
+        outputs = self.engine.generate(requests, params)
+        self.texts.extend(completions[0].text for completions in outputs)
+        return outputs
 
     def close(self):
         self.engine.close()
 
 
-def test_embedded_engine_judges_in_batches_and_caches(tmp_path):
-    engine = CountingEngine(get_engine("embedded", batch_size=4))
+def test_embedded_engine_judges_in_batches_and_caches(embedded_engine, tmp_path):
+    engine = CountingEngine(embedded_engine)
     samples = [{"prompt": "What is 2 + 3?", "gold": "5", "summary": s} for s in ("5", "The answer is 5.", "7")]
     config = JudgeConfig.from_options({"prefill": True, "max_tokens": 3, "batch_size": 2,
                                        "cache": str(tmp_path / "cache")})
@@ -197,12 +194,15 @@ def test_embedded_engine_judges_in_batches_and_caches(tmp_path):
     assert engine.calls == 2 and len(engine.requests) == 3  # 3 items in batches of 2
     assert all(r.raw_prompt.endswith("Judgement:") and "Reference answer:\n5" in r.raw_prompt
                for r in engine.requests)
-    for verdict in first:  # a 135M model may answer anything: a verdict, or an unparsed answer that fails
-        assert verdict.reason in ("judged yes", "judged no") or (verdict.reason.startswith("unparsed")
-                                                               and not verdict.passed)
+    # A 135M model may answer anything; whatever it wrote after "Judgement:" decides its sample's verdict.
+    for sample, verdict in zip(samples, first):
+        asked = f"Model's answer:\n{sample['summary']}\n"
+        index = next(i for i, request in enumerate(engine.requests) if asked in request.raw_prompt)
+        said = parse_verdict(f"Judgement: {(engine.texts[index].strip().splitlines() or [''])[0]}")
+        assert verdict.reason == said.reason and verdict.passed == (said.verdict is True), (engine.texts, verdict)
+        assert verdict.score == (None if said.verdict is None else float(said.verdict))
     again = JudgeStage(config, engine)
     assert again.judge(samples) == first and engine.calls == 2 and again.stats["cache_hits"] == 3
-    engine.close()
 
 
 def test_judged_chain_without_rule_checks_starts_no_pool(tmp_path):

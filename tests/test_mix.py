@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
@@ -45,11 +46,6 @@ def _reasoning_run(path: Path, prompts: int = 10) -> Path:
     return path
 
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
     _reasoning_run(tmp_path / "runs" / "math")
@@ -70,10 +66,10 @@ def world(tmp_path: Path) -> Path:
                            {"from": "gpt", "value": "<think>cat is chat</think>chat"}], "category": "translation"},
     ]
     (tmp_path / "data").mkdir()
-    _jsonl(tmp_path / "data" / "general.jsonl", general)
+    write_jsonl(tmp_path / "data" / "general.jsonl", general)
     (tmp_path / "evals").mkdir()
-    _jsonl(tmp_path / "evals" / "math500.jsonl", [{"problem": EVAL_PROMPT, "answer": "5 pm"}])
-    _jsonl(tmp_path / "evals" / "cmath.jsonl", [{"question": EVAL_PROMPT_ZH, "answer": "5"}])
+    write_jsonl(tmp_path / "evals" / "math500.jsonl", [{"problem": EVAL_PROMPT, "answer": "5 pm"}])
+    write_jsonl(tmp_path / "evals" / "cmath.jsonl", [{"question": EVAL_PROMPT_ZH, "answer": "5"}])
     return tmp_path
 
 
@@ -250,7 +246,7 @@ def test_near_duplicates_under_one_prompt_count_once(tmp_path: Path, per_prompt)
     rows = [{"id": f"v{k}", "prompt": "Explain the pattern.", "completion": f"<think>{text}</think>Done ({k})."}
             for k, text in enumerate([*variants, distinct])]
     rows.append({"id": "other", "prompt": "Another prompt.", "completion": f"<think>{variants[0]}</think>Done."})
-    _jsonl(tmp_path / "samples.jsonl", rows)
+    write_jsonl(tmp_path / "samples.jsonl", rows)
     recipe = _recipe(tmp_path, NEAR_RECIPE.format(per_prompt=f"per_prompt: {per_prompt}" if per_prompt else ""))
     mix(recipe, tmp_path / "mix")
     listed = {r["id"]: r for r in _rows(tmp_path / "mix")}

@@ -12,6 +12,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = ("pyproject.toml", "setup.py", "README.md", "cotforge", "filters", "data_cards")
 
@@ -52,6 +54,7 @@ def _fresh_venv(tmp_path: Path, env: dict) -> Path:
     return venv
 
 
+@pytest.mark.slow  # builds a wheel and a venv
 def test_wheel_install_runs_filter_with_a_preset_and_export_with_its_card(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     wheel = _build_wheel(tmp_path, env)

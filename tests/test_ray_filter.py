@@ -17,7 +17,6 @@ from ray_helpers import (
     judged,
     kill_one_actor_after_first_shard,
     ray_env,
-    two_node_cluster,
     write_samples,
 )
 from servers import free_port
@@ -38,12 +37,6 @@ QUICKSTART_AND_PACED = """checks:
 HANG = {"id": "hang", "prompt": "What is 2+2?", "completion": "HANG. The answer is 4.", "gold": "4"}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with two_node_cluster(cpus_per_node=1) as running:
-        yield running
-
-
 @pytest.fixture
 def gsm8k(shared_dir):
     return shared_dir / "data" / "gsm8k" / "example_model_solutions.jsonl"
@@ -59,7 +52,7 @@ def checks_file(tmp_path, pause: float = 0.0):
     return str(path)
 
 
-def test_filter_on_two_node_cluster_equals_local(cluster, gsm8k, tmp_path):
+def test_filter_on_two_node_cluster_equals_local(ray_cluster, gsm8k, tmp_path):
     data = tmp_path / "samples.jsonl"
     rows = write_samples(data, gsm8k, questions=30, extra=[HANG])
     with open(data, "ab") as handle:
@@ -67,7 +60,7 @@ def test_filter_on_two_node_cluster_equals_local(cluster, gsm8k, tmp_path):
     checks = checks_file(tmp_path)
     options = {"checks": checks, "bad_rows": "quarantine", "chunk_rows": 16}
     local = filter_samples([data], tmp_path / "local", jobs=1, **options)
-    on_ray = filter_samples([data], tmp_path / "ray", jobs=2, executor="ray", address=cluster.address, **options)
+    on_ray = filter_samples([data], tmp_path / "ray", jobs=2, executor="ray", address=ray_cluster.address, **options)
 
     verdicts = judged(tmp_path / "ray")
     assert verdicts == judged(tmp_path / "local")
@@ -90,14 +83,14 @@ def test_filter_on_two_node_cluster_equals_local(cluster, gsm8k, tmp_path):
     assert reasons == [("timeout: over 1s",)]
 
 
-def test_worker_killed_mid_run_is_replaced_and_nothing_lost(cluster, gsm8k, tmp_path):
+def test_worker_killed_mid_run_is_replaced_and_nothing_lost(ray_cluster, gsm8k, tmp_path):
     data = tmp_path / "samples.jsonl"
     rows = write_samples(data, gsm8k, questions=20)
     options = {"checks": checks_file(tmp_path, pause=0.04), "chunk_rows": 8}
     killed = {}
     killer = threading.Thread(target=lambda: killed.update(pid=kill_one_actor_after_first_shard(tmp_path / "ray")))
     killer.start()
-    counts = filter_samples([data], tmp_path / "ray", jobs=2, executor="ray", address=cluster.address, **options)
+    counts = filter_samples([data], tmp_path / "ray", jobs=2, executor="ray", address=ray_cluster.address, **options)
     killer.join()
     assert killed["pid"] is not None, "no Ray worker was found to kill"
     assert counts["rows_read"] == rows
@@ -108,13 +101,13 @@ def test_worker_killed_mid_run_is_replaced_and_nothing_lost(cluster, gsm8k, tmp_
 DRIVER = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import ray_helpers; from cotforge.cli import main; main()"
 
 
-def test_driver_killed_then_rerun_resumes_without_redoing_committed_chunks(cluster, gsm8k, tmp_path):
+def test_driver_killed_then_rerun_resumes_without_redoing_committed_chunks(ray_cluster, gsm8k, tmp_path):
     data = tmp_path / "samples.jsonl"
     rows = write_samples(data, gsm8k, questions=20)
     checks = checks_file(tmp_path, pause=0.04)
     run = tmp_path / "ray"
     command = [sys.executable, "-c", DRIVER, "filter", str(data), "--out", str(run), "--checks", checks,
-               "--chunk-rows", "8", "--executor", "ray", "--address", cluster.address, "--jobs", "2"]
+               "--chunk-rows", "8", "--executor", "ray", "--address", ray_cluster.address, "--jobs", "2"]
     driver = subprocess.Popen(command, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list((run / "samples").glob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
@@ -139,11 +132,11 @@ def test_driver_killed_then_rerun_resumes_without_redoing_committed_chunks(clust
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in (run / "samples").glob("*.parquet")) == rows
 
 
-def test_ray_executor_errors_are_one_line(cli, cluster, tmp_path):
+def test_ray_executor_errors_are_one_line(cli, ray_cluster, tmp_path):
     data = tmp_path / "samples.jsonl"
     data.write_text(json.dumps({"id": "a", "prompt": "x", "completion": "<think>y</think> z"}) + "\n")
     too_many = cli("filter", data, "--out", tmp_path / "run", "--checks", "format", "--executor", "ray",
-                   "--address", cluster.address, "--jobs", "9", env=ray_env())
+                   "--address", ray_cluster.address, "--jobs", "9", env=ray_env())
     assert too_many.returncode == 1
     assert too_many.stderr.strip() == "--jobs 9: the Ray cluster has 2 CPUs (one per worker)"
     nobody = cli("filter", data, "--out", tmp_path / "run1", "--checks", "format", "--executor", "ray",

@@ -9,19 +9,13 @@ import random
 import threading
 
 import pytest
-from ray_helpers import actor_pids, judged, two_node_cluster
+from ray_helpers import actor_pids, judged
 from servers import sim_server
 
 from cotforge.cluster.generate import generate_on_ray
 from cotforge.generate import GenerateConfig, generate
 
 PROMPTS = 24
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with two_node_cluster(cpus_per_node=1) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +62,8 @@ def local_run(tmp_path_factory, prompts, servers):
     return samples(out)
 
 
-def test_generate_over_ray_equals_local(cluster, prompts, servers, local_run, tmp_path):
-    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=cluster.address)
+def test_generate_over_ray_equals_local(ray_cluster, prompts, servers, local_run, tmp_path):
+    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=ray_cluster.address)
     assert summary["ray"]["replicas"] == 2  # one replica per server, one per node
     on_ray = samples(tmp_path / "run")
     assert on_ray == local_run  # same ids, seeds, texts and verdicts: adaptive waves and budgets hold
@@ -77,7 +71,7 @@ def test_generate_over_ray_equals_local(cluster, prompts, servers, local_run, tm
     assert 0 < summary["prompts_done"] < PROMPTS
 
 
-def test_replica_killed_mid_run_is_replaced_nothing_lost(cluster, prompts, servers, local_run, tmp_path):
+def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, servers, local_run, tmp_path):
     killed = {}
 
     def kill_one_replica():
@@ -96,7 +90,7 @@ def test_replica_killed_mid_run_is_replaced_nothing_lost(cluster, prompts, serve
 
     killer = threading.Thread(target=kill_one_replica)
     killer.start()
-    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=cluster.address)
+    summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=ray_cluster.address)
     killer.join()
     assert killed, "no engine replica was found to kill"
     assert summary["ray"]["replica_restarts"] >= 1, summary["ray"]
@@ -104,7 +98,7 @@ def test_replica_killed_mid_run_is_replaced_nothing_lost(cluster, prompts, serve
     assert samples(tmp_path / "run") == local_run
 
 
-def test_driver_killed_then_same_command_resumes(cluster, prompts, servers, local_run, tmp_path):
+def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, local_run, tmp_path):
     import signal
     import subprocess
     import sys
@@ -116,7 +110,7 @@ def test_driver_killed_then_same_command_resumes(cluster, prompts, servers, loca
     command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(run), "--engine", "openai",
                "--base-url", servers[0], "--base-url", servers[1], "--k", "2", "--accept", "1", "--max-rounds", "3",
                "--max-tokens", "120", "--checks", "format,answer", "--jobs", "1", "--shard-size", "8",
-               "--shard-age", "1", "--executor", "ray", "--address", cluster.address]
+               "--shard-age", "1", "--executor", "ray", "--address", ray_cluster.address]
     driver = subprocess.Popen(command, cwd=REPO, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not any((run / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:

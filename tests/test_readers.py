@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
 from cotforge.io import BadRow, Normalizer, parse_field_overrides, read_rows
 from cotforge.io.errors import CotforgeError
@@ -20,11 +21,6 @@ ROWS = [
 def normalized(path, kind="prompt", **kw):
     normalize = Normalizer(kind, **kw)
     return [normalize(raw) for raw in read_rows(path)]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def test_jsonl_maps_common_columns(tmp_path):

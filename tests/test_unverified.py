@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_jsonl
 
 from cotforge.checks import create
 from cotforge.checks.base import Verdict
@@ -15,11 +16,6 @@ from cotforge.io.readers import RawRow
 
 MATH = "<think>2 + 2 = 4</think>\nThe answer is 4."
 CODE = "<think>Add them.</think>\n```python\ndef add(a, b):\n    return a + b\n```"
-
-
-def write(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def test_verdicts_have_three_states():
@@ -58,7 +54,7 @@ def test_a_chain_without_verifying_checks_does_not_ask_for_verification():
 
 
 def test_filter_rejects_unverified_and_the_summary_names_the_missing_column(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [
+    samples = write_jsonl(tmp_path / "samples.jsonl", [
         {"id": "a", "question": "2+2?", "completion": MATH},
         {"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"},  # a column no alias reads
         {"id": "c", "question": "2+2?", "completion": MATH, "answer": "4"},
@@ -75,14 +71,14 @@ def test_filter_rejects_unverified_and_the_summary_names_the_missing_column(cli,
                                         "ORDER BY id", "--format", "json", check=True).stdout)
     assert [r["status"] for r in rows] == ["n/a", "n/a", "passed", "n/a"]
     # with its gold column named, the sample is verified
-    named = write(tmp_path / "named.jsonl", [{"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"}])
+    named = write_jsonl(tmp_path / "named.jsonl", [{"id": "b", "question": "2+2?", "completion": MATH, "expected": "4"}])
     fixed = cli("filter", named, "--out", tmp_path / "run2", "--checks", "format,answer,code", "--jobs", "1",
                 "--field", "gold=expected", check=True)
     assert "accepted 1, rejected 0" in fixed.stdout and "unverified" not in fixed.stdout
 
 
 def test_preset_may_allow_unverified(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
     preset = tmp_path / "open.yaml"
     preset.write_text("allow_unverified: true\nchecks:\n  - check: format\n  - check: answer\n")
     result = cli("filter", samples, "--out", tmp_path / "run", "--checks", preset, "--jobs", "1", check=True)
@@ -96,7 +92,7 @@ def test_preset_may_allow_unverified(cli, tmp_path):
 
 
 def test_two_gold_columns_are_an_error_asking_for_field(cli, tmp_path):
-    samples = write(tmp_path / "samples.jsonl", [
+    samples = write_jsonl(tmp_path / "samples.jsonl", [
         {"id": "a", "prompt": "2+2?", "completion": MATH, "answer": "4", "ground_truth": "5"}])
     result = cli("filter", samples, "--out", tmp_path / "run", "--checks", "format,answer", "--jobs", "1")
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -122,7 +118,7 @@ def test_old_run_folders_read_the_same(cli, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    samples = write(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"id": "a", "prompt": "2+2?", "completion": MATH}])
     run = tmp_path / "run"
     cli("filter", samples, "--out", run, "--checks", "format,answer", "--jobs", "1", check=True)
     query = 'SELECT "check", status, code FROM verdicts ORDER BY "check"'

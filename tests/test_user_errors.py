@@ -6,14 +6,9 @@ import json
 import re
 
 import pytest
-from conftest import REPO
+from conftest import REPO, write_jsonl
 
 ROW = {"prompt": "2+2?", "completion": "<think>2+2=4</think> 4"}
-
-
-def jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def one_line(result) -> str:
@@ -26,7 +21,7 @@ def one_line(result) -> str:
 
 @pytest.mark.parametrize("size", ["0", "-5"])
 def test_chunk_rows_must_be_positive(cli, tmp_path, size):
-    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW])
     line = one_line(cli("filter", data, "--out", tmp_path / "run", "--checks", "format", "--chunk-rows", size))
     assert line == f"--chunk-rows {size}: must be at least 1"
 
@@ -42,7 +37,7 @@ def test_empty_input_says_so(cli, tmp_path):
 
 def test_duplicate_ids_are_bad_rows(cli, tmp_path):
     rows = [{"id": "a", **ROW}, {"id": "b", **ROW}, {"id": "a", "prompt": "3+3?", "completion": "<think>6</think> 6"}]
-    data = jsonl(tmp_path / "in.jsonl", rows)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
     line = one_line(cli("filter", data, "--out", tmp_path / "run", "--checks", "format"))
     assert line == f"{data}:3: field 'id': duplicate id 'a': an earlier row has it"
     # --chunk-rows 1: the duplicate is in another chunk than the first 'a', and the run resumes over it
@@ -55,7 +50,7 @@ def test_duplicate_ids_are_bad_rows(cli, tmp_path):
 
 
 def test_refused_fail_run_resumes_in_quarantine_mode_without_overwrite(cli, tmp_path):
-    data = jsonl(tmp_path / "in.jsonl", [ROW, {"prompt": "x"}])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW, {"prompt": "x"}])
     run = tmp_path / "run"
     assert cli("filter", data, "--out", run, "--checks", "format").returncode == 1
     result = cli("filter", data, "--out", run, "--checks", "format", "--bad-rows", "quarantine", check=True)
@@ -64,7 +59,7 @@ def test_refused_fail_run_resumes_in_quarantine_mode_without_overwrite(cli, tmp_
 
 def test_fail_then_quarantine_keeps_committed_chunks(cli, tmp_path):
     rows = [{"id": f"r{i}", **ROW} for i in range(4)] + [{"id": "bad", "prompt": "x"}]
-    data = jsonl(tmp_path / "in.jsonl", rows)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
     run = tmp_path / "run"
     assert cli("filter", data, "--out", run, "--checks", "format", "--chunk-rows", "2").returncode == 1
     committed = sorted(p.name for p in (run / "samples").iterdir())
@@ -116,7 +111,7 @@ def test_oversized_row_keeps_a_bounded_escaped_prefix(tmp_path):
 
 
 def test_export_reasoning_field_needs_messages_and_leaves_nothing(cli, tmp_path):
-    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW])
     cli("filter", data, "--out", tmp_path / "run", "--checks", "format", check=True)
     line = one_line(cli("export", tmp_path / "run", "--out", tmp_path / "ds", "--style", "special-token",
                         "--reasoning-field"))
@@ -126,7 +121,7 @@ def test_export_reasoning_field_needs_messages_and_leaves_nothing(cli, tmp_path)
 
 
 def test_run_folder_arguments_name_the_problem(cli, tmp_path):
-    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW])
     for command in (["query", data, "SELECT 1"], ["export", data, "--out", tmp_path / "ds"]):
         assert one_line(cli(*command)).startswith(f"{data}: is a file; give the run folder")
     missing = tmp_path / "nope"
@@ -135,8 +130,8 @@ def test_run_folder_arguments_name_the_problem(cli, tmp_path):
 
 
 def test_zero_acceptance_prints_the_top_rejection_reason(cli, tmp_path):
-    prompts = jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"{i}+{i}?"} for i in range(3)])
-    recorded = jsonl(tmp_path / "recorded.jsonl", [{"prompt_id": f"p{i}", "sample_idx": j,
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"{i}+{i}?"} for i in range(3)])
+    recorded = write_jsonl(tmp_path / "recorded.jsonl", [{"prompt_id": f"p{i}", "sample_idx": j,
                                                     "completion": f"The answer is {2 * i}."}
                                                    for i in range(3) for j in range(2)])
     result = cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", recorded,
@@ -151,7 +146,7 @@ def test_every_sql_example_in_the_readme_runs(cli, tmp_path):
     pattern = r"""^cotforge query \S+ (?:"([^"]+)"|'([^']+)')"""
     examples = [double or single for double, single in re.findall(pattern, readme, flags=re.MULTILINE)]
     assert examples, "README.md shows no query examples"
-    data = jsonl(tmp_path / "in.jsonl", [ROW, {"prompt": "x", "completion": "no think"}])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW, {"prompt": "x", "completion": "no think"}])
     cli("filter", data, "--out", tmp_path / "run", "--checks", "format", check=True)
     for sql in examples:
         result = cli("query", tmp_path / "run", sql)
@@ -163,7 +158,7 @@ def test_detected_language_is_recorded_and_the_card_lists_the_data_languages(cli
              "completion": "<think>Two plus two is four, so the answer is four.</think> The answer is four."},
             {"id": "zh", "prompt": "二加二等于多少？请用数字回答这个问题。",
              "completion": "<think>二加二等于四，所以答案是四。我们再检查一遍这个结果。</think> 答案是四。"}]
-    data = jsonl(tmp_path / "in.jsonl", rows)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
     cli("filter", data, "--out", tmp_path / "run", "--checks", "format,language", "--jobs", "1", check=True)
     recorded = json.loads(cli("query", tmp_path / "run", "SELECT id, language FROM samples ORDER BY id",
                               "--format", "json", check=True).stdout)
@@ -183,7 +178,7 @@ def test_card_languages_come_from_rows_without_a_recorded_language(cli, tmp_path
           for i in range(4)]
     en = [{"prompt": f"Question {i}: what is two plus {i}? Answer with a number.",
            "completion": f"<think>We add two and {i} together.</think> The answer is {2 + i}."} for i in range(4)]
-    data = jsonl(tmp_path / "in.jsonl", zh + en)
+    data = write_jsonl(tmp_path / "in.jsonl", zh + en)
     cli("filter", data, "--out", tmp_path / "run", "--checks", "format", check=True)  # no language check
     cli("export", tmp_path / "run", "--out", tmp_path / "ds", check=True)
     front = (tmp_path / "ds" / "README.md").read_text().split("---")[1]
@@ -196,7 +191,7 @@ def test_bad_recipe_yaml_and_an_uncreatable_out_folder_are_one_line(cli, tmp_pat
     line = one_line(cli("mix", recipe, "--out", tmp_path / "m"))
     assert line == f"{recipe}:2:1: recipe is not valid YAML: expected ',' or '}}', but got '<stream end>' " \
                    "(while parsing a flow mapping)"
-    data = jsonl(tmp_path / "in.jsonl", [ROW])
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW])
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     line = one_line(cli("filter", data, "--out", blocked / "run", "--checks", "format"))
@@ -205,7 +200,7 @@ def test_bad_recipe_yaml_and_an_uncreatable_out_folder_are_one_line(cli, tmp_pat
 
 @pytest.mark.parametrize(("option", "value"), [("--k", "0"), ("--max-rounds", "-1"), ("--shard-size", "0")])
 def test_generate_sizes_must_be_positive(cli, tmp_path, option, value):
-    prompts = jsonl(tmp_path / "prompts.jsonl", [{"id": "p", "prompt": "1+1?"}])
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": "p", "prompt": "1+1?"}])
     line = one_line(cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", prompts,
                         option, value))
     assert line == f"{option} {value}: must be at least 1"

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient
+from conftest import write_jsonl
 
 from cotforge.export import export
 from cotforge.mix import mix
@@ -37,7 +38,7 @@ def make_run(folder: Path, cli) -> Path:
     """A real `cotforge filter` run: s1, s3, s5 pass; s2 and s4 fail the answer check."""
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / "in.jsonl"
-    source.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    write_jsonl(source, ROWS)
     cli("filter", source, "--out", folder / "run", "--checks", "format,answer", "--jobs", "0", check=True)
     return folder / "run"
 
@@ -171,7 +172,7 @@ def test_compare_two_runs(run: Path, tmp_path: Path, cli):
     rows = [dict(row) for row in ROWS]
     rows[3]["gold"] = "4"  # s4 now passes
     rows[0]["gold"] = "5"  # s1 now fails
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(tmp_path / "b.jsonl", rows)
     cli("filter", tmp_path / "b.jsonl", "--out", tmp_path / "b", "--checks", "format,answer", "--jobs", "0", check=True)
     page = client(run, tmp_path / "b").get("/compare").text
     assert re.search(r"<b>2</b>changed verdict", page)
@@ -182,9 +183,12 @@ def test_report_is_self_contained(run: Path, tmp_path: Path, cli):
     append_review(run, "s3", "edit", summary="Edited five.")
     out = tmp_path / "report.html"
     result = cli("report", run, "--out", out, check=True)
-    assert "wrote" in result.stdout
+    # 3 accepted and 2 rejected in the run, up to 5 of each shown: every trace is in the report
+    assert "3 accepted and 2 rejected traces" in result.stdout
     html = out.read_text()
-    assert "<script" not in html and "&lt;script&gt;window.__pwned" in html or "s2" not in html
+    assert "<script" not in html  # no script at all, not even the model's
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html  # s2's reasoning is shown, escaped
+    assert "Edited five." in html  # the review's edit is what the report shows
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert "data:image/png;base64," in html and "Content-Security-Policy" in html
     assert "Funnel" in html and "Accepted traces" in html and "Rejected traces" in html
