@@ -72,7 +72,8 @@ class Scheduler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
