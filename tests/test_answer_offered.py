@@ -228,7 +228,7 @@ def test_text_golds_are_recognised(gold: str) -> None:
 
 
 @pytest.mark.parametrize("gold", ["12", "x^2 + 1", "\\frac{1}{2}", "(C)", "B", "\\pi", "y = 2x", "5 \\text{ cm}",
-                                  "\\infty", "\\sin x"])
+                                  "\\infty", "\\sin x", "six"])
 def test_math_golds_are_not_text(gold: str) -> None:
     assert not is_text_gold(gold)
 
@@ -302,3 +302,22 @@ def test_accuracy_reward_follows_the_answer_verdicts() -> None:
     assert scores == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, None]
     verdicts = rewards.accuracy.verdicts(completions=completions, gold=gold)
     assert verdicts[-1].code == NOT_MATH
+
+
+def test_a_filter_without_a_judge_counts_text_golds_apart(tmp_path) -> None:
+    """The run's summary names why: a gold in words needs a judge (not 'no gold')."""
+    import json
+
+    from cotforge.filtering import filter_samples
+    from cotforge.stats import format_unverified, run_counts
+
+    rows = [{"id": "words", "prompt": "Capital of France?", "gold": "Paris",
+             "completion": THINK + "It is Paris, on the Seine."},
+            {"id": "number", "prompt": "2+3?", "gold": "5", "completion": THINK + "The answer is 5."}]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    filter_samples([data], tmp_path / "run", checks=["format", "answer"], jobs=0)
+    counts = run_counts(tmp_path / "run", ["format", "answer", "verified"])
+    assert counts["accepted"] == 1 and counts["rejected"] == 1
+    assert counts["unverified"] == [{"missing": NOT_MATH, "rejected": 1, "allowed": 0}]
+    assert "1 with a gold in words, not math" in format_unverified(counts)

@@ -169,3 +169,18 @@ def test_pip_install_into_a_fresh_venv_gives_a_working_filter(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "accepted 2, rejected 1" in done.stdout, done.stdout  # the default preset (r1), every check
+
+
+def test_a_ray_node_without_a_dependency_reports_one_line(monkeypatch, tmp_path):
+    """The Ray actor (`cluster.filter.ChunkJudge`, here called in-process: the class is plain Python)
+    reports the missing package from `ready()`, which the driver raises as one line."""
+    from cotforge.checks.language import LanguageCheck
+    from cotforge.cluster.filter import ChunkJudge
+    from cotforge.io.rundir import RunDir
+
+    monkeypatch.setattr(LanguageCheck, "requires", (("no_such_module_xyz", "no-such-package"),))
+    with RunDir.open(tmp_path / "run", "filter", {}, []) as run:
+        judge = ChunkJudge([CheckSpec("language")], str(run.path))
+        assert "on a Ray worker node: check 'language' needs no-such-package" in judge.ready()
+        with pytest.raises(CotforgeError, match="no-such-package"):
+            judge.judge(0, [])
