@@ -57,7 +57,7 @@ def main() -> None:
                 got = json.loads(result.stdout.strip().splitlines()[-1])
                 fetched = sum(size for _, size in hub.served)
                 largest = max((size for _, size in hub.served), default=0)
-                print(f"{repo} ({len(data) / 1e6:.1f} MB, {n:,} rows), first {limit} rows: {got['rows']:,} rows in "
+                print(f"{repo} ({len(data) / 1e6:.1f} MB, {n:,} rows), {'first 10' if limit == '10' else 'all'} rows: {got['rows']:,} rows in "
                       f"{got['seconds']:.1f} s; fetched {fetched / 1e6:.1f} MB in {len(hub.served)} GETs "
                       f"(largest {largest / 1e6:.1f} MB); peak RSS {got['peak_rss_mb']:.0f} MB")
                 if repo == "org/parquet" and limit == "10":
