@@ -28,11 +28,6 @@ AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfi
                                                                      "committed rows; the data card says so")]
 
 
-def not_built(stage: str, issue: int) -> None:
-    print(f"cotforge {stage}: not built yet (tracked in issue {issue}); nothing was done", file=sys.stderr)
-    raise typer.Exit(2)
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"cotforge {__version__}")

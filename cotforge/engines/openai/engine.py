@@ -66,7 +66,6 @@ class OpenAIEngine(Engine):
         if not urls:
             raise CotforgeError("openai engine: no base URL given")
         self.base_urls = [v1(u) for u in urls]
-        self.base_url = self.base_urls[0]
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
