@@ -36,6 +36,10 @@ def committed_ids(run: RunDir, index: int) -> list[str]:
     return pq.read_table(run.shard_path("samples", index), columns=["id"]).column("id").to_pylist()
 
 
+def committed_accepted(run: RunDir, index: int) -> int:
+    return sum(pq.read_table(run.shard_path("samples", index), columns=["accepted"]).column("accepted").to_pylist())
+
+
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,
                    bad_rows: str = "fail", fields: dict | None = None, overwrite: bool = False,
                    chunk_rows: int = CHUNK_ROWS, argv: list[str] | None = None, executor: str = "local",
@@ -74,9 +78,10 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
                     progress.advance(chunk.rows_read, accepted=accepted)
 
             for index, raw_chunk in enumerate(chunks(raw_rows, chunk_rows)):
-                if run.has_shard("samples", index):
-                    seen_ids.update(committed_ids(run, index))
-                    progress.advance(len(raw_chunk))
+                if run.has_shard("samples", index):  # committed by an earlier session: rows and accepted
+                    seen_ids.update(committed_ids(run, index))  # both count, the rate does not
+                    accepted += committed_accepted(run, index)
+                    progress.resumed(len(raw_chunk), accepted=accepted)
                     continue
                 check_writable(run.path)  # a full disk is reported before a chunk is judged, not after
                 samples, quarantined = split_bad_rows(raw_chunk, normalize, bad_rows, seen_ids)

@@ -13,6 +13,11 @@ and the slot-steps that decoded a token, so utilization = busy / (slots * steps)
 how loaded the machine is (a loaded machine makes steps late, not fewer).
 
     python tests/simserver.py --port 8000 --slots 64 --step-ms 2 --prompts prompts.jsonl
+
+Faults for the fault tests: `--blank-every N` (every Nth answer empty: no text, finish reason stop, 0
+completion tokens), `--bad-json-every N` (a 200 body cut short), `--no-choices-every N` (a 200 without
+choices), or the same at run time with `POST /faults`. A restart (tests/servers.py `SimHandle.restart`)
+is a real one: the process is killed (its connections reset) and a new one listens on the same port.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class Simulator:
         self.peak = 0  # most sequences held at once
         self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.frozen = False  # POST /freeze: stop answering anything, connections left open (a hung server)
+        # Faults a broken server makes (POST /faults {"blank_every": 3, ...}, or --blank-every ...): every
+        # Nth completion answered with nothing generated, a 200 body that is not JSON, a 200 without choices.
+        self.faults = {"blank_every": 0, "bad_json_every": 0, "no_choices_every": 0}
+        self.answers = 0  # completion answers sent (what the faults count)
 
     def reset(self) -> None:
         self.steps = self.busy = self.requests = self.outstanding = self.peak = 0
@@ -89,6 +98,15 @@ class Simulator:
         length = max(1, int(rng.lognormvariate(self.mu, self.sigma)))
         spec = self.prompts.get(text, {})
         return min(length, max_tokens), rng.random() < float(spec.get("pass_rate", 0.5)) and length <= max_tokens
+
+    def fault(self) -> str | None:
+        """The fault this completion answer gets, counted over the answers sent."""
+        self.answers += 1
+        for name in ("bad_json", "no_choices", "blank"):
+            every = int(self.faults.get(f"{name}_every") or 0)
+            if every and self.answers % every == 0:
+                return name
+        return None
 
     async def complete(self, body: dict) -> dict:
         self.requests += 1
@@ -140,8 +158,24 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
                           "timeline": [round(b / (100 * sim.slots), 2) for b in sim.timeline]}
             elif method == "POST" and path == "/stats/reset":
                 sim.reset()
+            elif method == "POST" and path == "/faults":
+                sim.faults.update(json.loads(raw or b"{}"))
+                answer = sim.faults
             elif method == "POST" and path.endswith(("/chat/completions", "/completions")):
                 answer = await sim.complete(json.loads(raw or b"{}"))
+                fault = sim.fault()
+                if fault == "bad_json":  # a body cut short (a proxy, a server dying mid-write)
+                    data = json.dumps(answer).encode()[:40]
+                    writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                                 f"{len(data)}\r\n\r\n".encode() + data)
+                    await writer.drain()
+                    continue
+                if fault == "no_choices":
+                    answer = {**answer, "choices": []}
+                elif fault == "blank":  # answered without generating: no text, stop, 0 completion tokens
+                    answer = {**answer, "usage": {**answer["usage"], "completion_tokens": 0},
+                              "choices": [{**c, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}}
+                                          for c in answer["choices"]]}
             else:
                 status, answer = 404, {"error": f"no route {method} {path}"}
             if sim.frozen and path != "/freeze":
@@ -163,6 +197,8 @@ async def serve(args: argparse.Namespace) -> None:
             row = json.loads(line)
             prompts[row["prompt"]] = row
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma)
+    sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
+                       "no_choices_every": args.no_choices_every})
     server = await asyncio.start_server(lambda r, w: handle(sim, r, w), "127.0.0.1", args.port, backlog=4096)
     stepper = asyncio.create_task(sim.run())
     print(f"ready http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
@@ -178,6 +214,9 @@ def main() -> None:
     parser.add_argument("--median-tokens", type=float, default=300)
     parser.add_argument("--sigma", type=float, default=0.8)
     parser.add_argument("--prompts", help="JSONL of {prompt, gold, pass_rate}")
+    parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")
+    parser.add_argument("--bad-json-every", type=int, default=0, help="every Nth answer a cut 200 body")
+    parser.add_argument("--no-choices-every", type=int, default=0, help="every Nth answer a 200 without choices")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -42,7 +42,10 @@ class ChunkJudge:
     def __init__(self, specs: list[CheckSpec], run_path: str, allow_unverified: bool | None = None):
         self.problem = shared_folder_problem(run_path)
         self.run = RunDir(run_path)
-        self.chain = Chain(specs, jobs=1, allow_unverified=allow_unverified)
+        try:  # a node without a check's dependency: one line from ready(), not an actor that dies
+            self.chain = Chain(specs, jobs=1, allow_unverified=allow_unverified)
+        except CotforgeError as err:
+            self.chain, self.problem = Chain([], jobs=0), self.problem or f"on a Ray worker node: {err}"
         if self.problem is None:
             self.chain.start()
 

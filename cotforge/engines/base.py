@@ -223,6 +223,9 @@ def check_options(name: str, options: dict) -> None:
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         raise CotforgeError(f"engine '{name}': unknown option(s) {', '.join(unknown)} "
                             f"(it takes: {', '.join(known)})")
+    validate = getattr(engine_class(name), "validate_options", None)
+    if validate is not None:  # values an engine can judge without starting (e.g. a URL that is none)
+        validate(options)
 
 
 def drain(done: queue.Queue, timeout_s: float) -> list[Finished]:

@@ -71,7 +71,8 @@ class Scheduler:
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         self.prompts = self._load_prompts(prompts_path, fields, bad_rows)
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
@@ -97,7 +98,14 @@ class Scheduler:
     # -- state -------------------------------------------------------------------------------------
     def _load_prompts(self, path, fields, bad_rows) -> dict[str, dict]:
         normalize = Normalizer("prompt", fields)
-        rows, quarantined = split_bad_rows(list(read_rows(path)), normalize, bad_rows)
+        raw_rows = list(read_rows(path))
+        rows, quarantined = split_bad_rows(raw_rows, normalize, bad_rows)
+        if not rows:  # nothing to ask: one line, never an empty "complete" run (nothing is committed)
+            if quarantined:
+                first = quarantined[0]
+                raise CotforgeError(f"{path}: no usable prompts: all {len(quarantined)} rows are bad (first, line "
+                                    f"{first['line']}: field '{first['field']}': {first['reason']})")
+            raise CotforgeError(f"{path}: no prompts to generate from (the input is empty)")
         prompts: dict[str, dict] = {}
         for row in rows:
             if row["id"] in prompts:
@@ -139,7 +147,8 @@ class Scheduler:
         waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
         with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
-            progress.advance(len(self.state) - len(fresh))
+            # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
+            progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
@@ -168,7 +177,7 @@ class Scheduler:
                         prompt_id = rows[0]["prompt_id"]
                         self._take(rows)
                         if self.done(self.state[prompt_id]):
-                            progress.advance(1, samples=self.generated, accepted=self._accepted(),
+                            progress.advance(1, samples=self._spent(), accepted=self._accepted(),
                                              tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
                         else:
                             follow_ups.append(prompt_id)
@@ -259,6 +268,9 @@ class Scheduler:
                                  to_table(self._buffer, SAMPLE_SCHEMA))
             self._buffer = []
 
+    def _spent(self) -> int:
+        return sum(p.spent for p in self.state.values())
+
     def _accepted(self) -> int:
         return sum(p.accepted for p in self.state.values())
 
@@ -275,6 +287,10 @@ class Scheduler:
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
+        # Server faults ridden out (retried, never judged, never charged to a prompt), counted apart.
+        faults = {kind: n for kind, n in (getattr(self._engine, "faults", None) or {}).items() if n}
+        if faults:
+            summary["server_faults_this_session"] = faults
         extra = self.finalize(self.run) if self.finalize else {}
         self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], **extra)
         self.close()
@@ -303,4 +319,15 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    faults = summary.get("server_faults_this_session")
+    if faults:
+        restarts = faults.get("budget_restarts", 0)
+        listed = ", ".join(f"{n} {FAULT_NAMES.get(kind, kind)}" for kind, n in faults.items() if kind != "budget_restarts")
+        head += (f"\n  server faults this session: {listed}; all retried, none judged or charged to a prompt"
+                 + (f"; {restarts} retry budgets started again after a server came back" if restarts else ""))
     return head + "\n" + format_summary(summary)
+
+
+FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe": "calls moved off a hung server",
+               "http_429": "HTTP 429", "http_5xx": "HTTP 5xx", "bad_json": "200 bodies that were not JSON",
+               "no_choices": "200 answers without choices", "empty_completion": "empty completions"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,14 +213,25 @@ def read_run_samples(path: Path, accepted_only: bool = False) -> Iterator[RawRow
                 yield raw
 
 
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
 def data_files(path: Path) -> list[Path]:
-    """Input files in `path`: itself, or the data files of a plain folder, sorted."""
+    """Input files in `path`: itself, or the data files of a plain folder, sorted. Files of a folder that
+    cotforge cannot read (a .txt, a .png beside the .jsonl) are named on stderr, never skipped in silence;
+    hidden files and folders (.git, editor backups) are passed over."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet", ".csv", ".json"}
-                   and not p.name.startswith("."))
+    found = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    files = [p for p in found if p.suffix.lower() in DATA_SUFFIXES]
     if not files:
         raise CotforgeError(f"{path}: no .jsonl, .parquet or .csv files in this folder")
+    skipped = [str(p.relative_to(path)) for p in found if p.suffix.lower() not in DATA_SUFFIXES]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"cotforge: note: {path}: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} cotforge cannot read "
+              f"({shown}); it reads {', '.join(DATA_SUFFIXES)}", file=sys.stderr)
     return files
 
 

@@ -152,6 +152,7 @@ class RunDir:
                     f"({_describe_change(old, command, config, fingerprints)}); "
                     f"use another --out, or --overwrite to discard it")
             if old.get("config_hash") != wanted or overwrite:
+                run._refuse_to_erase_reviews()
                 run._clear()
         elif run.path.exists() and any(not _is_ours(p) for p in run.path.iterdir()):
             if not overwrite:
@@ -179,6 +180,14 @@ class RunDir:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _refuse_to_erase_reviews(self) -> None:
+        """Decisions made by hand (`cotforge view`) are not ours to discard with the data they judged."""
+        reviews = self.shards("reviews")
+        if reviews:
+            raise CotforgeError(f"{self.path}: holds {len(reviews)} review decisions made by hand (cotforge view, "
+                                f"in {self.path / 'reviews'}); --overwrite would erase them: move that folder "
+                                f"aside to discard them, or use another --out")
 
     def _clear(self) -> None:
         """Empty the folder: shards, round plans, work files and manifest alike (manifest last)."""
