@@ -42,11 +42,6 @@ def _hub_options(path: str, split: str | None, config: str | None) -> str:
     return with_hub_options(path, split, config)
 
 
-def not_built(stage: str, issue: int) -> None:
-    print(f"cotforge {stage}: not built yet (tracked in issue {issue}); nothing was done", file=sys.stderr)
-    raise typer.Exit(2)
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"cotforge {__version__}")
