@@ -75,6 +75,7 @@ class Scheduler:
         self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
                                      config.repetition_rule())
         self.finalize = finalize
+        self.command = command
         self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
@@ -161,7 +162,7 @@ class Scheduler:
         follow_ups: deque[str] = deque()
         started = set(fresh)  # prompts this session works on: counted on the progress bar once done
         checker = Checker(self._build_chain)
-        with checker, Progress("generate", total=len(self.state), unit="prompts") as progress:
+        with checker, Progress(self.command, total=len(self.state), unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
 

@@ -64,7 +64,6 @@ class OpenAIEngine(Engine):
                  backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0,
                  outage_s: float = 120.0) -> None:
         self.base_urls = self.validate_options({"base_url": base_url})
-        self.base_url = self.base_urls[0]
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
