@@ -206,6 +206,7 @@ def test_openai_cancel_closes_the_connection_and_the_server_aborts(tmp_path):
 
 
 # -- the scheduler: cancellation and accounting ----------------------------------------------------------
+@pytest.mark.slow  # a whole generate run against the simulated server: ~15 s on 2 loaded cores
 def test_spent_siblings_are_cancelled_counted_and_never_exported(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 12, 0.9)
     with sim_server(slots=64, step_ms=2, prompts=prompts, median_tokens=60, sigma=1.0) as sim:
