@@ -20,6 +20,7 @@ import threading
 
 from cotforge.io.atomic import atomic_create_table
 from cotforge.io.errors import CotforgeError
+from cotforge.io.lock import FolderLock
 from cotforge.io.rundir import RunDir
 from cotforge.schema import REVIEW_SCHEMA, to_table
 
@@ -49,7 +50,10 @@ def append_review(run_path, sample_id: str, decision: str, note: str = "", reaso
     row = {"sample_id": sample_id, "decision": decision, "note": note or None, "reasoning": reasoning,
            "summary": summary, "reviewer": reviewer or default_reviewer(),
            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    with _write_lock:
+    # Under the run's writer lock, held for this one file: a writer that would clear the folder
+    # (--overwrite) cannot start while a decision is being written, and one that holds the folder (a run
+    # still being written, or cleared) makes the review one clear line instead of a file it erases.
+    with _write_lock, FolderLock.acquire(run.path, "review"):
         seq = run.next_shard_index(TABLE)
         while True:
             row["seq"] = seq

@@ -124,9 +124,11 @@ class Rewriter:
         originals = self.originals()
         with self.out, self.chain, Progress("rewrite", total=len(originals), unit="samples") as progress:
             for index, chunk in enumerate(chunks(originals, self.config.chunk_rows)):
-                if not self.out.has_shard("samples", index):
-                    rows = self.check(self.rewrite(chunk))
-                    self.out.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
+                if self.out.has_shard("samples", index):
+                    progress.resumed(len(chunk))  # an earlier session's: not in this session's rate
+                    continue
+                rows = self.check(self.rewrite(chunk))
+                self.out.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
                 progress.advance(len(chunk))
             counts = run_counts(self.out.path, self.names)
             self.out.update_manifest(status="complete", counts={k: counts[k] for k in

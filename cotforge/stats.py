@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotforge.checks.base import MISSING, PASSED, VERIFIED, WORKER_DIED
+from cotforge.checks.base import MISSING, NOT_MATH, PASSED, VERIFIED, WORKER_DIED
 from cotforge.query import connect
 
 
@@ -23,10 +23,10 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> di
         GROUP BY first_check""").fetchall())
     # The verification stage's codes name what was missing: `missing:gold`, `missing:gold,tests`.
     unverified = con.execute(
-        """SELECT replace(substr(code, ?), ',', ' or ') AS missing, count(*) FILTER (WHERE NOT passed),
+        """SELECT CASE WHEN code = ? THEN code ELSE replace(substr(code, ?), ',', ' or ') END AS missing, count(*) FILTER (WHERE NOT passed),
                   count(*) FILTER (WHERE passed) FROM verdicts
            WHERE "check" = ? AND status <> ? GROUP BY missing ORDER BY missing""",
-        [len(MISSING) + 1, VERIFIED, PASSED]).fetchall()
+        [NOT_MATH, len(MISSING) + 1, VERIFIED, PASSED]).fetchall()
     # Rows rejected because their item killed a fresh worker again: not a judgement of the text.
     worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND code = ?",
                               [WORKER_DIED]).fetchone()[0]
@@ -67,6 +67,10 @@ def format_unverified(counts: dict) -> str | None:
     state = f"rejected {rejected}" + (f", accepted {allowed} as allow_unverified says" if allowed else "")
     parts = []
     for group in groups:
+        if group["missing"] == NOT_MATH:  # a gold in words that no judge read
+            parts.append(f"{group['rejected'] + group['allowed']} with a gold in words, not math "
+                         f"(only a judge grades those: add judge to --checks)")
+            continue
         fields = group["missing"].split(" or ") if group["missing"] else ["gold"]
         columns = "; ".join(f"no {_columns(f)} column, or map one with --field {f}=COLUMN" for f in fields)
         parts.append(f"{group['rejected'] + group['allowed']} with no {group['missing'] or 'gold'} ({columns})")

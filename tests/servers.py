@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -162,31 +163,47 @@ class ScriptedServer:
 
 @contextmanager
 def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = None, median_tokens: float = 300,
-               sigma: float = 0.8, startup_s: float = 60) -> Iterator[SimHandle]:
-    """Run tests/simserver.py (a simulated continuous-batching server) in its own process."""
+               sigma: float = 0.8, startup_s: float = 60, faults: dict | None = None,
+               extra: tuple[str, ...] = ()) -> Iterator[SimHandle]:
+    """Run tests/simserver.py (a simulated continuous-batching server) in its own process.
+
+    `faults`: {"blank_every": N, "bad_json_every": N, "no_choices_every": N} from the start (and after
+    each restart); `extra`: more of its options (--loop-share 0.25, --refuse-unknown, ...)."""
     command = [sys.executable, str(Path(__file__).with_name("simserver.py")), "--slots", str(slots),
-               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma)]
+               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma), *extra]
     if prompts:
         command += ["--prompts", str(prompts)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for name, every in (faults or {}).items():
+        command += [f"--{name.replace('_', '-')}", str(every)]
+    handle = SimHandle(command, startup_s)
     try:
-        deadline = time.monotonic() + startup_s
-        line = process.stdout.readline()
-        if not line.startswith("ready ") or time.monotonic() > deadline:
-            raise RuntimeError(f"simserver did not start: {line}{process.stdout.read()[-2000:]}")
-        yield SimHandle(line.split()[1], process)
+        handle.start()
+        yield handle
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        handle.kill()
 
 
 class SimHandle:
-    """A running simserver: its base URL, its step counters, and a kill switch (a server dying)."""
+    """A running simserver: its base URL, its step counters, a kill switch (a server dying) and a real
+    restart on the same port (a server coming back)."""
 
-    def __init__(self, base_url: str, process: subprocess.Popen) -> None:
-        self.base_url, self.process = base_url, process
-        self.root = base_url.removesuffix("/v1")
+    def __init__(self, command: list[str], startup_s: float = 60) -> None:
+        self.command, self.startup_s = command, startup_s
+        self.process: subprocess.Popen | None = None
+        self.port = 0  # the first start picks a free port; restarts take the same one
+        self.base_url = self.root = ""
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([*self.command, "--port", str(self.port)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + self.startup_s
+        line = self.process.stdout.readline()
+        if not line.startswith("ready ") or time.monotonic() > deadline:
+            self.kill()
+            raise RuntimeError(f"simserver did not start: {line}")
+        self.base_url = line.split()[1]
+        self.root = self.base_url.removesuffix("/v1")
+        self.port = int(self.root.rsplit(":", 1)[1])
 
     def stats(self) -> dict:
         return httpx.get(self.root + "/stats", timeout=30).json()
@@ -194,10 +211,61 @@ class SimHandle:
     def reset(self) -> None:
         httpx.post(self.root + "/stats/reset", timeout=30)
 
+    def set_faults(self, **faults: int) -> dict:
+        return httpx.post(self.root + "/faults", json=faults, timeout=30).json()
+
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+    def restart(self, down: threading.Event | None = None, timeout_s: float = 120) -> None:
+        """Kill the server (what it held is reset), stay down until `down` is set (if given), then start
+        a new one on the same port."""
+        self.kill()
+        if down is not None and not down.wait(timeout_s):
+            raise RuntimeError("the outage was never ended")
+        self.start()
 
     def freeze(self) -> None:
         """Stop answering anything (POSTs, /v1/models), connections left open: a hung server."""
         httpx.post(self.root + "/freeze", timeout=30)
+
+
+class Refuser:
+    """What a client meets on the port of a server that is down: every connection is reset at once
+    (SO_LINGER 0). Counts the connections, and sets `enough` once `count` have come (the outage lasts until
+    the client has retried that often: no guessed sleep)."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count, self.seen = port, count, 0
+        self.enough = threading.Event()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self._sock.listen(256)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset, as from a server that died
+            self.seen += 1
+            if self.seen >= self.count:
+                self.enough.set()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()

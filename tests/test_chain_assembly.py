@@ -14,7 +14,7 @@ import re
 from servers import ScriptedServer, chat_answer
 
 from cotforge import rewards
-from cotforge.checks.base import JUDGED, LEFT_TO_JUDGE
+from cotforge.checks.base import JUDGED, NOT_MATH
 from cotforge.checks.chain import Chain
 from cotforge.engines.replay import ReplayEngine
 from cotforge.filtering import filter_samples
@@ -74,7 +74,9 @@ def test_rules_then_judges_then_the_gate_in_one_chain():
         == [True, False, True, False, True, False]
     # the judge verifies what no rule could: a greeting without a gold is judged, not unverified
     assert by_id["greet"].verdicts[3].code == JUDGED and "judge" in by_id["greet"].verdicts[3].reason
-    assert by_id["capital"].verdicts[1].code == LEFT_TO_JUDGE
+    # a gold in words is not the answer check's to grade (n/a): the judge's yes verifies the sample
+    assert by_id["capital"].verdicts[1].code == NOT_MATH and by_id["capital"].verdicts[2].score == 1.0
+    assert by_id["capital"].verdicts[3].reason == "judged by judge"
     assert [entry["check"] for entry in config] == ["format", "answer", "judge", "verified"]
     assert "api_key" not in json.dumps(config)  # the judge's secret never reaches a manifest
 

@@ -108,8 +108,10 @@ def test_retries_429_then_500_honouring_retry_after():
 
 def test_gives_up_after_max_retries_naming_url_and_status():
     with ScriptedServer([(503, {}, {"error": "overloaded"})]) as server:
-        engine = get_engine("openai", base_url=server.base_url, model="m", max_retries=2, backoff_s=0.01)
-        with pytest.raises(CotforgeError, match=r"/v1/chat/completions: gave up after 3 attempts; last: HTTP 503"):
+        engine = get_engine("openai", base_url=server.base_url, model="m", max_retries=2, backoff_s=0.01,
+                            outage_s=0)
+        with pytest.raises(CotforgeError, match=r"/v1/chat/completions: gave up after 3 attempts in 0 s; last: HTTP 503.*"
+                                                r"; rerun the same command to resume"):
             engine.generate([ask("a", "hi")], SamplingParams())
     assert len(server.received) == 3
 
@@ -125,7 +127,7 @@ def test_client_errors_are_not_retried():
 def test_timeout_is_retried_then_reported():
     with ScriptedServer([("sleep", 3)]) as server:
         engine = get_engine("openai", base_url=server.base_url, model="m", timeout_s=0.3, max_retries=1,
-                            backoff_s=0.01)
+                            backoff_s=0.01, outage_s=0)
         start = time.monotonic()
         with pytest.raises(CotforgeError, match=f"{server.base_url}/chat/completions: .* last: timeout"):
             engine.generate([ask("a", "hi")], SamplingParams())
@@ -134,10 +136,10 @@ def test_timeout_is_retried_then_reported():
 
 
 def test_connection_refused_is_reported():
-    engine = get_engine("openai", base_url=f"http://127.0.0.1:{free_port()}", model="m", max_retries=1,
-                        backoff_s=0.01)
-    with pytest.raises(CotforgeError, match="last: connection error"):
-        engine.generate([ask("a", "hi")], SamplingParams())
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(CotforgeError, match=rf"^the server cannot be reached \({url}: ConnectError: .*\); start it, "
+                                            rf"or fix --base-url$"):
+        get_engine("openai", base_url=url, model="m")
 
 
 def test_server_honouring_n_gets_one_request_and_usage_split():
@@ -181,5 +183,5 @@ def test_model_defaults_to_the_one_served():
     with ScriptedServer([(200, {}, chat_answer())]) as server:
         assert get_engine("openai", base_url=server.base_url).model == "scripted"
     with (ScriptedServer([(200, {}, chat_answer())], models=("a", "b")) as server,
-          pytest.raises(CotforgeError, match=r"lists 2 \(a, b\); pass model=NAME")):
+          pytest.raises(CotforgeError, match=r"lists 2 \(a, b\); give --model NAME")):
         get_engine("openai", base_url=server.base_url)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import REPO, write_jsonl
@@ -259,3 +258,31 @@ def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
 
     _, rows = run_query(run, "SELECT count(*), count(DISTINCT id) FROM samples")
     assert rows == [(30000, 30000)]
+
+
+def fill(disk: Path) -> None:
+    """Write until the disk is full to the last byte (ENOSPC)."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("command", ["generate", "filter"])
+def test_a_disk_full_before_the_first_write_names_the_path(cli, tmp_path, small_disk, command):
+    fill(small_disk)
+    data = samples_file(tmp_path / "in.jsonl", 3)
+    extra = (["--engine", "openai", "--base-url", "http://127.0.0.1:9", "--model", "m"] if command == "generate"
+             else [])
+    result = cli(command, data, "--out", small_disk / "run", "--checks", "format", *extra)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{small_disk / 'run'}/"), lines  # the path, never "?"
+    assert ": cannot write: No space left on device; free space on that disk" in lines[0]
+    (small_disk / "filler").unlink()  # space freed: the same folder takes a run
+    assert "rows read 3" in cli("filter", data, "--out", small_disk / "run", "--checks", "format", "--overwrite",
+                                check=True).stdout

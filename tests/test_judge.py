@@ -153,7 +153,8 @@ def test_filter_rules_first_funnel_and_cache_through_the_cli(cli, tmp_path):
                         "text-ok": True}
     reasons = cli("query", tmp_path / "run", "SELECT reason FROM verdicts WHERE id = 'text-ok' AND \"check\" = "
                   "'answer'", "--format", "csv", check=True).stdout
-    assert "n/a: left to the judge: answer It is Paris. != gold Paris (text)" in reasons
+    # a gold in words is not the answer check's to grade: n/a (not_math), and the judge's verdict counts
+    assert "n/a: gold Paris is not a mathematical answer; answer It is Paris. needs a judge" in reasons
 
 
 def test_reward_judge_scores_yes_no_and_none(tmp_path):

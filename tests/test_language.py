@@ -174,3 +174,44 @@ def test_real_traces_are_english(real_traces):
               if not (v := check.check({"completion": row["completion"], "prompt": row["prompt"]})).passed]
     print(f"\nlanguage on {len(finished)} finished real traces: {len(failed)} rejected")
     assert len(finished) >= 50 and len(failed) <= len(finished) // 50, failed[:3]
+
+
+# An English reasoning that translates or explains Chinese source text it quotes (the source is not in
+# the prompt, so nothing is "cited" from it): quoted material is not language mixing.
+POEM_PROMPT = "What does the first line of Li Bai's poem Quiet Night Thought mean? Explain it in English."
+POEM = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+EXPLAINED = "The first line means bright moonlight before my bed, and the poet mistakes it for frost on the ground."
+
+
+@pytest.mark.parametrize("quoted", [
+    f"The poem reads “{POEM}”",  # curly double quotes
+    f"The poem reads 「{POEM}」",  # CJK corner brackets
+    f"The poem reads 『{POEM}』",
+    "The poem is titled 《静夜思》 in Chinese",  # book-title marks
+    "The key word 〈明月〉 is the bright moon",
+    f"The poem reads ＂{POEM}＂",  # full-width straight quotes
+    f'The poem reads "{POEM[:12]}\n{POEM[12:]}" over two lines',  # straight quotes across a line break
+    f"The poem reads:\n\n> {POEM[:12]}\n> {POEM[12:]}\n",  # a Markdown blockquote
+    f"The poem reads “{POEM * 40}”",  # a long passage, well past a phrase (960 characters)
+    f"In code the line is `{POEM[:5]}`",
+])
+def test_quoted_foreign_sentences_are_not_mixing(quoted):
+    verdict = judge(f"{quoted}. {EXPLAINED} Each line has five characters.", "It means moonlight before the bed.",
+                    POEM_PROMPT, "en")
+    assert verdict.passed, verdict.reason
+
+
+@pytest.mark.parametrize("mixed", [
+    f"The poem reads {POEM[:5]}",  # the same words, unquoted: mixing
+    f'A "quote" here.\n\nThen {POEM[:5]} is mixed in, and the poet "sees" the light',  # quotes are per paragraph
+    f"The poem reads “{POEM}” and then 明月 again outside the quotes",
+])
+def test_unquoted_foreign_text_is_still_mixing(mixed):
+    verdict = judge(f"{mixed}. {EXPLAINED} Each line has five characters.", "It means moonlight before the bed.",
+                    POEM_PROMPT, "en")
+    assert not verdict.passed and "zh" in verdict.reason, verdict.reason
+
+
+def test_a_quoted_english_sentence_in_a_chinese_reasoning_is_not_mixing():
+    reasoning = ZH_REASONING + "\n题目里的原句是 “Janet's ducks lay 16 eggs per day. She eats three for breakfast.”，意思已经清楚了。"
+    assert judge(reasoning, "答案是 3 个。", ZH_PROMPT).passed

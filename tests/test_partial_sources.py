@@ -160,3 +160,39 @@ def test_view_says_a_run_is_unfinished_on_every_page(tmp_path, cli):
         assert note in web.get(page).text, page
     RunDir(run).update_manifest(status="complete")
     assert note not in web.get("/run/0/samples").text
+
+
+def test_overwrite_does_not_erase_review_decisions(tmp_path, cli):
+    from cotforge.review import append_review
+
+    run = killed_run(tmp_path, cli)
+    RunDir(run).update_manifest(status="complete")
+    append_review(run, "r3", "reject", note="sloppy", reviewer="ann")
+    source = tmp_path / "in.jsonl"
+    for change in ([], ["--chunk-rows", "5"]):  # the same configuration, or another one
+        refused = cli("filter", source, "--out", run, "--checks", "format", "--jobs", "0", "--overwrite", *change)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert refused.stderr.startswith(f"{run}: holds 1 review decisions made by hand (cotforge view, in "
+                                         f"{run / 'reviews'}); --overwrite would erase them")
+    assert len(RunDir(run).shards("reviews")) == 1 and RunDir(run).count_rows("samples") == 12
+
+
+def test_a_review_is_written_under_the_run_lock(tmp_path, cli):
+    from cotforge.io.errors import CotforgeError
+    from cotforge.review import append_review
+
+    run = killed_run(tmp_path, cli)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom cotforge.io.lock import FolderLock\n"
+                               f"FolderLock.acquire({str(run)!r}, 'filter')\nprint('held', flush=True)\n"
+                               "sys.stdin.read()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"  # another writer (a rerun with --overwrite) has the folder
+        with pytest.raises(CotforgeError, match=r"in use by another cotforge writer \(filter pid"):
+            append_review(run, "r3", "reject")
+        assert RunDir(run).shards("reviews") == []  # nothing written that the writer could erase
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    append_review(run, "r3", "reject")  # the folder is free again
+    assert len(RunDir(run).shards("reviews")) == 1

@@ -204,3 +204,49 @@ def test_generate_sizes_must_be_positive(cli, tmp_path, option, value):
     line = one_line(cli("generate", prompts, "--out", tmp_path / "run", "--engine", "replay", "--model", prompts,
                         option, value))
     assert line == f"{option} {value}: must be at least 1"
+
+
+GENERATE_OFFLINE = ("--engine", "openai", "--base-url", "http://127.0.0.1:9", "--model", "m", "--checks", "format")
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("empty.jsonl", ""),                    # `: > e.jsonl`
+    ("blank.jsonl", "\n\n   \n"),           # blank lines only
+    ("array.json", "[]"),                   # an empty JSON array
+    ("header.csv", "id,prompt,gold\n"),     # a CSV header and no rows
+])
+def test_generate_refuses_an_empty_prompts_input(cli, tmp_path, name, content):
+    prompts = tmp_path / name
+    prompts.write_text(content)
+    line = one_line(cli("generate", prompts, "--out", tmp_path / "run", *GENERATE_OFFLINE))
+    assert line == f"{prompts}: no prompts to generate from (the input is empty)"
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "running"  # never complete
+    assert not list((tmp_path / "run").glob("*/part-*.parquet"))  # nothing committed: a fixed input restarts
+
+
+def test_generate_refuses_prompts_that_are_all_bad_and_an_empty_folder(cli, tmp_path):
+    prompts = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": ""}, {"prompt": None}])
+    line = one_line(cli("generate", prompts, "--out", tmp_path / "run", *GENERATE_OFFLINE, "--bad-rows", "quarantine"))
+    assert line.startswith(f"{prompts}: no usable prompts: all 2 rows are bad (first, line 1: field 'prompt'")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("")
+    (folder / "b.jsonl").write_text("\n")
+    line = one_line(cli("generate", folder, "--out", tmp_path / "run2", *GENERATE_OFFLINE))
+    assert line == f"{folder}: no prompts to generate from (the input is empty)"
+
+
+def test_files_a_folder_holds_that_cotforge_cannot_read_are_named(cli, tmp_path):
+    folder = tmp_path / "prompts"
+    (folder / "sub" / ".git").mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", [ROW])
+    write_jsonl(folder / "sub" / "b.JSONL", [{**ROW, "prompt": "3+3?"}])  # suffixes in any case are read
+    (folder / "notes.txt").write_text("what these prompts are")
+    (folder / "sub" / "plot.png").write_bytes(b"\x89PNG\r\n")
+    (folder / ".hidden").write_text("editor state")  # hidden files and folders are passed over quietly
+    (folder / "sub" / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    result = cli("filter", folder, "--out", tmp_path / "run", "--checks", "format", check=True)
+    assert "rows read 2" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if "note:" in line]
+    assert notes == [f"cotforge: note: {folder}: skipped 2 files cotforge cannot read (notes.txt, sub/plot.png); "
+                     f"it reads .jsonl, .json, .parquet, .csv"]

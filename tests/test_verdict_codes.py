@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from servers import ScriptedServer, chat_answer
 
-from cotforge.checks.base import (DECIDED_BY_RULE, LEFT_TO_JUDGE, NO_REFERENCE, REJECTED_BY_RULES, UNDECIDED,
+from cotforge.checks.base import (DECIDED_BY_RULE, NO_REFERENCE, NOT_MATH, REJECTED_BY_RULES, UNDECIDED,
                                   UNPARSED, WORKER_DIED, Verdict)
 from cotforge.checks.chain import Chain, CheckSpec, VerificationGate
 from cotforge.filtering import filter_samples
@@ -113,7 +113,8 @@ def test_counts_and_judge_funnel_survive_rewording(tmp_path):
     codes = dict(((i, c), code) for i, c, code in connect(run).execute(
         'SELECT id, "check", code FROM verdicts').fetchall())
     assert codes[("decided", "judge")] == DECIDED_BY_RULE and codes[("wrong", "judge")] == DECIDED_BY_RULE
-    assert codes[("open", "answer")] == LEFT_TO_JUDGE and codes[("open-paris", "answer")] == LEFT_TO_JUDGE
+    # a gold in words is n/a for `answer` from the start (not_math), so the judge's verdict counts
+    assert codes[("open", "answer")] == NOT_MATH and codes[("open-paris", "answer")] == NOT_MATH
     assert codes[("ramble", "judge")] == UNPARSED and codes[("cut", "judge")] == REJECTED_BY_RULES
     assert codes[("no-gold", "judge")] == NO_REFERENCE and codes[("no-gold", "verified")] == "missing:gold"
     before = run_counts(run, ["format", "answer", "judge", "verified"]), judge_funnel(run, ["judge"])

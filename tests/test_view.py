@@ -71,6 +71,8 @@ def test_pages_render_and_escape_model_output(run: Path):
     assert "content-security-policy" in web.get("/run/0").headers
     listing = web.get("/run/0/samples", params={"status": "rejected"}).text
     assert "s2" in listing and "s4" in listing and ">s1<" not in listing
+    judged = web.get("/run/0/sample", params={"id": "s1"}).text  # each verdict's code beside its reason
+    assert "<th>code</th>" in judged and "<td>judged</td><td>judged by answer</td>" in judged
     prompts = web.get("/run/0/prompts", params={"never": "1"}).text
     assert "What is 3*3?" in prompts and "What is 2+2" not in prompts
 

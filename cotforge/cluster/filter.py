@@ -28,7 +28,7 @@ from typing import Self
 
 from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.cluster.session import RaySession, shared_folder_problem
-from cotforge.filtering import Committed, judge_chunk
+from cotforge.executors import Committed, Job, judge_chunk
 from cotforge.io.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 
@@ -42,7 +42,10 @@ class ChunkJudge:
     def __init__(self, specs: list[CheckSpec], run_path: str, allow_unverified: bool | None = None):
         self.problem = shared_folder_problem(run_path)
         self.run = RunDir(run_path)
-        self.chain = Chain(specs, jobs=1, allow_unverified=allow_unverified)
+        try:  # a node without a check's dependency: one line from ready(), not an actor that dies
+            self.chain = Chain(specs, jobs=1, allow_unverified=allow_unverified)
+        except CotforgeError as err:
+            self.chain, self.problem = Chain([], jobs=0), self.problem or f"on a Ray worker node: {err}"
         if self.problem is None:
             self.chain.start()
 
@@ -71,7 +74,7 @@ def _counters(stats: dict) -> dict[str, Counter]:
 
 
 class RayExecutor:
-    """The filter's chunk executor on Ray (see the module docstring); `workers` actors of one CPU."""
+    """The filter's chunk executor on Ray (`cotforge.executors` picks it by name) (see the module docstring); `workers` actors of one CPU."""
 
     def __init__(self, specs: list[CheckSpec], run: RunDir, workers: int | None = None,
                  address: str | None = None, allow_unverified: bool | None = None):
@@ -83,6 +86,11 @@ class RayExecutor:
         self.pending: dict = {}  # object ref -> (actor slot, Committed without its accepted count)
         self._infrastructure: Counter = Counter()  # summed over the workers' chunks
         self._judges: dict[str, Counter] = {}
+
+    @classmethod
+    def for_job(cls, job: Job) -> RayExecutor:
+        """`jobs` is the number of Ray workers (one CPU each; default every CPU of the cluster)."""
+        return cls(job.specs, job.run, workers=job.jobs, address=job.address, allow_unverified=job.allow_unverified)
 
     def __enter__(self) -> Self:
         self.session.__enter__()

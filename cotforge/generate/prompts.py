@@ -45,11 +45,19 @@ class PromptFile:
         quarantined: list[dict] = []
 
         def write(tmp: Path) -> None:
+            written = 0
             with pq.ParquetWriter(tmp, PROMPT_SCHEMA, compression="zstd") as writer:
                 for raw in chunks(read_rows(source), BATCH):
                     rows, bad = split_bad_rows(raw, normalize, bad_rows)
                     quarantined.extend(bad)
                     writer.write_table(to_table(rows, PROMPT_SCHEMA))
+                    written += len(rows)
+            if not written:  # nothing to ask: one line, never an empty "complete" run (nothing is committed)
+                if quarantined:
+                    first = quarantined[0]
+                    raise CotforgeError(f"{source}: no usable prompts: all {len(quarantined)} rows are bad (first, "
+                                        f"line {first['line']}: field '{first['field']}': {first['reason']})")
+                raise CotforgeError(f"{source}: no prompts to generate from (the input is empty)")
             _refuse_duplicate_ids(tmp, source)
             # Bad rows land before the prompts shard: a run with a prompts shard has its quarantine.
             if quarantined:

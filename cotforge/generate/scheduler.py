@@ -1,22 +1,25 @@
 """Streaming rejection sampling (`cotforge generate`): the engine always has work queued.
 
 Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
-saturates it), topped up as each request finishes. A prompt asks in waves (`allocation.next_wave`):
-its first wave is `k` samples; when a wave's verdicts arrive, its next wave is planned from them at
-once and goes ahead of new prompts (it is on that prompt's critical path), with no barrier across
-prompts. Finished requests are judged by the check chain in its own thread (`checking.Checker`), so
-submission never waits on the checks. Judged samples are committed as one atomic shard once
-`shard_size` of them are waiting or the oldest has waited `shard_age_s`.
+saturates it), topped up as each sample finishes. Every sample is its own request (n=1), so each is
+judged as soon as it ends (the check chain runs in its own thread, `checking.Checker`) and each can be
+cancelled alone. A prompt asks in waves planned by the allocation policy (`allocation.py`): when the
+last sample of a wave is judged, the next wave is planned from the prompt's verdicts and the run's
+pass-rate prior, and goes ahead of new prompts. Once a prompt has its `accept` accepted, its samples
+still in flight are cancelled (`Engine.cancel`); they come back `cancelled`, are recorded in
+`RUN/cancelled/` for the token accounting, and are never judged or exported. With no prompt left to
+start, free slots go to extra samples of unfinished prompts (the tail fill). Judged samples are
+committed as one atomic shard once `shard_size` of them wait or the oldest has waited `shard_age_s`.
 
-Crash safety (kill -9 at any instant, then the same command): a wave is sent, judged and committed as
-a unit, and rows are committed in the order they were judged, so a prompt's committed waves are
-always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
-shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
-(run seed, prompt, first sample index), so the waves that were planned but not committed are asked
-again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
-in), nothing committed is asked twice, and committed shards are
-never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
-where the engine sets it, else the request's seed + j).
+Crash safety (kill -9 at any instant, then the same command): sample i of a prompt is always
+generated with seed(run seed, prompt) + i, whatever wave it lands in. A restart rebuilds each
+prompt's judged indices and verdicts from the committed shards; indices not committed (in flight,
+being judged, or planned) are free again and asked with their seeds; committed indices are never
+asked again; committed shards are never rewritten. Wave sizes depend on the run-wide prior (on what
+finished first), so they may differ from the killed run's; which samples exist differs only by
+cancelled siblings of prompts that reached accept (tests/runcheck.py states it as a test).
+The recorded `seed` is the seed the sample was generated with (`Completion.seed` where the engine
+sets it, else the request's seed + j).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import Chain, parse_specs, preset_options
-from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
-from cotforge.generate.allocation import PromptState, next_wave
+from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
+from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.prompts import FreshPrompts, PromptFile
@@ -43,11 +47,11 @@ from cotforge.io.rows import BAD_ROW_MODES
 from cotforge.io.rundir import RunDir
 from cotforge.parsing import opens_think, split_completion
 from cotforge.progress import Progress
-from cotforge.schema import (PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table,
-                             user_text)
+from cotforge.schema import PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table, user_text
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
+TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
 
 
 class Scheduler:
@@ -56,26 +60,30 @@ class Scheduler:
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
                  bad_rows: str = "fail", argv: list[str] | None = None, command: str = "generate",
-                 finalize=None):
+                 finalize=None, policy: Allocation | None = None):
         """`command`: what the manifest names the run (`eval` runs are written by this loop too);
         `finalize(run) -> dict`: called once sampling is done, before the run is marked complete, with
         the run folder still locked (eval computes its votes and metrics there); its dict goes into
-        the manifest and the summary."""
+        the manifest and the summary. `policy`: the allocation (default: the config's, allocation.py)."""
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
             check_options(config.engine, config.engine_build_options())  # one line before any model load
         self.config = config
+        self.policy = policy or allocation(config)
         self.prompts_path = str(prompts_path)
-        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
+        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
+                                     config.repetition_rule())
         self.finalize = finalize
+        self.command = command
         self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
                                                  "bad_rows": bad_rows}, [prompts_path], argv=argv,
                                overwrite=overwrite)
         # Prompts are read from the run's prompts shard when started, not all held (generate/prompts.py).
         self.prompt_file = PromptFile(self.run, prompts_path, fields, bad_rows)
         self.prompts: dict[str, dict] = {}  # rows of the prompts being worked on
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
@@ -84,22 +92,28 @@ class Scheduler:
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         # State of the prompts with samples committed or asked and not done; a done prompt leaves it,
-        # counted in `prompts_finished` / `prompts_done`, and a prompt not in it has nothing yet.
+        # counted in `prompts_finished` / `prompts_done`; a prompt not in it has nothing yet.
         self.state: dict[str, PromptState] = {}
-        self.prompts_finished = 0  # prompts with nothing left to ask (done, budget spent or refused)
+        self.prompts_finished = 0  # prompts with nothing left to ask (accepted, budget spent, refused)
         self.prompts_done = 0  # ... of which reached `accept`
-        self.accepted = 0  # kept current: the progress line shows it
+        self.spent = 0  # samples judged, every session: kept current (the progress line shows them)
+        self.accepted = 0
         self._finished_before: pa.Array | None = None  # ids of the prompts finished in earlier sessions
+        self.prior = PassRatePrior()
         self._load_state()
         self.tokens = 0
         self.generated = 0
+        self.cancelled = 0  # samples cancelled this session
         self.outstanding = 0  # requests submitted and not yet back
         self._buffer: list[dict] = []  # judged rows waiting for their shard
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
+        self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
+        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         # Next shard index per table, counted here: listing the folder at every commit costs O(shards)
         # each time, and a 1M-prompt run commits ~16K shards.
-        self._next_shard = {table: self.run.next_shard_index(table) for table in ("samples", "quarantine")}
+        self._next_shard = {table: self.run.next_shard_index(table)
+                            for table in ("samples", "quarantine", CANCELLED_TABLE)}
 
     @property
     def engine(self) -> Engine:
@@ -112,10 +126,11 @@ class Scheduler:
         """Each prompt's state from the keys of its committed samples (generate/resume.py reads them
         fast at any size) and the prompts the engine refused; finished prompts are only counted."""
         keys, self.key_index = read_committed_keys(self.run)
+        self.spent = keys.num_rows
         self.accepted = pc.sum(keys.column("accepted")).as_py() or 0
+        self.prior.judged, self.prior.accepted = self.spent, self.accepted
         per_prompt = keys.group_by("prompt_id").aggregate(
             [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
-        del keys
         for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
                 "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
             self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, waves=waves)
@@ -129,6 +144,11 @@ class Scheduler:
         for prompt_id in finished:
             self._retire(prompt_id)
         self._finished_before = pa.array(finished, pa.string())
+        if self.state:  # the unfinished ones go on: which sample indices they have judged
+            open_keys = keys.filter(pc.is_in(keys.column("prompt_id"), value_set=pa.array(list(self.state))))
+            for prompt_id, index in zip(open_keys.column("prompt_id").to_pylist(),
+                                        open_keys.column("sample_idx").to_pylist()):
+                self.state[prompt_id].judged.add(index)
 
     def _start(self, prompt_id: str, row: dict) -> None:
         """A prompt is being worked on: hold its row, and its state from now on."""
@@ -143,54 +163,79 @@ class Scheduler:
         self.prompts_done += prompt.accepted >= self.config.accept
 
     def done(self, prompt: PromptState) -> bool:
-        return next_wave(prompt, self.config) == 0
+        """Nothing left to ask and nothing in flight."""
+        return not prompt.asked and self.policy.wave(prompt, self.prior) == 0
 
     # -- the loop ----------------------------------------------------------------------------------
     def run_all(self) -> dict:
         start = time.monotonic()
         engine = self.engine
         max_inflight = self.config.concurrency or engine.max_inflight
+        # Prompts not started yet, read from the prompts shard as slots free up (generate/prompts.py).
         fresh = FreshPrompts(self.prompt_file, self._start, self.prompts.pop, skip=self._finished_before)
         self._finished_before = None
         follow_ups: deque[str] = deque()
-        waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
         checker = Checker(self._build_chain)
-        with checker, Progress("generate", total=self.prompt_file.count, unit="prompts") as progress:
-            progress.advance(self.prompts_finished)
+        with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
+            # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
+            progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
+
+            def settle(prompt_id: str) -> None:
+                """After a verdict or a cancel: plan the prompt's next wave, or count it done."""
+                prompt = self.state.get(prompt_id)
+                if prompt is None or prompt.asked:
+                    return  # done already; or its wave is still out: the next one is planned from all its verdicts
+                if self.done(prompt):
+                    self._retire(prompt_id)
+                    progress.advance(1, samples=self.spent, accepted=self.accepted,
+                                     tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
+                elif prompt_id not in follow_ups:
+                    follow_ups.append(prompt_id)
+
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
                     while engine.inflight < max_inflight and (follow_ups or fresh):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
-                        request = self._request(prompt_id)
-                        if request is None:
+                        prompt = self.state.get(prompt_id)
+                        if prompt is None:  # finished while it waited for a slot
                             continue
-                        if engine.inflight + request.n > max_inflight and engine.inflight > 0:
+                        n = self.policy.wave(prompt, self.prior)
+                        if n == 0:
+                            settle(prompt_id)
+                            continue
+                        if engine.inflight + n > max_inflight and engine.inflight > 0:
                             source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
                             break
-                        waves[id(request)] = (request, self.state[prompt_id].waves)
-                        engine.submit(request, self.params)
-                        self.outstanding += 1
+                        prompt.waves += 1
+                        self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
+                    if self.policy.fills_tail and not fresh and not follow_ups:
+                        self._fill_tail(max_inflight)
                     # Wait briefly when the checker may have verdicts: they plan the next waves.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
-                        request, wave = waves.pop(id(finished.request))
+                        request, wave = self._asked.pop(id(finished.request))
                         self.outstanding -= 1
+                        prompt = self.state[request.key]
                         if finished.error is not None:
+                            prompt.asked.discard(request.first_index)
                             self._refuse(request.key, finished.error)
-                            self._retire(request.key)
-                            progress.advance(1)
+                            self._cancel_prompt(request.key)
+                            settle(request.key)
+                            continue
+                        if finished.completions and finished.completions[0].finish_reason == CANCELLED:
+                            self._record_cancelled(finished, wave)
+                            settle(request.key)
                             continue
                         checker.submit(self._rows(finished, wave))
                     for rows in checker.results():
+                        for row in rows:
+                            self._take(row)
                         prompt_id = rows[0]["prompt_id"]
-                        self._take(rows)
-                        if self.done(self.state[prompt_id]):
-                            self._retire(prompt_id)
-                            progress.advance(1, samples=self.generated, accepted=self.accepted,
-                                             tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
-                        else:
-                            follow_ups.append(prompt_id)
+                        prompt = self.state[prompt_id]
+                        if prompt.accepted >= self.config.accept and self.policy.cancels:
+                            self._cancel_prompt(prompt_id)  # spent siblings: their tokens buy nothing
+                        settle(prompt_id)
                         self._maybe_commit()
                     self._maybe_commit()  # by age, also while nothing new was judged
                 self.names = checker.names()
@@ -198,17 +243,53 @@ class Scheduler:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
         return self.finish(time.monotonic() - start)
 
-    def _request(self, prompt_id: str) -> Request | None:
+    def _ask(self, prompt_id: str, indices: list[int]) -> None:
+        """One request per sample, so each is judged as soon as it ends and can be cancelled alone."""
         prompt = self.state[prompt_id]
-        n = next_wave(prompt, self.config)
-        if n == 0:
-            return None
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
-        # Waves are committed whole and in order, so the next sample index is the count judged so far.
-        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
-        return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
-                       seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
+        for index in indices:
+            # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
+            request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
+                              seed=sample_seed(self.config.seed, prompt_id, index))
+            prompt.asked.add(index)
+            self._asked[id(request)] = (request, prompt.waves - 1)
+            self.engine.submit(request, self.params)
+            self.outstanding += 1
+
+    def _fill_tail(self, max_inflight: int) -> None:
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
+        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
+        nearly empty while it decodes)."""
+        engine = self.engine
+        if engine.inflight >= max_inflight * TAIL_FILL:
+            return
+        open_prompts = [pid for pid in {r.key for r, _ in self._asked.values()}
+                        if self.policy.left(self.state[pid]) > 0]
+        while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
+            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            prompt_id = open_prompts[0]
+            prompt = self.state[prompt_id]
+            indices = prompt.free_indices(self.config.sample_budget, 1)
+            self._ask(prompt_id, indices)
+            if not indices or self.policy.left(prompt) == 0:
+                open_prompts.pop(0)
+
+    def _cancel_prompt(self, prompt_id: str) -> None:
+        requests = [r for r, _ in self._asked.values() if r.key == prompt_id]
+        if requests:
+            self.engine.cancel(requests)
+
+    def _record_cancelled(self, finished: Finished, wave: int) -> None:
+        request = finished.request
+        prompt = self.state[request.key]
+        prompt.asked.discard(request.first_index)
+        prompt.dropped.add(request.first_index)
+        self.cancelled += 1
+        tokens = sum(c.completion_tokens or 0 for c in finished.completions)
+        self.tokens += tokens
+        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": wave,
+                                     "seed": request.seed, "completion_tokens": tokens})
 
     def _rows(self, finished: Finished, wave: int) -> list[dict]:
         request, completions = finished.request, finished.completions
@@ -238,22 +319,26 @@ class Scheduler:
             })
         return rows
 
-    def _take(self, rows: list[dict]) -> None:
-        """One judged wave: into the prompt's state (plans its next wave) and the commit buffer."""
-        prompt = self.state[rows[0]["prompt_id"]]
-        prompt.spent += len(rows)
-        accepted = sum(row["accepted"] for row in rows)
-        prompt.accepted += accepted
-        self.accepted += accepted
-        prompt.waves += 1
-        self.tokens += sum(row["completion_tokens"] or 0 for row in rows)
-        self.generated += len(rows)
+    def _take(self, row: dict) -> None:
+        """One judged sample: into its prompt's state (plans its next wave) and the commit buffer."""
+        prompt = self.state[row["prompt_id"]]
+        prompt.spent += 1
+        prompt.accepted += bool(row["accepted"])
+        self.spent += 1
+        self.accepted += bool(row["accepted"])
+        prompt.judged.add(row["sample_idx"])
+        prompt.asked.discard(row["sample_idx"])  # in flight, then being judged: asked until now
+        self.prior.add(row["accepted"])
+        self.tokens += row["completion_tokens"] or 0
+        self.generated += 1
         if not self._buffer:
             self._buffer_since = time.monotonic()
-        self._buffer.extend(rows)
+        self._buffer.append(row)
 
     def _refuse(self, prompt_id: str, error: str) -> None:
         """The engine cannot serve this prompt at all (e.g. longer than the context): quarantine it."""
+        if self.state[prompt_id].quarantined:
+            return  # another sample of it was refused first
         self.state[prompt_id].quarantined = True
         prompt = self.prompts[prompt_id]
         raw = json.dumps({"id": prompt_id, "prompt": prompt.get("prompt"), "messages": prompt.get("messages")})
@@ -270,7 +355,8 @@ class Scheduler:
 
     def _commit(self) -> None:
         """Judged rows (and refused prompts) as one atomic shard each; quarantine first, so a prompt
-        whose refusal landed is never asked again."""
+        whose refusal landed is never asked again; cancelled samples last (accounting only: a resumed
+        run that lost them asks nothing again for them, its prompt having its accepted samples)."""
         if self._quarantine:
             self.run.write_shard("quarantine", self._take_shard_index("quarantine"),
                                  to_table(self._quarantine, QUARANTINE_SCHEMA))
@@ -280,6 +366,10 @@ class Scheduler:
             self.run.write_shard("samples", index, to_table(self._buffer, SAMPLE_SCHEMA))
             self.key_index.record(index, self._buffer)  # the resume index (generate/resume.py)
             self._buffer = []
+        if self._cancelled_rows:
+            self.run.write_shard(CANCELLED_TABLE, self._take_shard_index(CANCELLED_TABLE),
+                                 pa.Table.from_pylist(self._cancelled_rows, CANCELLED_SCHEMA))
+            self._cancelled_rows = []
 
     def _take_shard_index(self, table: str) -> int:
         index = self._next_shard[table]
@@ -291,18 +381,24 @@ class Scheduler:
 
         counts = run_counts(self.run.path, self.names)
         samples = counts["accepted"] + counts["rejected"]
+        tokens = token_accounting(self.run, self.names)
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
             "prompts": self.prompt_file.count,
             "prompts_done": self.prompts_done + sum(p.accepted >= self.config.accept for p in self.state.values()),
             "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
+            "cancelled": tokens["cancelled"]["samples"],
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
+        # Server faults ridden out (retried, never judged, never charged to a prompt), counted apart.
+        faults = {kind: n for kind, n in (getattr(self._engine, "faults", None) or {}).items() if n}
+        if faults:
+            summary["server_faults_this_session"] = faults
         extra = self.finalize(self.run) if self.finalize else {}
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], **extra)
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], tokens=tokens, **extra)
         self.close()
-        return {**summary, "funnel": counts["funnel"], **extra}
+        return {**summary, "funnel": counts["funnel"], "tokens": tokens, **extra}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:
@@ -327,4 +423,17 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    if "tokens" in summary:
+        head += "\n" + format_accounting(summary["tokens"])
+    faults = summary.get("server_faults_this_session")
+    if faults:
+        restarts = faults.get("budget_restarts", 0)
+        listed = ", ".join(f"{n} {FAULT_NAMES.get(kind, kind)}" for kind, n in faults.items() if kind != "budget_restarts")
+        head += (f"\n  server faults this session: {listed}; all retried, none judged or charged to a prompt"
+                 + (f"; {restarts} retry budgets started again after a server came back" if restarts else ""))
     return head + "\n" + format_summary(summary)
+
+
+FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe": "calls moved off a hung server",
+               "http_429": "HTTP 429", "http_5xx": "HTTP 5xx", "bad_json": "200 bodies that were not JSON",
+               "no_choices": "200 answers without choices", "empty_completion": "empty completions"}

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Self
 
-from cotforge.io.errors import CotforgeError
+from cotforge.io.errors import CotforgeError, environment_fault
 
 LOCK_NAME = ".cotforge.lock"
 
@@ -88,8 +88,16 @@ class FolderLock:
             print(f"cotforge: {folder}: taking over a stale lock ({_stale_reason(previous)})", file=sys.stderr)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                   "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError as err:  # a full disk fails here first, and os.pwrite names no file: name it
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            fault = environment_fault(err, path)
+            if fault is None:
+                raise
+            raise fault from None
         lock = cls(folder, fd)
         _held[key] = lock
         return lock

@@ -1,4 +1,5 @@
-"""Raw row readers for JSONL, Parquet, CSV, `datasets.save_to_disk` folders and cotforge runs.
+"""Raw row readers for JSONL, Parquet, CSV, `datasets.save_to_disk` folders, cotforge runs and Hub
+datasets (`hf://datasets/...`, streamed by `cotforge.io.hub`).
 
 Each reader yields `RawRow`s: a dict, or the `BadRow` that explains why the row could not be read.
 Nothing is skipped silently except blank JSONL lines (they are not rows).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.io.errors import RAW_KEEP_BYTES, BadRow, CotforgeError
+from cotforge.io.hub import is_hub, read_hub_rows, with_hub_options
 
 MAX_ROW_BYTES = 32 * 1024 * 1024  # one JSONL line / CSV record
 ARROW_BATCH_ROWS = 2048
@@ -214,7 +217,10 @@ def _read_dataset(path: Path) -> Iterator[RawRow]:
     yield from _read_batches(str(path), _arrow_stream_batches(files))
 
 
-def is_run_folder(path: Path) -> bool:
+def is_run_folder(path: str | Path) -> bool:
+    if is_hub(path):
+        return False
+    path = Path(path)
     return path.is_dir() and (path / "manifest.json").exists()
 
 
@@ -226,19 +232,36 @@ def read_run_samples(path: Path, accepted_only: bool = False) -> Iterator[RawRow
                 yield raw
 
 
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
 def data_files(path: Path) -> list[Path]:
-    """Input files in `path`: itself, or the data files of a plain folder, sorted."""
+    """Input files in `path`: itself, or the data files of a plain folder, sorted. Files of a folder that
+    cotforge cannot read (a .txt, a .png beside the .jsonl) are named on stderr, never skipped in silence;
+    hidden files and folders (.git, editor backups) are passed over."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet", ".csv", ".json"}
-                   and not p.name.startswith("."))
+    found = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    files = [p for p in found if p.suffix.lower() in DATA_SUFFIXES]
     if not files:
         raise CotforgeError(f"{path}: no .jsonl, .parquet or .csv files in this folder")
+    skipped = [str(p.relative_to(path)) for p in found if p.suffix.lower() not in DATA_SUFFIXES]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"cotforge: note: {path}: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} cotforge cannot read "
+              f"({shown}); it reads {', '.join(DATA_SUFFIXES)}", file=sys.stderr)
     return files
 
 
 def read_rows(path: str | Path, split: str | None = None) -> Iterator[RawRow]:
-    """Raw rows of any supported input: a file, a `datasets` folder, a run folder or a data folder."""
+    """Raw rows of any supported input: a file, a `datasets` folder, a run folder, a data folder, or a
+    Hub dataset `hf://datasets/ORG/NAME[@REVISION][/PATH][?split=S&config=C]` (streamed)."""
+    if is_hub(path):
+        if split is not None:
+            path = with_hub_options(path, split, None)
+        yield from read_hub_rows(path)
+        return
     path = Path(path)
     if not path.exists():
         raise CotforgeError(f"{path}: no such file or folder")

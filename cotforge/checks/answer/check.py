@@ -16,11 +16,11 @@ import re
 
 from cotforge.checks.answer import symbolic
 from cotforge.checks.answer.choice import ChoiceCheck
-from cotforge.checks.answer.common import summary_of
+from cotforge.checks.answer.common import MATH_REQUIRES, summary_of
 from cotforge.checks.answer.equivalence import Options, compare
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS
 from cotforge.checks.answer.numeric import NumericCheck
-from cotforge.checks.base import OUT_OF_DOMAIN, UNDECIDED, Check, Verdict, register
+from cotforge.checks.base import NOT_MATH, OUT_OF_DOMAIN, UNDECIDED, Check, Verdict, register
 
 # The prompt asks for a rounded or decimal answer: only then may 0.333 stand for 1/3.
 _ROUNDING = re.compile(
@@ -38,6 +38,7 @@ class AnswerCheck(Check):
     name = "answer"
     verifies = True
     timeout_s = 5.0  # sympy on a hostile answer; the chain kills the worker past this
+    requires = MATH_REQUIRES
     match_types: str = "latex,expr"  # math-verify extraction targets, comma-separated
     precision: int = 6  # math-verify's default float_rounding
     strict: bool = True  # math-verify default: f(x) != f(y)
@@ -49,7 +50,11 @@ class AnswerCheck(Check):
 
     def __post_init__(self) -> None:
         if self.rounding not in ("prompt", "always", "never"):
-            raise ValueError(f"answer: rounding {self.rounding!r}: choose prompt, always or never")
+            raise ValueError(f"check 'answer': rounding {self.rounding!r}: choose prompt, always or never")
+        unknown = sorted({t.strip() for t in self.match_types.split(",") if t.strip()} - set(symbolic.MATCH_TYPES))
+        if unknown or not self.match_types.strip():
+            raise ValueError(f"check 'answer': match_types {self.match_types!r}: a comma list of "
+                             f"{', '.join(symbolic.MATCH_TYPES)}")
         if multiprocessing.parent_process() is not None:  # a pool worker: warm up before any item's
             symbolic.warm_up()  # time limit starts; the main process imports sympy on first use
 
@@ -70,6 +75,8 @@ class AnswerCheck(Check):
                               self.rounding == "prompt" and asks_for_rounding(sample.get("prompt"))))
         outcome = compare(str(gold), summary_of(sample), options, text_only=answer_type == "text")
         sample["answer"] = outcome.answer
+        if outcome.not_math:  # words, not math: a judge decides; without one the sample is unverified
+            return Verdict.skip(outcome.reason, code=NOT_MATH)
         if outcome.equal is None:
             return Verdict.fail(f"no final answer found (gold {outcome.gold})", code=UNDECIDED)
         if outcome.equal:

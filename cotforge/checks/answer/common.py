@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from cotforge.parsing import split_sample
 
+# What the sympy path imports (module, pip package): a chain checks for them before the first row.
+MATH_REQUIRES = (("sympy", "sympy"), ("math_verify", "math-verify"),
+                 ("latex2sympy2_extended", "latex2sympy2_extended"))
+
 
 def summary_of(sample: dict) -> str:
     """Text after the reasoning: from `completion` when present, else the `summary` field.

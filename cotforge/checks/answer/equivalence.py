@@ -17,6 +17,7 @@ from cotforge.checks.answer import symbolic
 from cotforge.checks.answer.extract import MAX_SCAN_CHARS, Extracted, clean, final_answer, gold_answer
 from cotforge.checks.answer.guards import MAX_ANSWER_CHARS, text_guard
 from cotforge.checks.answer.normalize import numbers_equal, parse_number, unicode_math
+from cotforge.checks.answer.offered import alternatives, is_text_gold, math_part, prose_words, set_like
 
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal|operatorname)\s*\{([^{}]*)\}")
@@ -35,7 +36,7 @@ _HEDGE = re.compile(
 # An answer written as a calculation ("100 - 1 = 100"): its last side is the answer.
 _EQUALS = re.compile(r"(?<![<>!=\\])=(?!=)")
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
-_ARITHMETIC = re.compile(r"^[\d\s.,+\-*/×÷()\[\]{}^]*\d[\d\s.,+\-*/×÷()\[\]{}^]*$")
+_ARITHMETIC_TAIL = re.compile(r"[\d\s.,+\-*/×÷()\[\]{}^]*$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Outcome(NamedTuple):
     answer: str | None  # the prediction's final answer as written
     gold: str | None  # the gold answer as extracted
     reason: str
+    not_math: bool = False  # undecided because the gold is words, not mathematics (a judge may decide)
 
 
 def short(text: str | None, limit: int = 60) -> str:
@@ -87,17 +89,23 @@ def hedged(answer: str | None) -> bool:
 
 
 def last_side(pred: Extracted) -> Extracted:
-    """"100 - 1 = 100" answers 100: a calculation between numbers is graded by its last side, never
-    by an expression that restates the question. Equations with unknowns (`y = 2x + 3`) stay whole."""
+    """"100 - 1 = 100" answers 100, and "She gave away 8, so 60 - 8 = 52 apples are left." answers 52:
+    a calculation between numbers is graded by the value it gives (its last side), never by the
+    expression before it. Equations with unknowns (`y = 2x + 3`) stay whole."""
     if not pred.text:
         return pred
     sides = _EQUALS.split(pred.text.strip().strip("$"))
     if len(sides) < 2 or parse_number(sides[-1]) is None:
         return pred
-    # only numbers and operators before the last side (LaTeX commands such as \frac, \times allowed)
-    if not all(_ARITHMETIC.match(_LATEX_COMMAND.sub(" ", side)) for side in sides[:-1]):
+    # the side before the value ends in numbers and operators (LaTeX commands such as \frac, \times allowed)
+    before = _LATEX_COMMAND.sub(" ", sides[-2])
+    tail = _ARITHMETIC_TAIL.search(before)
+    expression = tail.group(0).strip() if tail else ""
+    if not expression or not (expression[0].isdigit() or expression[0] in "(-["):  # `x^2 = 4`, `2x + 3 = 9`
         return pred
-    return Extracted(sides[-1].strip(), pred.how, pred.strong)
+    if not any(char.isdigit() for char in expression):
+        return pred
+    return Extracted(math_part(sides[-1]) or sides[-1].strip(), pred.how, pred.strong)
 
 
 def _latex(extracted: Extracted) -> bool:
@@ -119,21 +127,73 @@ def fast(gold: Extracted, pred: Extracted, options: Options) -> Outcome | None:
     return None
 
 
+# Answers found after an explicit marker, graded by what they say alone (not by the whole summary).
+_MARKED = ("anchor", "answer-tag", "hashes", "a-line", "offered", "copula")
+_LAST_SENTENCE = re.compile(r"[^.。!?！？\n]*\d[^.。!?！？\n]*(?:[.。!?！？]\s*)?$")
+
+
+# "The product is $x^2 - 1$.", "La somme est 12": in a one-sentence summary without a final-answer
+# phrase, what follows the last verb of being is the answer.
+_COPULA = re.compile(r"\b(?:is|are|equals|was|were|becomes|est|ist|es|è|é|равно|равен)\b|是|为|為")
+
+
+def after_copula(text: str) -> str | None:
+    """The math right after the last "is" of `text` ("The volume of $ABCD$ is 120" -> 120), or None."""
+    for copula in reversed(list(_COPULA.finditer(text))):
+        after = text[copula.end():]
+        part = math_part(after)
+        if part and not prose_words(after[:after.find(part[:1])]):  # the math follows the verb directly
+            return part
+    return None
+
+
+def offered(raw: Extracted) -> Extracted:
+    """The answer as graded: after a final-answer phrase, its first stretch of mathematics (or, where
+    the phrase introduces a sentence, "Final Answer: The largest $n$ is 34.", what follows its "is");
+    then a calculation's value (`last_side`); in a short summary without a phrase, what follows its
+    last "is" (`The derivative is 3x + 2.` answers `3x + 2`, not 2)."""
+    if raw.text and raw.how in ("anchor", "answer-tag"):
+        words = prose_words(raw.text)
+        sentence = words and not raw.text[:words[0].start()].strip(" *")
+        part = (sentence and after_copula(raw.text)) or math_part(raw.text)
+        if part:
+            raw = Extracted(part, raw.how, raw.strong)
+    valued = last_side(raw)
+    if valued is not raw or raw.how != "whole" or not raw.text:
+        return valued
+    part = after_copula(raw.text)
+    return Extracted(part, "copula", True) if part else raw
+
+
+def _offered_values(summary: str, raw: Extracted) -> list[str] | None:
+    """Two or more different values offered as the answer, or None."""
+    if raw.text:
+        return alternatives(raw.text)
+    tail = _LAST_SENTENCE.search(clean(summary)[-400:].rstrip())
+    return alternatives(tail.group(0)) if tail else None
+
+
 def compare(gold: str, summary: str, options: Options = Options(), text_only: bool = False) -> Outcome:
     """Compare the final answer of `summary` with `gold` (bare, LaTeX or a worked solution).
 
-    `text_only`: free-text answers, compared as normalised strings (no number or sympy path).
+    `text_only`: free-text answers (as for any gold made of words, `offered.is_text_gold`): equal
+    normalised strings pass; anything else is undecided (`equal` None, `not_math`), for a judge.
     """
     gold, summary = unicode_math(gold), unicode_math(summary)
-    gold_extracted, pred = gold_answer(gold), last_side(final_answer(summary))
-    if hedged(pred.text) and not hedged(gold_extracted.text):
-        return Outcome(False, pred.text, gold_extracted.text,
-                       f"answer {short(pred.text)} is hedged, not one final answer (gold {short(gold_extracted.text)})")
-    if text_only:
-        if pred.text is None:
-            return Outcome(None, None, gold_extracted.text, "no final answer found")
-        same = _plain(pred.text) == _plain(gold_extracted.text or "")
-        return _verdict(same, pred.text, gold_extracted.text, "text")
+    gold_extracted, raw = gold_answer(gold), final_answer(summary)
+    pred = offered(raw)
+    if (hedged(pred.text) or hedged(raw.text)) and not hedged(gold_extracted.text):
+        return Outcome(False, raw.text, gold_extracted.text,
+                       f"answer {short(raw.text)} is hedged, not one final answer (gold {short(gold_extracted.text)})")
+    if text_only or is_text_gold(gold_extracted.text):
+        return _text(gold_extracted, raw)
+    values = _offered_values(summary, raw)
+    if values:
+        shown = " or ".join(values)
+        if not set_like(gold_extracted.text):
+            return Outcome(False, shown, gold_extracted.text,
+                           f"answer offers more than one value ({short(shown)}); gold {short(gold_extracted.text)} is one")
+        pred = Extracted(", ".join(values), "offered", True)  # a set of values, for a gold that is a set
     decided = fast(gold_extracted, pred, options)
     if decided:
         return decided
@@ -144,12 +204,23 @@ def compare(gold: str, summary: str, options: Options = Options(), text_only: bo
     return _sympy_path(gold, summary, gold_extracted, pred, options)
 
 
+def _text(gold: Extracted, raw: Extracted) -> Outcome:
+    """A gold in words: the same words pass; other wording is for a judge to read, not a rule."""
+    if raw.text is None:
+        return Outcome(None, None, gold.text, "no final answer found")
+    if _plain(raw.text) == _plain(gold.text or ""):
+        return _verdict(True, raw.text, gold.text, "text")
+    return Outcome(None, raw.text, gold.text,
+                   f"gold {short(gold.text)} is not a mathematical answer; answer {short(raw.text)} needs a judge",
+                   not_math=True)
+
+
 def _sympy_path(gold: str, summary: str, gold_extracted: Extracted, pred: Extracted, options: Options) -> Outcome:
-    """math-verify on both texts, guarded: on the whole summary, so that math-verify's own extraction
-    applies, except after a self-correction, where only the last box is graded. The reason names the
-    answer that was graded."""
+    """math-verify, guarded. An answer found after a marker (or a self-corrected last box) is parsed
+    alone and graded whole; otherwise math-verify reads the whole summary with its own extraction.
+    The reason names the answer that was graded."""
     summary_text = clean(summary, MAX_SCAN_CHARS)
-    if pred.how == "boxed-last" and pred.text:  # a self-corrected answer: grade the last box alone
+    if pred.how in (*_MARKED, "boxed-last") and pred.text:
         answer_only = symbolic.parse(_math(pred.text), options.match_types)
         if answer_only:
             return _graded(gold, gold_extracted, pred, answer_only, options)

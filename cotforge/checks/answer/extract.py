@@ -17,18 +17,38 @@ MAX_BOX_CHARS = 4_000
 _CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x08\x0b\x0e-\x1f\x7f]")  # ANSI escapes too
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed\s+(?=[^{\s])")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+# "The (final) answer is ...", in the languages the `language` check knows. The expression after
+# the last such phrase is the answer; adverbs after the verb ("La réponse est donc 315") are skipped.
+_THEN = r"(?:\s+(?:therefore|thus|then|so|donc|alors|also|daher|somit|entonces|pues|quindi|dunque|então|portanto|dus|итак|тогда))?"
 _ANCHOR = re.compile(
-    r"\banswer\s*(?:(?:is|should\s+be|would\s+be|will\s+be)\s*[:：]?|[:：=])[\s*]*"
+    r"\banswer\s*(?:(?:is|should\s+be|would\s+be|will\s+be)" + _THEN + r"\s*[:：]?|[:：=])[\s*]*"
     r"|\banswer\s+(?=\$|\\\(|\\\[)"
-    r"|(?:最终答案|答案)\s*(?:是|为|為|应为|:|：)+\s*",
+    r"|(?:最终答案|答案|答)\s*(?:是|为|為|应为|應為|:|：)+\s*"
+    r"|(?:答えは|答え\s*[:：]|解答\s*[:：])\s*"
+    r"|(?:정답은|정답\s*[:：]|답은|답\s*[:：])\s*"
+    r"|\b(?:la\s+)?r[ée]ponse(?:\s+finale)?\s*(?:(?:est|sera)" + _THEN + r"(?:\s+de)?\s*[:：]?|[:：=])[\s*]*"
+    r"|\b(?:die\s+)?antwort\s*(?:(?:ist|lautet)" + _THEN + r"\s*[:：]?|[:：=])[\s*]*"
+    r"|\b(?:la\s+)?respuesta(?:\s+final)?\s*(?:es" + _THEN + r"\s*[:：]?|[:：=])[\s*]*"
+    r"|\b(?:la\s+)?risposta(?:\s+finale)?\s*(?:è|e'|sarà)?" + _THEN + r"\s*[:：]?[\s*]*(?=[-+$\\(\d])"
+    r"|\b(?:a\s+)?resposta(?:\s+final)?\s*(?:é|e|será)?" + _THEN + r"\s*[:：]?[\s*]*(?=[-+$\\(\d])"
+    r"|\b(?:het\s+)?antwoord\s*(?:is" + _THEN + r"\s*[:：]?|[:：=])[\s*]*"
+    r"|\bответ\s*(?:(?:равен|будет|—|-)\s*|[:：=]\s*)[\s*]*"
+    r"|(?:الإجابة|الجواب)\s*(?:هي|هو|[:：])?\s*"
+    r"|उत्तर\s*(?:है|[:：])\s*",
     re.IGNORECASE)
 _HASHES = re.compile(r"####\s*([^\n]+)")
 _A_LINE = re.compile(r"^\s*A\s*[:：]\s*([^\n]+)$", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|[。；;\n]|(?<=\d)\.(?=\s|$)")
 # inline math ($...$, \\(...\\)) never spans lines; display math may
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:[^$\n\\]|\\.)+?)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _CORRECTION = re.compile(r"\b(?:wait|wrong|mistake|incorrect|actually|correction|re-?check|instead|oops|"
                          r"let me (?:redo|recompute|recheck|fix)|not right)\b|不对|错了|等等", re.IGNORECASE)
+# Words that mark a box as a first attempt or the next one as the committed answer: "My first try
+# gives \boxed{11}; that drops a carry, so the final answer is \boxed{12}."
+_RETRACTED = re.compile(
+    r"\b(?:first (?:try|attempt|guess|answer|pass|count|calculation|result)|initially|at first|originally|naive(?:ly)?|earlier|before|previous(?:ly)?|on second thought|"
+    r"recount\w*|recomput\w*|redo\w*|correct(?:ed|ion|ly)?|fix(?:ed|ing)?|drops?|forgot|missed|overlooked|"
+    r"final(?:ly)?|revis\w*|d'abord|zuerst|primero|prima)\b|最初|一开始|修正|最终|所以答案", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:I hope it is correct\.?|\.)\s*$", re.IGNORECASE)
 
 
@@ -78,11 +98,17 @@ def boxed_contents(text: str) -> list[str]:
 
 
 def corrected(text: str) -> bool:
-    """Boxes that disagree, with a self-correction between the last two ("\\boxed{12}. Wait, that
-    is wrong ... \\boxed{10}"): the last final answer counts. Without one ("x = \\boxed{3} and
-    y = \\boxed{5}") the boxes may be parts of one answer, and math-verify reads them all."""
+    """Boxes that disagree, where the text around the last two says the earlier one was retracted
+    ("\\boxed{12}. Wait, that is wrong ... \\boxed{10}", "My first try gives \\boxed{11}; ... so the
+    final answer is \\boxed{12}"): the last final answer counts. Without such words ("x = \\boxed{3}
+    and y = \\boxed{5}") the boxes may be parts of one answer, and math-verify reads them all."""
     starts = [match.start() for match in _BOX.finditer(text)]
-    return len(starts) >= 2 and bool(_CORRECTION.search(text, starts[-2], starts[-1]))
+    if len(starts) < 2:
+        return False
+    between = text[starts[-2]:starts[-1]]
+    before = text[max(0, starts[-2] - 120):starts[-2]]
+    return bool(_CORRECTION.search(between) or _RETRACTED.search(between) or _ANCHOR.search(between)
+                or _RETRACTED.search(before))
 
 
 def _anchored(text: str) -> tuple[int, str] | None:

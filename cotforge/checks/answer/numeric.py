@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from cotforge.checks.answer import symbolic
-from cotforge.checks.answer.common import summary_of
+from cotforge.checks.answer.common import MATH_REQUIRES, summary_of
 from cotforge.checks.answer.equivalence import short
 from cotforge.checks.answer.extract import final_answer, gold_answer
 from cotforge.checks.answer.guards import text_guard
@@ -43,6 +43,7 @@ class NumericCheck(Check):
     name = "numeric"
     verifies = True
     timeout_s = 5.0
+    requires = MATH_REQUIRES  # expressions go through sympy
     rel_tol: float = 0.01  # 1%: the usual grading slack for science answers with rounded constants
     abs_tol: float = 1e-9  # for a gold of 0
 

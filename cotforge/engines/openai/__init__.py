@@ -25,18 +25,27 @@ server honours it and learns from the first answer (llama.cpp's server returns o
 `n` says: short answers are topped up with single calls and that server gets singles from then on);
 `True` always sends `n`.
 
-Failures:
-- 429 and 5xx: retried with exponential backoff and full jitter, honouring `Retry-After`, on whichever
-  server is least loaded then.
-- connection errors and timeouts: the server is marked down for a backoff period (doubling while it
-  keeps failing) and the call moves to another server at once.
+Failures (what each kind of fault does is in `calls`; the counts are `OpenAIEngine.faults`):
+- at the start every server is asked for its models: none answering is one line (and without a model
+  name, the one it serves is taken from there); a fleet member that does not answer is named on stderr
+  and gets calls once the probe finds it answering. A base URL that is no http(s) URL is refused before
+  anything starts (`validate_options`, called by `engines.check_options`).
+- outages: 429 and 5xx (honouring `Retry-After`), 200 bodies that are not a JSON object or hold no
+  choices, connection errors and timeouts. Retried with exponential backoff and full jitter; a connection
+  error marks the server down for a backoff period (doubling while it keeps failing) and the call moves to
+  another server at once. A call gives up only after more than `max_retries` failures and `outage_s`
+  (default 120 s) of failing, so a restart of a minute or two is ridden out however fast the refusals come;
+  after a transport failure its budget starts again once its server has answered since.
+- an empty completion (finish reason `stop`, 0 completion tokens, no text) is a server fault, not the
+  model's answer: retried, never returned as a sample; more than `max_retries` in a row for one sample
+  with no real answer from its server between them ends the run.
 - a server that stops answering without closing its connections is found by a probe of `/v1/models`
   every `probe_interval_s` (while it has calls in flight); when the probe fails, its calls are
   cancelled and moved. So `timeout_s` can stay long enough for 32K-token answers (default 1 hour).
-- a call that failed `max_retries + 1` times ends the run with one line naming the URL and the last
-  error (the run folder resumes); 400 "prompt too long" answers come back as a per-request error
-  (the scheduler quarantines that prompt); any other 4xx ends the run at once (a wrong model name
-  would fail every call).
+- a call that runs out of budget ends the run with one line naming the URL and the last error, ending
+  "rerun the same command to resume" (the run folder resumes exactly); 400 "prompt too long" answers come
+  back as a per-request error (the scheduler quarantines that prompt); any other 4xx ends the run at
+  once (a wrong model name would fail every call).
 """
 
 from cotforge.engines.openai.engine import DEFAULT_BASE_URL, PER_SERVER_CONCURRENCY, OpenAIEngine

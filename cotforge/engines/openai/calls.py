@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import Completion, Request, SamplingParams
+from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
 from cotforge.io.errors import CotforgeError
 
 if TYPE_CHECKING:
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from cotforge.engines.openai.fleet import Fleet, Server
 
 TOO_LONG = ("maximum context length", "max_model_len", "context length", "too long", "longer than")
+REPETITION_FIELD = "repetition_detection"  # vLLM's extension of the completions body
+OPTIONAL_FIELDS = (REPETITION_FIELD,)  # fields a call may drop when a server refuses them
+REFUSAL_STATUSES = (400, 422)
+
+
+def refused_field(body: dict, text: str) -> str | None:
+    """The optional field of `body` that a 4xx answer names (OpenAI: "Unrecognized request argument
+    supplied: X"; pydantic servers: "extra fields not permitted" with X in the location), else None."""
+    return next((name for name in OPTIONAL_FIELDS if name in body and name in text), None)
 
 
 @dataclass(eq=False)
@@ -39,11 +48,34 @@ class Job:
     pending: Pending
     first: int
     n: int
-    attempts: int = 0
+    attempts: int = 0  # failures in the current streak (the retry budget)
+    restarts: int = 0  # budgets started again (capped: it may be the call that keeps taking its server down)
+    failing_since: float | None = None  # monotonic time of the streak's first failure
+    last_failed_at: float = 0.0
     not_before: float = 0.0
     last_error: str = "no attempt"
     last_url: str = ""
     moved: bool = False  # set by the probe before it cancels the call
+    cancelled: bool = False  # set by Engine.cancel before it cancels the call
+    started: bool = False  # the call's coroutine ran (a task cancelled before its first step never does)
+
+    def single(self, index: int) -> Job:
+        """A call for one sample of this one that carries its retry budget on."""
+        return Job(self.pending, index, 1, self.attempts, self.restarts, self.failing_since, self.last_failed_at)
+
+
+# What can go wrong with a call, counted apart in the engine's `faults` (the run's summary prints them).
+# OUTAGE faults (transport, 429, 5xx and bodies a 200 should not have: a proxy or a server in the middle
+# of a restart) are ridden out for `outage_s` before a call gives up; an empty completion is a server
+# answering but not generating: only the retry count holds it. After a transport fault (the server went
+# away) or an empty completion (one it blanked), a call's budget starts again once its server has given
+# a real answer since: a server that blanks a third of its answers is ridden out, one that blanks all of
+# them stops the run within `max_retries`.
+TRANSPORT = ("connection", "timeout", "probe")
+RESTARTING = (*TRANSPORT, "empty_completion")
+OUTAGE = (*TRANSPORT, "http_429", "http_5xx", "bad_json", "no_choices")
+FAULTS = (*OUTAGE, "empty_completion")
+RESTARTS_CAP = 4  # budgets a call may start again: past that it may be the call that takes its server down
 
 
 class Host(Protocol):
@@ -61,23 +93,28 @@ class Calls:
     """Sends jobs to servers; a failed call goes back to the front of the host's queue (or ends the run)."""
 
     def __init__(self, host: Host, fleet: Fleet, model: str, max_retries: int, backoff_s: float,
-                 backoff_max_s: float) -> None:
+                 backoff_max_s: float, outage_s: float) -> None:
         self.host = host
         self.fleet = fleet
         self.model = model
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.outage_s = outage_s
         self.moved = 0  # calls moved off a failed server (reported by tests and benchmarks)
+        self.faults = dict.fromkeys(FAULTS, 0)  # failed attempts by kind, this session
+        self.faults["budget_restarts"] = 0
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** attempt))  # full jitter
 
-    def body(self, job: Job) -> tuple[str, dict]:
-        """The path and JSON body of a job's call."""
+    def body(self, job: Job, server: Server | None = None) -> tuple[str, dict]:
+        """The path and JSON body of a job's call (to `server`: what it refused is left out)."""
         request, params = job.pending.request, job.pending.params
         body: dict = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
                       "max_tokens": params.max_tokens, "seed": request.seed + job.first}
+        if params.repetition_detection is not None and not (server and REPETITION_FIELD in server.refused):
+            body[REPETITION_FIELD] = params.repetition_detection.as_dict()  # vLLM's server takes it
         if job.n > 1:
             body["n"] = job.n
         if request.raw_prompt is not None:
@@ -86,17 +123,58 @@ class Calls:
             path, body["messages"] = "/chat/completions", request.messages
         return path, body
 
-    def requeue(self, job: Job, error: str, url: str, delay: float = 0.0) -> None:
+    def requeue(self, job: Job, server: Server, kind: str, error: str, url: str, delay: float = 0.0) -> None:
+        """A failed attempt of `kind` (one of FAULTS): back to the front of the queue after `delay`, or
+        the end of the run (one line) once the call is out of budget.
+
+        The budget: more than `max_retries` failures in a row, and for an outage (OUTAGE kinds) failing
+        for `outage_s` as well, so a server restart of a minute or two is ridden out however fast its
+        refusals come (a fleet's down servers refuse in milliseconds). A transport failure after its
+        server has answered another call since this call's last failure is a new outage: the budget
+        starts again (a call held through one restart and reset by the next is not at its 5th try); the
+        same after an empty completion (RESTARTING)."""
+        now = time.monotonic()
+        self.faults[kind] += 1
+        if (kind in RESTARTING and job.failing_since is not None and server.last_ok > job.last_failed_at
+                and job.restarts < RESTARTS_CAP):
+            job.attempts, job.failing_since = 0, None
+            job.restarts += 1
+            self.faults["budget_restarts"] += 1
         job.attempts += 1
+        job.failing_since = now if job.failing_since is None else job.failing_since
+        job.last_failed_at = now
         job.last_error, job.last_url = error, url
-        if job.attempts > self.max_retries:
-            self.host.fail(CotforgeError(f"{url}: gave up after {job.attempts} attempts; last: {error}"))
+        failing_for = now - job.failing_since
+        out_of_time = kind not in OUTAGE or failing_for >= self.outage_s
+        if job.attempts > self.max_retries and out_of_time:
+            self.host.fail(CotforgeError(self.give_up(job, kind, failing_for)))
             return
-        job.not_before = time.monotonic() + delay
+        job.not_before = now + delay
         self.host.queue_front([job])  # a retried call goes before new work: its prompt waits on it
 
+    def never_started(self, job: Job, server: Server) -> None:
+        """A call task cancelled before its first step: none of `call`'s handlers ran, so do their work."""
+        self.host.inflight_ledger.returned(server, job.n)
+        if job.cancelled:
+            self.cancelled(job)
+        elif job.moved:
+            job.moved = False
+            self.moved += 1
+            self.requeue(job, server, "probe", "server stopped answering (probe failed)", server.url)
+
+    @staticmethod
+    def give_up(job: Job, kind: str, failing_for: float) -> str:
+        if kind == "empty_completion":
+            what = (f"{job.attempts} empty completions in a row for one sample (finish reason stop, 0 completion "
+                    f"tokens): the server answers without generating; look at its log, chat template and stop "
+                    f"tokens")
+        else:
+            what = f"gave up after {job.attempts} attempts in {failing_for:.0f} s; last: {job.last_error}"
+        return f"{job.last_url}: {what}; rerun the same command to resume (committed samples are kept)"
+
     async def call(self, job: Job, server: Server) -> None:
-        path, body = self.body(job)
+        job.started = True
+        path, body = self.body(job, server)
         url = server.url + path
         ledger = self.host.inflight_ledger
         try:
@@ -106,20 +184,22 @@ class Calls:
             finally:
                 ledger.returned(server, job.n)  # the server no longer holds these, whatever came back
         except asyncio.CancelledError:
-            if job.moved:  # the probe found the server dead: move the call
+            if job.cancelled:  # Engine.cancel: the connection is closed, the server aborts the request
+                self.cancelled(job)
+            elif job.moved:  # the probe found the server dead: move the call
                 job.moved = False
                 self.moved += 1
-                self.requeue(job, "server stopped answering (probe failed)", url)
+                self.requeue(job, server, "probe", "server stopped answering (probe failed)", url)
             raise
         except TimeoutError as error:  # before ClientError: aiohttp's timeouts are both
             self.fleet.mark_down(server)
             self.moved += len(self.fleet.servers) > 1
-            self.requeue(job, f"timeout ({type(error).__name__})", url)
+            self.requeue(job, server, "timeout", f"timeout ({type(error).__name__})", url)
             return
         except aiohttp.ClientError as error:
             self.fleet.mark_down(server)
             self.moved += len(self.fleet.servers) > 1
-            self.requeue(job, f"connection error ({type(error).__name__}: {error})", url)
+            self.requeue(job, server, "connection", f"connection error ({type(error).__name__}: {error})", url)
             return
         server.last_answer = time.monotonic()
         self.host.wake.set()
@@ -129,7 +209,12 @@ class Calls:
             if status == 429 or status >= 500:
                 retry_after = retry_after_s(headers.get("retry-after"))
                 delay = min(self.backoff_max_s, retry_after) if retry_after is not None else self.backoff(job.attempts)
-                self.requeue(job, last, url, delay)
+                self.requeue(job, server, "http_429" if status == 429 else "http_5xx", last, url, delay)
+            elif status in REFUSAL_STATUSES and refused_field(body, text):
+                # A server without vLLM's extension (OpenAI's API, some proxies) refuses the unknown
+                # field: learned once per server, the call goes again without it, not as a retry.
+                server.refused.add(refused_field(body, text))
+                self.host.queue_front([job])
             elif status == 400 and any(s in text.lower() for s in TOO_LONG):
                 self.host.finish(job.pending, error=f"{url}: {last}")
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
@@ -137,13 +222,30 @@ class Calls:
             return
         try:
             answer = json.loads(text)
-        except ValueError:
-            self.host.fail(CotforgeError(f"{url}: HTTP 200 but not JSON: {text[:300]!r}"))
+            if not isinstance(answer, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:  # a cut or garbled body: the server (or a proxy) at fault, as with a 5xx
+            self.requeue(job, server, "bad_json", f"HTTP 200 but not a JSON object: {text[:300]!r}", url,
+                         self.backoff(job.attempts))
             return
-        self.take(job, server, answer)
+        self.take(job, server, url, answer)
 
-    def take(self, job: Job, server: Server, answer: dict) -> None:
-        choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))[:job.n]
+    def cancelled(self, job: Job, tokens: int = 0) -> None:
+        """A job stopped by Engine.cancel (queued or in flight): its samples end as `cancelled`."""
+        slots = job.pending.slots
+        self.host.inflight_ledger.answered(job.n)
+        for j in range(job.first, job.first + job.n):
+            slots[j] = Completion("", CANCELLED, 0, tokens if j == job.first else 0)
+        if all(slot is not None for slot in slots):
+            self.host.finish(job.pending)
+
+    def take(self, job: Job, server: Server, url: str, answer: dict) -> None:
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices:  # nothing to take: like a 5xx, never a sample
+            self.requeue(job, server, "no_choices", f"HTTP 200 without choices: {json.dumps(answer)[:300]}", url,
+                         self.backoff(job.attempts))
+            return
+        choices = sorted(choices, key=lambda c: c.get("index", 0))[:job.n]
         if job.n > 1 and (server.n_per_request is None or len(choices) < job.n):
             server.n_per_request = len(choices) >= job.n
         usage = answer.get("usage") or {}
@@ -152,19 +254,35 @@ class Calls:
         # the sum evenly (remainder to the first choices); per-choice counts are approximate when n > 1.
         total, count = int(usage.get("completion_tokens") or 0), max(len(choices), 1)
         slots = job.pending.slots
-        self.host.inflight_ledger.answered(len(choices))
+        empty = []  # sample indices the server answered without generating anything
         for k, choice in enumerate(choices):
-            slots[job.first + k] = Completion(choice_text(choice), choice.get("finish_reason") or "unknown",
-                                              prompt_tokens, total // count + (k < total % count),
-                                              choice_extra(choice))
-        missing = [j for j in range(job.first, job.first + job.n) if slots[j] is None]
-        if missing and len(choices) == 0 and job.n == 1:
-            self.requeue(job, "answer without choices", server.url)
-            return
+            index = job.first + k
+            completion = Completion(choice_text(choice), choice.get("finish_reason") or "unknown", prompt_tokens,
+                                    total // count + (k < total % count), choice_extra(choice))
+            if blank(completion, usage):
+                empty.append(index)
+            else:
+                slots[index] = completion
+        if len(empty) < len(choices):
+            server.last_ok = time.monotonic()  # a real answer (a blank one is not)
+        self.host.inflight_ledger.answered(len(choices) - len(empty))  # the empty ones are asked again
+        for index in empty:  # a server fault, not the model's answer: retried, counted apart, never judged
+            retry = job if job.n == 1 else job.single(index)
+            self.requeue(retry, server, "empty_completion", "empty completion (finish reason stop, 0 completion "
+                         "tokens)", url, self.backoff(retry.attempts))
         # Top up answers that came back short with single requests for the missing sample indices.
+        missing = [j for j in range(job.first + len(choices), job.first + job.n) if slots[j] is None]
         self.host.queue_front([Job(job.pending, j, 1) for j in missing])
-        if all(slot is not None for slot in slots) and not missing:
+        if all(slot is not None for slot in slots):
             self.host.finish(job.pending)
+
+
+def blank(completion: Completion, usage: dict) -> bool:
+    """An answer with nothing in it: no text, finish reason `stop` and a reported 0 completion tokens.
+    (A model that stops at once still spends its end-of-sequence token; a server reports 0 when it never
+    ran the model, e.g. a blanked or dropped sequence.)"""
+    return (not completion.text and completion.finish_reason == "stop" and "completion_tokens" in usage
+            and completion.completion_tokens == 0)
 
 
 def choice_text(choice: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import sys
 import threading
 import time
 
@@ -18,7 +19,7 @@ import aiohttp
 
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.openai.calls import Calls, Job, Pending
-from cotforge.engines.openai.fleet import Fleet, Server, first_served_model, v1
+from cotforge.engines.openai.fleet import Fleet, Server, reach, served_model, unreachable_line, v1
 from cotforge.io.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
@@ -60,13 +61,9 @@ class OpenAIEngine(Engine):
     def __init__(self, base_url: str | list[str] | None = None, api_key: str | None = None, model: str | None = None,
                  concurrency: int | None = None, timeout_s: float = 3600, connect_timeout_s: float = 10,
                  max_retries: int = 5, n_per_request: bool | None = False, backoff_s: float = 1.0,
-                 backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0) -> None:
-        urls = base_url if isinstance(base_url, (list, tuple)) else [base_url or os.environ.get("OPENAI_BASE_URL")
-                                                                      or DEFAULT_BASE_URL]
-        if not urls:
-            raise CotforgeError("openai engine: no base URL given")
-        self.base_urls = [v1(u) for u in urls]
-        self.base_url = self.base_urls[0]
+                 backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0,
+                 outage_s: float = 120.0) -> None:
+        self.base_urls = self.validate_options({"base_url": base_url})
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
@@ -78,9 +75,20 @@ class OpenAIEngine(Engine):
         self.backoff_max_s = backoff_max_s
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
+        self.outage_s = outage_s  # how long a call rides out its servers' outage (refusals, 5xx) before giving up
         connect_s = min(connect_timeout_s, timeout_s)
         self._call_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_s)
-        self.model = model or first_served_model(self.base_urls, self._headers, connect_s or 10)
+        # Every server is asked for its models at the start: none answering is one line now, not retries;
+        # a fleet member that does not answer is named, and gets calls once its probe answers.
+        reached = reach(self.base_urls, self._headers, connect_s or 10)
+        self._unreachable = [r for r in reached if r.error is not None]
+        if len(self._unreachable) == len(reached):
+            raise CotforgeError(unreachable_line(reached, model))
+        for down in self._unreachable:
+            print(f"cotforge: note: {down.url} cannot be reached ({down.error}); going on with the "
+                  f"{len(reached) - len(self._unreachable)} of {len(reached)} servers that answer (it gets calls once "
+                  f"it answers)", file=sys.stderr, flush=True)
+        self.model = model or served_model([r for r in reached if r.error is None])
         self._n_default = n_per_request
         self._done: queue.Queue = queue.Queue()
         self.inflight_ledger = InFlight(self._done)
@@ -92,6 +100,23 @@ class OpenAIEngine(Engine):
         self._ready.wait()
         if self._setup_error is not None:
             raise self._setup_error
+
+    @staticmethod
+    def validate_options(options: dict) -> list[str]:
+        """The /v1 base URLs `base_url` names (one, a list, else $OPENAI_BASE_URL or OpenAI's); one line for
+        one that is not an http(s) URL. Called before the run folder is made (engines.check_options)."""
+        base_url = options.get("base_url")
+        urls = base_url if isinstance(base_url, (list, tuple)) else [base_url or os.environ.get("OPENAI_BASE_URL")
+                                                                      or DEFAULT_BASE_URL]
+        if not urls:
+            raise CotforgeError("openai engine: no base URL given")
+        return [v1(u) for u in urls]
+
+    @property
+    def faults(self) -> dict:
+        """Failed attempts by kind this session (connection, timeout, probe, http_429, http_5xx, bad_json,
+        no_choices, empty_completion) and budgets restarted; the run's summary prints them."""
+        return dict(self._calls.faults)
 
     # -- public, caller's thread -----------------------------------------------------------------
     @property
@@ -116,6 +141,11 @@ class OpenAIEngine(Engine):
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         return drain(self._done, timeout_s)
+
+    def cancel(self, requests: list[Request]) -> None:
+        """Drop their queued calls and close the connections of those in flight (vLLM's server aborts
+        a request whose client disconnects, so the slots free at once)."""
+        self._loop.call_soon_threadsafe(self._cancel, list(requests))
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -144,9 +174,16 @@ class OpenAIEngine(Engine):
         # connection, time out, and take a busy server for a dead one.
         probe_session = self._session(len(servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
         self._queue: list[Job] = []
+        self._pending: dict[int, Pending] = {}  # submitted and not finished, for cancel
+        self._closing = False
         self.wake = asyncio.Event()
         self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
-        self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s)
+        self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
+                            self.outage_s)
+        now = time.monotonic()
+        for server in servers:  # unreachable at the start: down until the probe finds it answering
+            if any(down.url == server.url for down in self._unreachable):
+                server.down_until, server.failures = now + self.probe_interval_s, 1
         self._tasks = {self._loop.create_task(self._dispatch()), self._loop.create_task(self._fleet.probe())}
 
     def _session(self, connections: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
@@ -154,11 +191,28 @@ class OpenAIEngine(Engine):
                                      connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
+        self._closing = True
         for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
             task.cancel()
         await self._fleet.close()
 
+    def _cancel(self, requests: list[Request]) -> None:
+        wanted = {id(r) for r in requests}
+        pendings = {id(p): p for p in self._pending.values() if id(p.request) in wanted}
+        if not pendings:
+            return  # all finished already
+        queued = [job for job in self._queue if id(job.pending) in pendings]
+        self._queue = [job for job in self._queue if id(job.pending) not in pendings]
+        for job in queued:
+            self._calls.cancelled(job)
+        for server in self._fleet.servers:
+            for task, job in list(server.tasks.items()):
+                if id(job.pending) in pendings:
+                    job.cancelled = True
+                    task.cancel()  # the call's CancelledError handler fills its slots as cancelled
+
     def _enqueue_request(self, pending: Pending) -> None:
+        self._pending[id(pending)] = pending
         singles = all(s.n_per_request is False for s in self._fleet.servers)
         if pending.request.n == 0:
             self.finish(pending)
@@ -180,9 +234,15 @@ class OpenAIEngine(Engine):
         if pending.finished:
             return
         pending.finished = True
+        self._pending.pop(id(pending), None)
         if error:
             self.inflight_ledger.answered(sum(slot is None for slot in pending.slots))
         self._done.put(Finished(pending.request, [] if error else list(pending.slots), error))
+
+    def _call_done(self, task: asyncio.Task, server: Server, job: Job) -> None:
+        server.tasks.pop(task, None)
+        if task.cancelled() and not job.started and not self._closing:
+            self._calls.never_started(job, server)
 
     async def _dispatch(self) -> None:
         fleet, ledger = self._fleet, self.inflight_ledger
@@ -204,9 +264,10 @@ class OpenAIEngine(Engine):
                 self._queue.remove(job)
                 ledger.sent(server, job.n)
                 total += job.n
+                job.started = False
                 task = self._loop.create_task(self._calls.call(job, server))
                 server.tasks[task] = job
-                task.add_done_callback(lambda t, s=server: s.tasks.pop(t, None))
+                task.add_done_callback(lambda t, s=server, j=job: self._call_done(t, s, j))
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001) if wait is not None else None)

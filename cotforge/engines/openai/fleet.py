@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -15,8 +17,22 @@ from cotforge.io.errors import CotforgeError
 
 
 def v1(url: str) -> str:
+    """The server's /v1 base (both ".../v1" and the root are accepted); anything but an http(s) URL
+    with a host is refused here, before any call (else it would be retried as a connection error)."""
+    check_url(url)
     url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"  # accept both ".../v1" and the root
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def check_url(url) -> None:
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as error:
+        raise CotforgeError(f"--base-url {url!r}: not a URL ({error}); give one like http://127.0.0.1:8000/v1") from None
+    if not isinstance(url, str) or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CotforgeError(f"--base-url {url!r}: not an http(s) URL with a host; give one like "
+                            f"http://127.0.0.1:8000/v1")
 
 
 @dataclass(eq=False)
@@ -28,7 +44,9 @@ class Server:
     failures: int = 0  # consecutive transport failures: the down period doubles with each
     n_per_request: bool | None = None  # None: send n, learn from the first answer
     last_answer: float = 0.0  # monotonic time of the last answer of any kind
+    last_ok: float = 0.0  # ... and of the last answer with choices in it (a retry budget restarts after one)
     tasks: dict = field(default_factory=dict)  # asyncio task -> the Job it sends
+    refused: set = field(default_factory=set)  # optional body fields this server answered 4xx to
 
     def up(self, now: float) -> bool:
         return self.down_until <= now
@@ -94,21 +112,48 @@ class Fleet:
         await self.probe_session.close()
 
 
-def first_served_model(base_urls: list[str], headers: dict, connect_timeout_s: float) -> str:
-    """The one model a local server serves (vLLM, llama.cpp); a choice among several is the user's."""
-    errors = []
-    for base in base_urls:  # a fleet serves one model: ask the first server that answers
-        url = base + "/models"
+@dataclass
+class Reach:
+    """What a server said when the engine started: reachable or not, and the models it lists."""
+
+    url: str
+    error: str | None = None  # None: it answered (any HTTP status: a server is there)
+    models: list[str] | None = None
+
+
+def reach(base_urls: list[str], headers: dict, timeout_s: float) -> list[Reach]:
+    """Ask every server for its models at once (a fleet's unreachable members are found at the start)."""
+    def ask(base: str) -> Reach:
         try:
-            response = httpx.get(url, headers=headers, timeout=connect_timeout_s)
+            response = httpx.get(base + "/models", headers=headers, timeout=timeout_s)
+        except httpx.HTTPError as error:
+            return Reach(base, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        try:
             response.raise_for_status()
-            served = [entry["id"] for entry in response.json()["data"]]
-        except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
-            errors.append(f"{url}: {error}")
+            return Reach(base, None, [entry["id"] for entry in response.json()["data"]])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            return Reach(base, None, None)  # there, but no usable list (a 401, a server without /models)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(base_urls))) as pool:
+        return list(pool.map(ask, base_urls))
+
+
+def unreachable_line(reached: list[Reach], model: str | None) -> str:
+    """One line for a start where no server answered: that they cannot be reached, and what to check."""
+    down = "; ".join(f"{r.url}: {r.error}" for r in reached)
+    what = "the server cannot be reached" if len(reached) == 1 else f"none of the {len(reached)} servers can be reached"
+    hint = "" if model else " (without --model, cotforge asks the server which model it serves)"
+    return f"{what} ({down}); start it, or fix --base-url{hint}"
+
+
+def served_model(reached: list[Reach]) -> str:
+    """The one model a local server serves (vLLM, llama.cpp); a choice among several is the user's."""
+    for entry in reached:  # a fleet serves one model: ask the first server that lists them
+        if entry.models is None:
             continue
-        if len(served) != 1:
-            raise CotforgeError(f"{url}: no model given and the server lists {len(served)} "
-                                f"({', '.join(served[:5])}); pass model=NAME")
-        return served[0]
-    raise CotforgeError(f"{errors[0].split(': ', 1)[0]}: no model given and none could be listed "
-                        f"({'; '.join(e.split(': ', 1)[1] for e in errors)}); pass model=NAME")
+        if len(entry.models) != 1:
+            raise CotforgeError(f"{entry.url}/models: no --model given and the server lists {len(entry.models)} "
+                                f"({', '.join(entry.models[:5])}); give --model NAME (model=NAME in Python)")
+        return entry.models[0]
+    raise CotforgeError(f"{reached[0].url}/models: no --model given and the server lists no models; "
+                        f"give --model NAME (model=NAME in Python)")
