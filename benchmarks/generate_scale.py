@@ -70,6 +70,9 @@ class InstantEngine(Engine):
         text = f"<think>Add the numbers for {request.key}.</think> The answer is \\boxed{{{len(request.key)}}}."
         self._done.append(Finished(request, [Completion(text, "stop", 40, 20) for _ in range(request.n)]))
 
+    def cancel(self, requests: list[Request]) -> None:
+        pass  # answered at once: nothing is ever running to cancel
+
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         done, self._done = self._done, []
         self._inflight -= sum(f.request.n for f in done)

@@ -16,6 +16,11 @@ Traffic: requests go to a replica in batches (one actor call per replica per sch
 each replica hands back everything finished since its last answer through one long-poll call, so the
 driver waits on one object per replica, not one per request (hundreds per replica are in flight).
 
+Cancels (`cancel`, issue 18: siblings of a prompt that has its accepted samples) go to the replica
+holding each request; it cancels them in its engine and they come back `cancelled` like any finished
+request. A cancel that reaches a replica before its request (threaded actors do not keep call order)
+is dropped: that sample is generated and judged as usual.
+
 Replicas that die: an actor whose process or node dies is restarted by Ray (`max_restarts`), and every
 request it held is sent again, with the same seed, to the live replicas (or queued until one is back);
 a request is handed to the scheduler once, so nothing is lost or generated into the run twice. A
@@ -43,8 +48,10 @@ class EngineReplica:
     def __init__(self, engine_name: str, options: dict):
         self.engine = get_engine(engine_name, **options)
         self._incoming: queue.Queue = queue.Queue()
+        self._cancels: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
         self._tokens: dict[int, int] = {}  # id(request) -> the driver's token
+        self._requests: dict[int, Request] = {}  # the driver's token -> request, while the engine has it
         self._failure: BaseException | None = None
         threading.Thread(target=self._pump, name="engine-pump", daemon=True).start()
 
@@ -54,6 +61,9 @@ class EngineReplica:
     def submit(self, items: list[tuple[int, Request, SamplingParams]]) -> None:
         for item in items:
             self._incoming.put(item)
+
+    def cancel(self, tokens: list[int]) -> None:
+        self._cancels.put(tokens)  # the pump thread owns the engine: it cancels them
 
     def drain(self, wait_s: float = DRAIN_WAIT_S) -> list[tuple[int, list, str | None]]:
         """(token, completions, error) of every request finished since the last call."""
@@ -75,7 +85,15 @@ class EngineReplica:
                 while True:
                     token, request, params = self._incoming.get_nowait()
                     self._tokens[id(request)] = token
+                    self._requests[token] = request
                     self.engine.submit(request, params)
+            except queue.Empty:
+                pass
+            try:  # after the submits: a cancel may name a request submitted in the same batch
+                while True:
+                    known = [self._requests[t] for t in self._cancels.get_nowait() if t in self._requests]
+                    if known:
+                        self.engine.cancel(known)  # they come back as `cancelled` Finished records
             except queue.Empty:
                 pass
             try:
@@ -84,7 +102,9 @@ class EngineReplica:
                 self._failure = error
                 return
             for done in finished:
-                self._done.put((self._tokens.pop(id(done.request)), done.completions, done.error))
+                token = self._tokens.pop(id(done.request))
+                self._requests.pop(token, None)
+                self._done.put((token, done.completions, done.error))
 
 
 @dataclass
@@ -178,6 +198,19 @@ class RayEngine(Engine):
         self.load[slot] += request.n
         self.sent[token] = _Sent(slot, request, params)
         self.outbox.setdefault(slot, []).append((token, request, params))
+
+    def cancel(self, requests: list[Request]) -> None:
+        """Forwarded to the replicas holding them; they come back `cancelled` through `poll`. Requests
+        waiting for a live replica (`backlog`) are left to run: their samples are judged as usual."""
+        wanted = {id(r) for r in requests}
+        by_slot: dict[int, list[int]] = {}
+        for token, sent in self.sent.items():
+            if id(sent.request) in wanted:
+                by_slot.setdefault(sent.slot, []).append(token)
+        for slot, tokens in by_slot.items():
+            if self.outbox.get(slot):  # not sent yet: send it first, so the replica knows the tokens
+                self.actors[slot].submit.remote(self.outbox.pop(slot))
+            self.actors[slot].cancel.remote(tokens)
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         for slot, items in self.outbox.items():

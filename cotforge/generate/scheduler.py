@@ -194,8 +194,11 @@ class Scheduler:
 
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
-                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
-                    while engine.inflight < max_inflight and (follow_ups or fresh):
+                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight;
+                    # and no more while max_inflight samples wait for their verdicts (an engine faster
+                    # than the checks would otherwise have the driver hold every prompt's rows).
+                    while (engine.inflight < max_inflight and checker.pending < max_inflight
+                           and (follow_ups or fresh)):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
                         prompt = self.state.get(prompt_id)
