@@ -41,7 +41,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 @dataclass(frozen=True)

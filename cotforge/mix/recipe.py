@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 
 SELECT_POLICIES = ("random", "shortest", "longest")
