@@ -20,6 +20,7 @@ from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.executors import Committed, Job, check_executor, executor_for
 from cotforge.io.atomic import check_writable
 from cotforge.errors import CotforgeError
+from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
@@ -66,7 +67,8 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
-        raw_rows = (raw for path in inputs for raw in read_rows(path))
+        # A row of several generations (OpenR1-Math's `generations`) is judged as one sample per generation.
+        raw_rows = expand_generations(raw for path in inputs for raw in read_rows(path))
         seen_ids: set[str] = set()
         pool = executor_for(executor, Job(chain, specs, run, jobs, address, allow_unverified))
         accepted = 0

@@ -142,6 +142,11 @@ class OpenAIEngine(Engine):
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         return drain(self._done, timeout_s)
 
+    def cancel(self, requests: list[Request]) -> None:
+        """Drop their queued calls and close the connections of those in flight (vLLM's server aborts
+        a request whose client disconnects, so the slots free at once)."""
+        self._loop.call_soon_threadsafe(self._cancel, list(requests))
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
@@ -169,6 +174,8 @@ class OpenAIEngine(Engine):
         # connection, time out, and take a busy server for a dead one.
         probe_session = self._session(len(servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
         self._queue: list[Job] = []
+        self._pending: dict[int, Pending] = {}  # submitted and not finished, for cancel
+        self._closing = False
         self.wake = asyncio.Event()
         self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
         self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
@@ -184,11 +191,28 @@ class OpenAIEngine(Engine):
                                      connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
+        self._closing = True
         for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
             task.cancel()
         await self._fleet.close()
 
+    def _cancel(self, requests: list[Request]) -> None:
+        wanted = {id(r) for r in requests}
+        pendings = {id(p): p for p in self._pending.values() if id(p.request) in wanted}
+        if not pendings:
+            return  # all finished already
+        queued = [job for job in self._queue if id(job.pending) in pendings]
+        self._queue = [job for job in self._queue if id(job.pending) not in pendings]
+        for job in queued:
+            self._calls.cancelled(job)
+        for server in self._fleet.servers:
+            for task, job in list(server.tasks.items()):
+                if id(job.pending) in pendings:
+                    job.cancelled = True
+                    task.cancel()  # the call's CancelledError handler fills its slots as cancelled
+
     def _enqueue_request(self, pending: Pending) -> None:
+        self._pending[id(pending)] = pending
         singles = all(s.n_per_request is False for s in self._fleet.servers)
         if pending.request.n == 0:
             self.finish(pending)
@@ -210,9 +234,15 @@ class OpenAIEngine(Engine):
         if pending.finished:
             return
         pending.finished = True
+        self._pending.pop(id(pending), None)
         if error:
             self.inflight_ledger.answered(sum(slot is None for slot in pending.slots))
         self._done.put(Finished(pending.request, [] if error else list(pending.slots), error))
+
+    def _call_done(self, task: asyncio.Task, server: Server, job: Job) -> None:
+        server.tasks.pop(task, None)
+        if task.cancelled() and not job.started and not self._closing:
+            self._calls.never_started(job, server)
 
     async def _dispatch(self) -> None:
         fleet, ledger = self._fleet, self.inflight_ledger
@@ -234,9 +264,10 @@ class OpenAIEngine(Engine):
                 self._queue.remove(job)
                 ledger.sent(server, job.n)
                 total += job.n
+                job.started = False
                 task = self._loop.create_task(self._calls.call(job, server))
                 server.tasks[task] = job
-                task.add_done_callback(lambda t, s=server: s.tasks.pop(t, None))
+                task.add_done_callback(lambda t, s=server, j=job: self._call_done(t, s, j))
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001) if wait is not None else None)
