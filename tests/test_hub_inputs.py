@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_data import openr1_files, openr1_generation_count, openr1_rows, prompts_files  # noqa: E402
 from hubserver import FakeHub  # noqa: E402
 
-from cotforge.io.errors import CotforgeError  # noqa: E402
+from cotforge.errors import CotforgeError  # noqa: E402
 from cotforge.io.generations import expand_generations  # noqa: E402
 from cotforge.io.hub import HubInput, with_hub_options  # noqa: E402
 from cotforge.io.normalize import Normalizer  # noqa: E402
