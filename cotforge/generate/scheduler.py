@@ -3,8 +3,8 @@
 Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
 saturates it), topped up as each sample finishes. Every sample is its own request (n=1), so each is
 judged as soon as it ends (the check chain runs in its own thread, `checking.Checker`) and each can be
-cancelled alone. A prompt asks in waves planned by the allocation policy (`allocation.py`): when the
-last sample of a wave is judged, the next wave is planned from the prompt's verdicts and the run's
+cancelled alone. A prompt asks in rounds planned by the allocation policy (`allocation.py`): when the
+last sample of a round is judged, the next round is planned from the prompt's verdicts and the run's
 pass-rate prior, and goes ahead of new prompts. Once a prompt has its `accept` accepted, its samples
 still in flight are cancelled (`Engine.cancel`); they come back `cancelled`, are recorded in
 `RUN/cancelled/` for the token accounting, and are never judged or exported. With no prompt left to
@@ -12,10 +12,10 @@ start, free slots go to extra samples of unfinished prompts (the tail fill). Jud
 committed as one atomic shard once `shard_size` of them wait or the oldest has waited `shard_age_s`.
 
 Crash safety (kill -9 at any instant, then the same command): sample i of a prompt is always
-generated with seed(run seed, prompt) + i, whatever wave it lands in. A restart rebuilds each
+generated with seed(run seed, prompt) + i, whatever round it lands in. A restart rebuilds each
 prompt's judged indices and verdicts from the committed shards; indices not committed (in flight,
 being judged, or planned) are free again and asked with their seeds; committed indices are never
-asked again; committed shards are never rewritten. Wave sizes depend on the run-wide prior (on what
+asked again; committed shards are never rewritten. Round sizes depend on the run-wide prior (on what
 finished first), so they may differ from the killed run's; which samples exist differs only by
 cancelled siblings of prompts that reached accept (tests/runcheck.py states it as a test).
 The recorded `seed` is the seed the sample was generated with (`Completion.seed` where the engine
@@ -100,7 +100,7 @@ class Scheduler:
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
         self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
-        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, round index)
 
     @property
     def engine(self) -> Engine:
@@ -131,18 +131,18 @@ class Scheduler:
         return prompts
 
     def _load_state(self) -> None:
-        waves: dict[str, set] = {}
+        rounds: dict[str, set] = {}
         for shard in self.run.shards("samples"):
             table = pq.read_table(shard, columns=["prompt_id", "sample_idx", "round", "accepted"])
-            for prompt_id, index, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            for prompt_id, index, round_index, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
                 prompt = self.state[prompt_id]
                 prompt.spent += 1
                 prompt.accepted += bool(accepted)
                 prompt.judged.add(index)
                 self.prior.add(accepted)
-                waves.setdefault(prompt_id, set()).add(wave)
-        for prompt_id, seen in waves.items():
-            self.state[prompt_id].waves = len(seen)
+                rounds.setdefault(prompt_id, set()).add(round_index)
+        for prompt_id, seen in rounds.items():
+            self.state[prompt_id].rounds = len(seen)
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
@@ -151,7 +151,7 @@ class Scheduler:
 
     def done(self, prompt: PromptState) -> bool:
         """Nothing left to ask and nothing in flight."""
-        return not prompt.asked and self.policy.wave(prompt, self.prior) == 0
+        return not prompt.asked and self.policy.round_size(prompt, self.prior) == 0
 
     # -- the loop ----------------------------------------------------------------------------------
     def run_all(self) -> dict:
@@ -167,10 +167,10 @@ class Scheduler:
             progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
 
             def settle(prompt_id: str) -> None:
-                """After a verdict or a cancel: plan the prompt's next wave, or count it done."""
+                """After a verdict or a cancel: plan the prompt's next round, or count it done."""
                 prompt = self.state[prompt_id]
                 if prompt.asked:
-                    return  # its wave is still out: the next one is planned from all of its verdicts
+                    return  # its round is still out: the next one is planned from all of its verdicts
                 if self.done(prompt):
                     if prompt_id in started:
                         started.discard(prompt_id)
@@ -181,25 +181,25 @@ class Scheduler:
 
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
-                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
+                    # Top up: follow-up rounds first, then new prompts, until the engine holds max_inflight.
                     while engine.inflight < max_inflight and (follow_ups or fresh):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
                         prompt = self.state[prompt_id]
-                        n = self.policy.wave(prompt, self.prior)
+                        n = self.policy.round_size(prompt, self.prior)
                         if n == 0:
                             settle(prompt_id)
                             continue
                         if engine.inflight + n > max_inflight and engine.inflight > 0:
-                            source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
+                            source.appendleft(prompt_id)  # whole rounds only: it goes at the next top-up
                             break
-                        prompt.waves += 1
+                        prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
                     if self.policy.fills_tail and not fresh and not follow_ups:
                         self._fill_tail(max_inflight)
-                    # Wait briefly when the checker may have verdicts: they plan the next waves.
+                    # Wait briefly when the checker may have verdicts: they plan the next rounds.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
-                        request, wave = self._asked.pop(id(finished.request))
+                        request, round_index = self._asked.pop(id(finished.request))
                         self.outstanding -= 1
                         prompt = self.state[request.key]
                         if finished.error is not None:
@@ -209,10 +209,10 @@ class Scheduler:
                             settle(request.key)
                             continue
                         if finished.completions and finished.completions[0].finish_reason == CANCELLED:
-                            self._record_cancelled(finished, wave)
+                            self._record_cancelled(finished, round_index)
                             settle(request.key)
                             continue
-                        checker.submit(self._rows(finished, wave))
+                        checker.submit(self._rows(finished, round_index))
                     for rows in checker.results():
                         for row in rows:
                             self._take(row)
@@ -234,11 +234,11 @@ class Scheduler:
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
         for index in indices:
-            # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
+            # Sample i of a prompt is generated with seed(prompt) + i, however its rounds are cut.
             request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
                               seed=sample_seed(self.config.seed, prompt_id, index))
             prompt.asked.add(index)
-            self._asked[id(request)] = (request, prompt.waves - 1)
+            self._asked[id(request)] = (request, prompt.rounds - 1)
             self.engine.submit(request, self.params)
             self.outstanding += 1
 
@@ -265,7 +265,7 @@ class Scheduler:
         if requests:
             self.engine.cancel(requests)
 
-    def _record_cancelled(self, finished: Finished, wave: int) -> None:
+    def _record_cancelled(self, finished: Finished, round_index: int) -> None:
         request = finished.request
         prompt = self.state[request.key]
         prompt.asked.discard(request.first_index)
@@ -273,10 +273,10 @@ class Scheduler:
         self.cancelled += 1
         tokens = sum(c.completion_tokens or 0 for c in finished.completions)
         self.tokens += tokens
-        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": wave,
+        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": round_index,
                                      "seed": request.seed, "completion_tokens": tokens})
 
-    def _rows(self, finished: Finished, wave: int) -> list[dict]:
+    def _rows(self, finished: Finished, round_index: int) -> list[dict]:
         request, completions = finished.request, finished.completions
         if len(completions) != request.n:
             raise CotforgeError(f"engine returned {len(completions)} completions for {request.key}, "
@@ -289,7 +289,7 @@ class Scheduler:
             opened = opens_think(request.raw_prompt)
             parsed = split_completion(completion.text, opened=opened)
             rows.append({
-                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
+                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": round_index,
                 "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
                 "messages": prompt.get("messages"),
                 **{k: prompt.get(k) for k in COPIED},
@@ -305,7 +305,7 @@ class Scheduler:
         return rows
 
     def _take(self, row: dict) -> None:
-        """One judged sample: into its prompt's state (plans its next wave) and the commit buffer."""
+        """One judged sample: into its prompt's state (plans its next round) and the commit buffer."""
         prompt = self.state[row["prompt_id"]]
         prompt.spent += 1
         prompt.accepted += bool(row["accepted"])
