@@ -20,7 +20,7 @@ import pytest
 from conftest import in_vllm_venv, write_jsonl
 
 from cotforge.engines import get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 MAX_MODEL_LEN = 256
 MAX_TOKENS = 16

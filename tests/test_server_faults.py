@@ -24,7 +24,7 @@ from servers import Refuser, ScriptedServer, chat_answer, free_port, sim_server
 from cotforge.engines import Request, SamplingParams, get_engine
 from cotforge.engines.openai.calls import Calls, Job, Pending
 from cotforge.engines.openai.fleet import Server
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 from cotforge.query import run_query
 

@@ -26,7 +26,7 @@ from cotforge.engines.embedded import _Stops
 from cotforge.engines.repetition import DEFAULT, first_repetition, repeats_at_tail
 from cotforge.generate import GenerateConfig, generate
 from cotforge.generate.allocation import Adaptive, PassRatePrior, PromptState
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 RULE = RepetitionDetection(max_pattern_size=6, min_pattern_size=2, min_count=3)
 

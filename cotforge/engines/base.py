@@ -50,7 +50,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 REPETITION = "repetition"  # finish reason: the engine caught the sample repeating itself

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from cotforge.engines.base import THROUGHPUT_OPTIONS
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
 CPU_ENGINES = {"embedded"}  # engines whose model computes on this machine's CPU

@@ -39,7 +39,7 @@ from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState,
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.templates import render_request
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows

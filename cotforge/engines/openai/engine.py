@@ -20,7 +20,7 @@ import aiohttp
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.openai.calls import Calls, Job, Pending
 from cotforge.engines.openai.fleet import Fleet, Server, reach, served_model, unreachable_line, v1
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
 PER_SERVER_CONCURRENCY = 256  # vLLM's default max_num_seqs: enough to keep one server's batch full
