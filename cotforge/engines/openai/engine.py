@@ -170,6 +170,7 @@ class OpenAIEngine(Engine):
         # connection, time out, and take a busy server for a dead one.
         probe_session = self._session(len(servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
         self._queue: list[Job] = []
+        self._closing = False
         self.wake = asyncio.Event()
         self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
         self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
@@ -185,8 +186,16 @@ class OpenAIEngine(Engine):
                                      connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
-        for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
+        # The dispatcher stops on the flag too: Python 3.11's wait_for can swallow a cancellation that
+        # lands as its wait ends, and a task still pending when the loop closes is reported at exit
+        # ("Task was destroyed but it is pending!"), a second line under a run's one-line error.
+        self._closing = True
+        self.wake.set()
+        tasks = list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)  # let them unwind before the loop stops
         await self._fleet.close()
 
     def _enqueue_request(self, pending: Pending) -> None:
@@ -217,7 +226,7 @@ class OpenAIEngine(Engine):
 
     async def _dispatch(self) -> None:
         fleet, ledger = self._fleet, self.inflight_ledger
-        while True:
+        while not self._closing:
             now = time.monotonic()
             wait = None
             total = sum(s.inflight for s in fleet.servers)
