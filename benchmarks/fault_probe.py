@@ -228,7 +228,7 @@ class Probe:
             note = next((line for line in done.stderr.splitlines() if "note:" in line), "")
             self.row("7. fleet with one bad URL", f"exit {done.returncode}; `{note}`",
                      done.returncode == 0 and dead in note and self.same(self.work / "FB"))
-        from cotforge.review import append_review
+        from cotforge.io.review import append_review
 
         append_review(self.work / "F", run_query(self.work / "F", "SELECT min(id) FROM samples")[1][0][0], "reject")
         done = cli("filter", self.work / "K", "--out", self.work / "F", "--checks", "answer", "--jobs", "0",

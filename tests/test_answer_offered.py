@@ -14,7 +14,7 @@ import re
 import pytest
 from servers import ScriptedServer, chat_answer
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks import create
 from cotforge.checks.answer.offered import alternatives, is_text_gold, math_part
 from cotforge.checks.base import NOT_MATH
@@ -228,7 +228,7 @@ def test_text_golds_are_recognised(gold: str) -> None:
 
 
 @pytest.mark.parametrize("gold", ["12", "x^2 + 1", "\\frac{1}{2}", "(C)", "B", "\\pi", "y = 2x", "5 \\text{ cm}",
-                                  "\\infty", "\\sin x"])
+                                  "\\infty", "\\sin x", "six"])
 def test_math_golds_are_not_text(gold: str) -> None:
     assert not is_text_gold(gold)
 

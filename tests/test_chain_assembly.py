@@ -13,7 +13,7 @@ import re
 
 from servers import ScriptedServer, chat_answer
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks.base import JUDGED, NOT_MATH
 from cotforge.checks.chain import Chain
 from cotforge.engines.replay import ReplayEngine

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from cotforge.engines.replay import ReplayEngine
 from cotforge.evaluation import compare_runs, evaluate, select_prompts
 from cotforge.generate import generate
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.query import run_query
 
 N = 4
@@ -212,3 +213,27 @@ def test_mix_keeps_a_sources_prompts_by_pass_rate(files, tmp_path):
     recipe.write_text(f"name: m\nsources:\n  - name: f\n    path: {base}\n    pass_rate: [0.1, 0.9]\n")
     with pytest.raises(CotforgeError, match="pass_rate needs a run folder"):
         mix(recipe, tmp_path / "mix3")
+
+
+def test_view_and_report_show_the_metrics_and_the_pass_at_k_plot(files, tmp_path):
+    from starlette.testclient import TestClient
+
+    from cotforge.view.app import ViewApp
+    from cotforge.view.report import build_report
+
+    prompts, base, _ = files
+    run_eval(prompts, base, tmp_path / "run")
+    page = TestClient(ViewApp([tmp_path / "run"]).asgi(allowed_hosts=["testserver"])).get("/run/0").text
+    build_report(tmp_path / "run", tmp_path / "r.html")
+    for html in (page, (tmp_path / "r.html").read_text()):
+        assert "Eval metrics" in html
+        row = re.search(r"<tr><td>overall</td>(.*?)</tr>", html, re.S).group(1)
+        cells = re.findall(r'<td class="n">([^<]*)</td>', row)
+        assert cells[:6] == ["4", "37.5%", "50.0%", "75.0%", "50.0%", "25.0%"]  # pass@1, 2, 4, maj@2, 4
+        svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
+        assert svg.count("<polyline") == 2 and "pass@k k=4: 75.0%" in svg and "maj@k k=2: 50.0%" in svg
+        assert "source = easy" in html
+    # a generate run has no eval section
+    generate(prompts, tmp_path / "gen", engine="replay", model=str(base), k=1, checks="format,answer", jobs=0)
+    assert "Eval metrics" not in TestClient(ViewApp([tmp_path / "gen"]).asgi(allowed_hosts=["testserver"])).get(
+        "/run/0").text

@@ -9,7 +9,7 @@ import pytest
 
 from cotforge.generate import GenerateConfig, generate
 from cotforge.generate.options import merge_options, resolve
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def write_recipe(path, text):

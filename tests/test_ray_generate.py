@@ -132,7 +132,7 @@ def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, 
 
 def test_replica_plan_for_the_r1_recipe_and_a_server_fleet():
     from cotforge.cluster.generate import replica_plan
-    from cotforge.io.errors import CotforgeError
+    from cotforge.errors import CotforgeError
 
     r1 = GenerateConfig(engine="vllm", model="/models/r1-zero", engine_options={"tensor_parallel_size": 8})
     plan, resources = replica_plan(r1, None, {"GPU": 64.0, "CPU": 512.0})

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 ENGINE_POLL_S = 0.005
 DRAIN_WAIT_S = 0.05  # how long a replica holds a drain call open when nothing has finished

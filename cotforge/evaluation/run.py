@@ -22,7 +22,7 @@ from cotforge.checks.base import MISSING, VERIFIED
 from cotforge.evaluation.metrics import PromptResult, compare_results, evaluate_results
 from cotforge.evaluation.votes import answer_classes, votable
 from cotforge.io.atomic import atomic_write_bytes
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir, source_marks
 from cotforge.schema import METRIC_SCHEMA, VOTE_SCHEMA
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from cotforge.engines.base import THROUGHPUT_OPTIONS
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
 CPU_ENGINES = {"embedded"}  # engines whose model computes on this machine's CPU
@@ -36,6 +36,9 @@ class GenerateConfig:
     top_p: float = 0.95
     max_tokens: int = 1024
     checks: str | list = "r1"
+    # Stop loops in the engine (vLLM's repetition_detection; engines.repetition): "default" (calibrated),
+    # "off", or {max_pattern_size, min_pattern_size, min_count}.
+    repetition_detection: str | dict = "default"
     template: str = "chat"
     seed: int = 0
     # Throughput only (not in the resume key):
@@ -57,6 +60,31 @@ class GenerateConfig:
             raise CotforgeError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.temperature < 0:
             raise CotforgeError(f"--temperature {self.temperature}: must be 0 or more")
+
+    def repetition_rule(self):
+        """The engine-side loop stop this config asks for (None: off)."""
+        from cotforge.engines.base import RepetitionDetection
+        from cotforge.engines.repetition import DEFAULT
+
+        value = self.repetition_detection
+        if value in ("default", True, None):
+            return DEFAULT
+        if value in ("off", False):
+            return None
+        if isinstance(value, str):
+            parts = value.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+                raise CotforgeError(f"--repetition-detection {value!r}: give default, off, or "
+                                    "MAX_PATTERN,MIN_PATTERN,MIN_COUNT (e.g. 64,4,6)")
+            value = dict(zip(("max_pattern_size", "min_pattern_size", "min_count"), map(int, parts)))
+        try:
+            rule = RepetitionDetection(**value)
+        except TypeError as error:
+            raise CotforgeError(f"repetition_detection {value!r}: {error}") from error
+        if rule.max_pattern_size < max(rule.min_pattern_size, 1) or rule.min_count < 2:
+            raise CotforgeError(f"repetition_detection {value!r}: needs max_pattern_size >= min_pattern_size "
+                                "and min_count >= 2")
+        return rule
 
     def check_workers(self) -> int:
         """Check worker processes: `jobs` when given; else one beside an engine that computes on this

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from cotforge.datacard import funnel_rows
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect, sql_literal
 
@@ -136,7 +136,7 @@ class RunView:
             entry["reasons"].append({"kind": kind, "count": count, "example": example})
         return {"manifest": manifest, "command": manifest.get("command"), "samples": total,
                 "accepted": accepted, "rejected": total - accepted, "quarantined": quarantined,
-                "funnel": funnel_rows(manifest), "checks": list(by_check.values())}
+                "funnel": funnel_rows(manifest), "checks": list(by_check.values()), **eval_overview(manifest)}
 
     # lists ----------------------------------------------------------------------------------
     def samples_page(self, where: SampleFilter, page: int) -> dict:
@@ -194,6 +194,23 @@ class RunView:
             rows = result.fetchmany(SQL_ROWS + 1)
             return {"columns": [d[0] for d in result.description], "rows": rows[:SQL_ROWS],
                     "more": len(rows) > SQL_ROWS}
+
+
+def eval_overview(manifest: dict) -> dict:
+    """An eval run's metrics for the overview: the splits as table rows and the pass@k plot (SVG)."""
+    metrics = manifest.get("metrics")
+    if not metrics or not (metrics.get("overall") or {}).get("prompts"):
+        return {}
+    from cotforge.evaluation.plot import pass_at_k_svg
+    from cotforge.evaluation.table import metric_names
+
+    overall = metrics["overall"]
+    splits = [("overall", overall)]
+    for scope in ("source", "domain"):
+        groups = metrics.get(f"by_{scope}") or {}
+        if len(groups) > 1:
+            splits += [(f"{scope} = {name}", values) for name, values in groups.items()]
+    return {"eval": {"names": metric_names(overall), "splits": splits, "plot": pass_at_k_svg(overall)}}
 
 
 def _listed_views(con: duckdb.DuckDBPyConnection) -> None:

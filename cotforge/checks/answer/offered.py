@@ -162,6 +162,8 @@ def is_text_gold(gold: str | None) -> bool:
         return False
     if re.search(r"\(\s*[A-Ea-e]\s*\)", gold):  # an option letter "(C)": the choice logic's
         return False
+    if parse_number(gold) is not None:  # a number in words ("six") is a number
+        return False
     inner = _TEXT_ARG.sub(lambda m: m.group(0)[m.group(0).index("{") + 1:-1], gold)
     words = [w for w in _WORD.findall(inner)]
     return any(len(w) >= 2 and w.lower() not in MATH_WORDS for w in words)
