@@ -153,8 +153,9 @@ class Probe:
         sim.set_faults(blank_every=1)
         out = self.work / "blank_all"
         done = cli(*self.gen_args(out, sim.base_url), "--engine-option", "backoff_s=0.1")
-        self.row("3. server blanks every answer", f"exit {done.returncode}: {last_line(done)[:150]}...",
-                 done.returncode == 1 and RunDir(out).unfinished() == "running")
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("generate: ")]
+        self.row("3. server blanks every answer", f"exit {done.returncode}, {len(lines)} line: {last_line(done)[:150]}...",
+                 done.returncode == 1 and len(lines) == 1 and RunDir(out).unfinished() == "running")
         sim.set_faults(blank_every=0)
 
     def bad_bodies(self, sim) -> None:

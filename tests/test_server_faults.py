@@ -133,8 +133,8 @@ def test_an_outage_past_outage_s_is_one_line_and_the_rerun_resumes_exactly(tmp_p
         assert " attempts in 1 s; last: connection error" in last or " attempts in 2 s; last: connection error" in last
         assert last.endswith("; rerun the same command to resume (committed samples are kept)"), last
         assert RunDir(tmp_path / "run").unfinished() == "running"
-        sim.start()  # the server is back: the same command resumes
-        resumed = generate(*command, "--engine-option", "outage_s=1")
+        sim.start()  # the server is back: the same command resumes (a longer outage window is no new config)
+        resumed = generate(*command, "--engine-option", "outage_s=300")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_up_to_cancellation(tmp_path / "run", tmp_path / "ref")  # only cancelled siblings may differ
 
