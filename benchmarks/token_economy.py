@@ -51,13 +51,13 @@ TIMELINE = "--timeline" in sys.argv
 
 
 class BeforeIssue18(Adaptive):
-    """The policy before this issue: the fixed 0.5 prior, first wave k, no cancelling, no tail fill."""
+    """The policy before this issue: the fixed 0.5 prior, first round k, no cancelling, no tail fill."""
 
     cancels = False
     fills_tail = False
 
-    def wave(self, prompt, prior=None):
-        return super().wave(prompt, None)
+    def round_size(self, prompt, prior=None):
+        return super().round_size(prompt, None)
 
 
 class NoStop(Fixed):

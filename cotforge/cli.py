@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cotforge import __version__
-from cotforge.io.errors import CotforgeError, Interrupted, environment_fault
+from cotforge.errors import CotforgeError, Interrupted, environment_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "

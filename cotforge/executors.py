@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, Self
 
 from cotforge.checks.chain import Chain, CheckSpec, verdict_rows
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 

@@ -31,7 +31,7 @@ from cotforge.datacard import (
 )
 from cotforge.formatters import STYLES, format_sample
 from cotforge.io.atomic import atomic_write_bytes, check_writable
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.lock import FolderLock, is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.executors import Committed, Job, check_executor, executor_for
 from cotforge.io.atomic import check_writable
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows

@@ -20,7 +20,7 @@ import pytest
 from conftest import in_vllm_venv, write_jsonl
 
 from cotforge.engines import get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 MAX_MODEL_LEN = 256
 MAX_TOKENS = 16
@@ -140,13 +140,14 @@ def test_missing_vllm_is_one_clear_error(monkeypatch):
 STOPS = r"""
 import json, sys
 from cotforge.engines import get_engine
-from cotforge.engines.base import RepetitionDetection, Request, SamplingParams
+from cotforge.engines.base import Request, SamplingParams
+from cotforge.engines.repetition import DEFAULT
 
 engine = get_engine("vllm", model="embedded", max_model_len=256, enforce_eager=True)
 out = {}
-# Greedy SmolLM2 asked to repeat a word loops at once; a small pattern and count catch it early.
-loop = Request("loop", [{"role": "user", "content": "Say the word cat one hundred times: cat cat cat cat"}], seed=1)
-rule = RepetitionDetection(max_pattern_size=8, min_pattern_size=1, min_count=4)
+# A plain-text prompt that is already a loop: greedy SmolLM2 continues one (a date repeated, ~15 tokens).
+loop = Request("loop", [], raw_prompt="red blue green, " * 12, seed=1)
+rule = DEFAULT  # cotforge's default (engines.repetition): patterns of 8..256 tokens, 4 copies
 (completion,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160, repetition_detection=rule))
 out["loop"] = [completion.finish_reason, completion.completion_tokens, completion.text]
 (free,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160))

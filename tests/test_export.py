@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cotforge.export import export, parse_size
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.lock import is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.parsing import split_completion

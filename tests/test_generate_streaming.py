@@ -65,7 +65,7 @@ def test_top_up_keeps_the_engine_full_without_exceeding_it(tmp_path):
     assert held > 0.75 * 8, stats
 
 
-def test_a_prompts_waves_do_not_wait_for_other_prompts(tmp_path):
+def test_a_prompts_rounds_do_not_wait_for_other_prompts(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"id": "slow", "prompt": "slow one", "gold": "1"}) + "\n"
                        + json.dumps({"id": "fast", "prompt": "fast one", "gold": "1"}) + "\n")
@@ -81,7 +81,7 @@ def test_a_prompts_waves_do_not_wait_for_other_prompts(tmp_path):
     sent = [(t, body["messages"][0]["content"]) for t, _, body in server.received]
     slow_first = min(t for t, text in sent if text.startswith("slow"))
     fast = [t for t, text in sent if text.startswith("fast")]
-    assert len(fast) == 4  # four waves of one ...
+    assert len(fast) == 4  # four rounds of one ...
     assert max(fast) < slow_first + 1.5  # ... all planned and sent while the slow prompt's first was out
     _, rows = run_query(tmp_path / "run", "SELECT prompt_id, max(round), count(*) FROM samples GROUP BY 1 ORDER BY 1")
     assert rows == [("fast", 3, 4), ("slow", 3, 4)]
@@ -100,7 +100,7 @@ def test_shards_are_committed_by_size(tmp_path):
     sizes = [len(run_query(tmp_path / "run", f"SELECT * FROM read_parquet('{s}')")[1])
              for s in sorted((tmp_path / "run" / "samples").glob("part-*.parquet"))]
     assert sum(sizes) == 24 and len(sizes) >= 4
-    assert all(size >= 3 for size in sizes[:-1])  # whole waves of 2: a shard closes at 3 or 4 samples
+    assert all(size >= 3 for size in sizes[:-1])  # whole rounds of 2: a shard closes at 3 or 4 samples
 
 
 def test_shards_are_committed_by_age_while_a_slow_prompt_runs(tmp_path):
@@ -207,7 +207,7 @@ def test_kill_9_then_resume_gives_the_same_samples_and_seeds(tmp_path):
 
 def test_resume_refuses_a_change_that_changes_samples_and_takes_throughput_changes(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 6)
-    with sim_server(slots=8, step_ms=2, prompts=prompts, median_tokens=20) as a, \
+    with sim_server(slots=8, step_ms=2, prompts=prompts, median_tokens=20) as a,\
             sim_server(slots=8, step_ms=2, prompts=prompts, median_tokens=20) as b:
         base = [prompts, "--out", tmp_path / "run", "--engine", "openai", "--k", "2", "--max-tokens", "48",
                 "--checks", "answer", "--jobs", "0"]

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_data import openr1_files, openr1_generation_count, openr1_rows, prompts_files  # noqa: E402
 from hubserver import FakeHub  # noqa: E402
 
-from cotforge.io.errors import CotforgeError  # noqa: E402
+from cotforge.errors import CotforgeError  # noqa: E402
 from cotforge.io.generations import expand_generations  # noqa: E402
 from cotforge.io.hub import HubInput, with_hub_options  # noqa: E402
 from cotforge.io.normalize import Normalizer  # noqa: E402
@@ -114,7 +114,7 @@ def _env(hub: FakeHub, tmp: Path, token: bool = True) -> dict:
 
 PROBE = r"""
 import json, os, sys
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.readers import read_rows
 from cotforge.io.rundir import fingerprint
 out = {}

@@ -1,4 +1,4 @@
-"""Issue 18: loops stopped in the engine, spent siblings cancelled, waves planned from a run-wide prior,
+"""Issue 18: loops stopped in the engine, spent siblings cancelled, rounds planned from a run-wide prior,
 and the token accounting.
 
 The engines under test are real: the openai engine against tests/simserver.py (a real HTTP server in
@@ -26,7 +26,7 @@ from cotforge.engines.embedded import _Stops
 from cotforge.engines.repetition import DEFAULT, first_repetition, repeats_at_tail
 from cotforge.generate import GenerateConfig, generate
 from cotforge.generate.allocation import Adaptive, PassRatePrior, PromptState
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 RULE = RepetitionDetection(max_pattern_size=6, min_pattern_size=2, min_count=3)
 
@@ -70,19 +70,19 @@ def test_repetition_detection_setting():
 
 
 # -- allocation ---------------------------------------------------------------------------------------
-def test_first_wave_follows_the_runs_prior_when_accept_is_one():
+def test_first_round_follows_the_runs_prior_when_accept_is_one():
     config = GenerateConfig(k=4, accept=1, max_rounds=4)
     policy = Adaptive(config)
     easy, hard = PassRatePrior(), PassRatePrior()
     for i in range(200):
         easy.add(i % 10 != 0)  # 90% pass
         hard.add(i % 20 == 0)  # 5% pass
-    assert policy.wave(PromptState(), easy) == 1  # one sample is likely enough
-    assert policy.wave(PromptState(), hard) > policy.wave(PromptState(), easy)
-    assert policy.wave(PromptState(), None) == config.k  # nothing learned yet: k
-    assert Adaptive(GenerateConfig(k=4, accept=2)).wave(PromptState(), easy) == 4  # accept > 1: k
-    # the last wave asks for all that is left: a prompt that never passes spends its whole budget
-    assert policy.wave(PromptState(spent=5, accepted=0, waves=3, judged=set(range(5))), easy) == 16 - 5
+    assert policy.round_size(PromptState(), easy) == 1  # one sample is likely enough
+    assert policy.round_size(PromptState(), hard) > policy.round_size(PromptState(), easy)
+    assert policy.round_size(PromptState(), None) == config.k  # nothing learned yet: k
+    assert Adaptive(GenerateConfig(k=4, accept=2)).round_size(PromptState(), easy) == 4  # accept > 1: k
+    # the last round asks for all that is left: a prompt that never passes spends its whole budget
+    assert policy.round_size(PromptState(spent=5, accepted=0, rounds=3, judged=set(range(5))), easy) == 16 - 5
 
 
 def test_free_indices_skip_judged_asked_and_cancelled():

@@ -29,7 +29,7 @@ from typing import Self
 from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.cluster.session import RaySession, shared_folder_problem
 from cotforge.executors import Committed, Job, judge_chunk
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 
 IN_FLIGHT_PER_ACTOR = 2  # one judging, one queued: an actor never waits for the driver between chunks

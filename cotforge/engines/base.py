@@ -50,7 +50,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 REPETITION = "repetition"  # finish reason: the engine caught the sample repeating itself
@@ -250,7 +250,7 @@ ENGINES = {
 
 # Engine options that change how fast samples come, never which: a run may resume with other values.
 THROUGHPUT_OPTIONS = frozenset({
-    "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s",
+    "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s", "outage_s",
     "probe_interval_s", "probe_timeout_s", "tensor_parallel_size", "pipeline_parallel_size",
     "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key",
 })

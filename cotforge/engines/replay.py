@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cotforge.engines.base import Completion, Engine, Request, SamplingParams
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import ALIASES, Normalizer
 from cotforge.io.readers import read_rows

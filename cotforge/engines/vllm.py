@@ -45,7 +45,7 @@ from typing import Any
 
 from cotforge.engines.base import CANCELLED, Completion, Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.convert import resolve_model_name
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 CPU_KV_CACHE_BYTES = 2 << 30  # plenty for small models on a CPU; GPUs size it from gpu_memory_utilization
 INFLIGHT_SLACK = 1.25  # sequences queued beyond max_num_seqs, so a finished one is replaced at once

@@ -1,25 +1,25 @@
 """How many samples a prompt asks for next: the allocation policy of a generate run.
 
 A policy (`Allocation`) answers three questions for the scheduler, and nothing else:
-- `wave(prompt, prior)`: how many samples the prompt's next wave asks for (0: the prompt is done);
+- `round_size(prompt, prior)`: how many samples the prompt's next round asks for (0: the prompt is done);
 - `cancels`: whether samples still in flight are cancelled once the prompt has its `accept` accepted;
 - `fills_tail`: whether, once no prompt is waiting to start, free engine slots go to extra samples of
-  unfinished prompts (a prompt's waves run one after another, so the end of a run would otherwise
+  unfinished prompts (a prompt's rounds run one after another, so the end of a run would otherwise
   leave the engine nearly empty).
 
 `Adaptive` (the default) plans for tokens per accepted sample. A prompt still short of `accept` expects
 `ceil(needed / p)` more samples, p being its pass rate so far smoothed towards the run's prior by
-`PRIOR_STRENGTH` pseudo-samples, and asks for that need spread over the waves it has left (capped by
-`max_per_round`; the last wave asks for all that is left of the budget, so a prompt that never passes
+`PRIOR_STRENGTH` pseudo-samples, and asks for that need spread over the rounds it has left (capped by
+`max_per_round`; the last round asks for all that is left of the budget, so a prompt that never passes
 always spends its whole budget). The prior (`PassRatePrior`) is what the run has learned about pass
-rates so far (all samples judged, run-wide), in place of a fixed 0.5. With `accept: 1` the first wave
+rates so far (all samples judged, run-wide), in place of a fixed 0.5. With `accept: 1` the first round
 is planned the same way (a prompt of an easy run starts with one sample), else it is `k`. Samples in a
-later wave are only paid for when the earlier ones failed, so spreading the need saves tokens.
-`Fixed` (`adaptive: false`) asks `k` per wave and never fills the tail.
+later round are only paid for when the earlier ones failed, so spreading the need saves tokens.
+`Fixed` (`adaptive: false`) asks `k` per round and never fills the tail.
 
-Resume: seeds depend only on (run seed, prompt, sample index), never on the wave a sample landed in,
-so whatever waves a resumed run plans, a sample index that is asked again gets the same seed, and
-indices already committed are never asked. The run-wide prior makes wave sizes depend on what other
+Resume: seeds depend only on (run seed, prompt, sample index), never on the round a sample landed in,
+so whatever rounds a resumed run plans, a sample index that is asked again gets the same seed, and
+indices already committed are never asked. The run-wide prior makes round sizes depend on what other
 prompts did first; it changes how many samples are asked at once, never which sample an index is.
 """
 
@@ -40,7 +40,7 @@ MIN_PASS_RATE = 0.05
 class PromptState:
     spent: int = 0  # samples judged (committed or waiting for their shard)
     accepted: int = 0
-    waves: int = 0  # waves planned (after a restart: waves with a committed sample)
+    rounds: int = 0  # rounds planned (after a restart: rounds with a committed sample)
     quarantined: bool = False  # the engine could not serve it (reason in the quarantine table)
     judged: set = field(default_factory=set)  # sample indices judged
     asked: set = field(default_factory=set)  # sample indices in flight or being judged
@@ -86,18 +86,18 @@ class Allocation:
         """Samples the prompt may still ask for; 0 when it is done."""
         config = self.config
         used = prompt.spent + len(prompt.asked) + len(prompt.dropped)
-        if prompt.accepted >= config.accept or prompt.quarantined or prompt.waves >= config.max_rounds:
+        if prompt.accepted >= config.accept or prompt.quarantined or prompt.rounds >= config.max_rounds:
             return 0
         return max(0, config.sample_budget - used)
 
-    def wave(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
         raise NotImplementedError
 
 
 class Fixed(Allocation):
-    """`k` samples per wave, `max_rounds` waves at most."""
+    """`k` samples per round, `max_rounds` rounds at most."""
 
-    def wave(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
         left = self.left(prompt)
         return min(self.config.k, left) if left else 0
 
@@ -105,21 +105,21 @@ class Fixed(Allocation):
 class Adaptive(Allocation):
     fills_tail = True
 
-    def wave(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
         config = self.config
         left = self.left(prompt)
         if left == 0:
             return 0
-        waves_left = config.max_rounds - prompt.waves
-        if waves_left <= 1:
-            return left  # the last wave: all that is left, so a prompt that never passes spends its budget
-        if prompt.waves == 0 and (config.accept > 1 or prior is None):
+        rounds_left = config.max_rounds - prompt.rounds
+        if rounds_left <= 1:
+            return left  # the last round: all that is left, so a prompt that never passes spends its budget
+        if prompt.rounds == 0 and (config.accept > 1 or prior is None):
             return min(config.k, left)
         needed = config.accept - prompt.accepted
         prior_rate = prior.rate if prior is not None else PRIOR_RATE
         rate = (prompt.accepted + PRIOR_STRENGTH * prior_rate) / (prompt.spent + PRIOR_STRENGTH)
         expected = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), left)
-        wanted = min(math.ceil(expected / waves_left), config.round_cap)
+        wanted = min(math.ceil(expected / rounds_left), config.round_cap)
         return max(1, min(wanted, left))
 
 
@@ -128,6 +128,6 @@ def allocation(config: GenerateConfig) -> Allocation:
     return Adaptive(config) if config.adaptive else Fixed(config)
 
 
-def next_wave(prompt: PromptState, config: GenerateConfig, prior: PassRatePrior | None = None) -> int:
-    """Samples for the prompt's next wave under the config's policy; 0 when it is done."""
-    return allocation(config).wave(prompt, prior)
+def next_round(prompt: PromptState, config: GenerateConfig, prior: PassRatePrior | None = None) -> int:
+    """Samples for the prompt's next round under the config's policy; 0 when it is done."""
+    return allocation(config).round_size(prompt, prior)

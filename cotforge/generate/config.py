@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from cotforge.engines.base import THROUGHPUT_OPTIONS
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
 CPU_ENGINES = {"embedded"}  # engines whose model computes on this machine's CPU
@@ -26,11 +26,11 @@ class GenerateConfig:
     engine: str = "embedded"
     model: str | None = None
     engine_options: dict = field(default_factory=dict)
-    k: int = 4  # samples in a prompt's first wave (and in every wave when not adaptive)
+    k: int = 4  # samples in a prompt's first round (and in every round when not adaptive)
     accept: int = 1  # accepted samples wanted per prompt
-    max_rounds: int = 4  # waves per prompt at most
+    max_rounds: int = 4  # rounds per prompt at most
     budget: int | None = None  # samples per prompt at most; default k * max_rounds
-    max_per_round: int | None = None  # adaptive cap per prompt and wave; default 2 * k
+    max_per_round: int | None = None  # adaptive cap per prompt and round; default 2 * k
     adaptive: bool = True
     temperature: float = 0.6  # DeepSeek-R1's sampling
     top_p: float = 0.95
@@ -127,6 +127,6 @@ def sample_seed(run_seed: int, prompt_id: str, sample_idx: int) -> int:
     """The seed sample `sample_idx` of a prompt is generated with: the prompt's seed + the index.
 
     A request for samples i..i+n-1 carries sample_seed(.., i) and engines seed its sample j with
-    that + j, so a sample's seed does not depend on how the prompt's waves were cut."""
+    that + j, so a sample's seed does not depend on how the prompt's rounds were cut."""
     digest = hashlib.blake2b(f"{run_seed}:{prompt_id}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") & 0x3FFFFFFF) + sample_idx  # stays within a signed 32-bit seed

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cotforge.generate.config import GenerateConfig
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.hub import is_hub
 from cotforge.io.yamlfile import load_mapping
 

@@ -42,7 +42,7 @@ from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.prompts import FreshPrompts, PromptFile
 from cotforge.generate.resume import read_committed_keys
 from cotforge.generate.templates import render_request
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rows import BAD_ROW_MODES
 from cotforge.io.rundir import RunDir
 from cotforge.parsing import opens_think, split_completion
@@ -133,7 +133,7 @@ class Scheduler:
             [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
         for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
                 "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
-            self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, waves=waves)
+            self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, rounds=waves)
         del per_prompt
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
@@ -164,7 +164,7 @@ class Scheduler:
 
     def done(self, prompt: PromptState) -> bool:
         """Nothing left to ask and nothing in flight."""
-        return not prompt.asked and self.policy.wave(prompt, self.prior) == 0
+        return not prompt.asked and self.policy.round_size(prompt, self.prior) == 0
 
     # -- the loop ----------------------------------------------------------------------------------
     def run_all(self) -> dict:
@@ -204,14 +204,14 @@ class Scheduler:
                         prompt = self.state.get(prompt_id)
                         if prompt is None:  # finished while it waited for a slot
                             continue
-                        n = self.policy.wave(prompt, self.prior)
+                        n = self.policy.round_size(prompt, self.prior)
                         if n == 0:
                             settle(prompt_id)
                             continue
                         if engine.inflight + n > max_inflight and engine.inflight > 0:
                             source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
                             break
-                        prompt.waves += 1
+                        prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
                     if self.policy.fills_tail and not fresh and not follow_ups:
                         self._fill_tail(max_inflight)
@@ -256,7 +256,7 @@ class Scheduler:
             request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
                               seed=sample_seed(self.config.seed, prompt_id, index))
             prompt.asked.add(index)
-            self._asked[id(request)] = (request, prompt.waves - 1)
+            self._asked[id(request)] = (request, prompt.rounds - 1)
             self.engine.submit(request, self.params)
             self.outstanding += 1
 

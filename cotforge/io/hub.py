@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 SCHEME = "hf://"
 _SPEC = re.compile(r"hf://datasets/(?P<repo>[^/@?]+/[^/@?]+)(?:@(?P<revision>[^/?]+))?(?:/(?P<path>[^?]*))?"

@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.io.errors import RAW_KEEP_BYTES, BadRow, CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.errors import RAW_KEEP_BYTES, BadRow
 from cotforge.io.hub import is_hub, read_hub_rows, with_hub_options
 
 MAX_ROW_BYTES = 32 * 1024 * 1024  # one JSONL line / CSV record

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from cotforge import __version__
 from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable, remove_stale_temps
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.hub import hub_fingerprint, is_hub
 from cotforge.io.lock import FolderLock, is_lock_file
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.hub import is_hub, with_hub_options
 from cotforge.io.yamlfile import load_mapping
 

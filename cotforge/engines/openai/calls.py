@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 if TYPE_CHECKING:
     from cotforge.engines.openai.engine import InFlight

@@ -20,7 +20,7 @@ import aiohttp
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.openai.calls import Calls, Job, Pending
 from cotforge.engines.openai.fleet import Fleet, Server, reach, served_model, unreachable_line, v1
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
 PER_SERVER_CONCURRENCY = 256  # vLLM's default max_num_seqs: enough to keep one server's batch full
@@ -191,9 +191,16 @@ class OpenAIEngine(Engine):
                                      connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
+        # The dispatcher stops on the flag too: Python 3.11's wait_for can swallow a cancellation that
+        # lands as its wait ends, and a task still pending when the loop closes is reported at exit
+        # ("Task was destroyed but it is pending!"), a second line under a run's one-line error.
         self._closing = True
-        for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
+        self.wake.set()
+        tasks = list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)  # let them unwind before the loop stops
         await self._fleet.close()
 
     def _cancel(self, requests: list[Request]) -> None:
@@ -246,7 +253,7 @@ class OpenAIEngine(Engine):
 
     async def _dispatch(self) -> None:
         fleet, ledger = self._fleet, self.inflight_ledger
-        while True:
+        while not self._closing:
             now = time.monotonic()
             wait = None
             total = sum(s.inflight for s in fleet.servers)

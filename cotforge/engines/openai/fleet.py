@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def v1(url: str) -> str:
