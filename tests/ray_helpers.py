@@ -123,7 +123,7 @@ def kill_one_actor_after_first_shard(run: Path, deadline_s: float = 120) -> int 
     """Wait until `run` has a committed samples shard, then SIGKILL one ChunkJudge actor; its pid."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if any((run / "samples").glob("part-*.parquet")) and (pids := actor_pids()):
+        if any((run / "samples").glob("part-*.parquet")) and (pids := actor_pids(under=os.getpid())):
             os.kill(pids[0], signal.SIGKILL)
             return pids[0]
         time.sleep(0.05)

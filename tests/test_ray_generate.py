@@ -85,7 +85,7 @@ def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, s
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if any((tmp_path / "run" / "samples").glob("part-*.parquet")) and (
-                    pids := actor_pids("ray::EngineReplica")):
+                    pids := actor_pids("ray::EngineReplica", under=os.getpid())):  # this session's cluster only
                 os.kill(pids[0], signal.SIGKILL)
                 killed["pid"] = pids[0]
                 return
