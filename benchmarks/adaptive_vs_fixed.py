@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cotforge.engines.replay import ReplayEngine
 from cotforge.generate import GenerateConfig, generate
-from cotforge.io.labelled import read_labelled_solutions
+from gsm8k_labelled import read_labelled_solutions
 from cotforge.query import run_query
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"

@@ -1,12 +1,12 @@
-"""Adaptive waves vs fixed k on the simulated server: tokens per prompt solved, same prompts solved.
+"""Adaptive rounds vs fixed k on the simulated server: tokens per prompt solved, same prompts solved.
 
 The server is tests/simserver.py (a real HTTP server on 127.0.0.1, 64 slots): per-prompt pass rates
 drawn uniformly from [0, 0.9], log-normal completion lengths (median 300 tokens, sigma 0.8, cap
 1024; a capped sample fails), each sample drawn from (prompt, seed). Sample i of a prompt has seed
 prompt-seed + i under both policies, so both see the very same samples in the same order:
-- fixed:    k=8 in one wave (every prompt pays for 8 samples);
-- adaptive: `cotforge generate` defaults for the waves: k=2 first, then sized from the prompt's own
-            verdicts, budget 8, up to 4 waves.
+- fixed:    k=8 in one round (every prompt pays for 8 samples);
+- adaptive: `cotforge generate` defaults for the rounds: k=2 first, then sized from the prompt's own
+            verdicts, budget 8, up to 4 rounds.
 Both stop a prompt only at its first accepted sample or its 8th, so both solve the same prompts.
 Lower bound: one sample at a time until the first accepted (what no policy can beat on these samples).
 Tokens are the server's completion-token counts. Last line: ratio = fixed tokens / adaptive tokens.

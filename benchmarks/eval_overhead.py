@@ -1,6 +1,6 @@
 """What `cotforge eval` costs on top of `cotforge generate` drawing the same fixed n per prompt.
 
-Baseline: `cotforge.generate.generate` with one fixed wave of n per prompt (`k=n, max_rounds=1`,
+Baseline: `cotforge.generate.generate` with one fixed round of n per prompt (`k=n, max_rounds=1`,
 `adaptive: false`, `accept=n`: nothing stops early) and eval's default chain (`filters/eval.yaml`),
 on the same loaded engine and prompts. Measured: `cotforge.evaluation.evaluate` with `--n n`, which
 also groups the answers into vote classes and writes the metrics before the run is complete. Both

@@ -153,8 +153,9 @@ class Probe:
         sim.set_faults(blank_every=1)
         out = self.work / "blank_all"
         done = cli(*self.gen_args(out, sim.base_url), "--engine-option", "backoff_s=0.1")
-        self.row("3. server blanks every answer", f"exit {done.returncode}: {last_line(done)[:150]}...",
-                 done.returncode == 1 and RunDir(out).unfinished() == "running")
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("generate: ")]
+        self.row("3. server blanks every answer", f"exit {done.returncode}, {len(lines)} line: {last_line(done)[:150]}...",
+                 done.returncode == 1 and len(lines) == 1 and RunDir(out).unfinished() == "running")
         sim.set_faults(blank_every=0)
 
     def bad_bodies(self, sim) -> None:
@@ -227,7 +228,7 @@ class Probe:
             note = next((line for line in done.stderr.splitlines() if "note:" in line), "")
             self.row("7. fleet with one bad URL", f"exit {done.returncode}; `{note}`",
                      done.returncode == 0 and dead in note and self.same(self.work / "FB"))
-        from cotforge.review import append_review
+        from cotforge.io.review import append_review
 
         append_review(self.work / "F", run_query(self.work / "F", "SELECT min(id) FROM samples")[1][0][0], "reject")
         done = cli("filter", self.work / "K", "--out", self.work / "F", "--checks", "answer", "--jobs", "0",

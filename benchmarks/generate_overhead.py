@@ -1,7 +1,7 @@
 """What `cotforge generate` costs on top of the raw engine call, same prompts and parameters.
 
 Baseline ("raw"): the embedded engine's own batches straight into `model.generate`
-(`EmbeddedEngine.build_batches` + `generate_ids`), nothing else. Measured: `cotforge.generate.sampler.generate`
+(`EmbeddedEngine.build_batches` + `generate_ids`), nothing else. Measured: `cotforge.generate.generate`
 with the same loaded engine, k samples per prompt in one round, the R1 check chain in its worker
 pool, atomic shards and manifest. Seeds are derived the same way in both, so both generate the same
 tokens; raw runs before and after, and its mean is the baseline. Last line: ratio = cotforge

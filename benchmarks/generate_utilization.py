@@ -15,7 +15,7 @@ accept=1, max_tokens 1024, checks `answer`):
 3. with `--baseline`: the batch-round path this replaced, re-enacted on the same engine: rounds of
    batches of 8 prompts, each batch sent with `Engine.generate` (concurrency 8, the old defaults),
    then judged, then the next batch; the next round after the whole round.
-A prompt's waves run one after another (each is planned from the last one's verdicts), so the end of
+A prompt's rounds run one after another (each is planned from the last one's verdicts), so the end of
 a run is the tail of the last prompts' chains (~2000 steps here, at low occupancy): utilization
 grows with the number of prompts per slot (240 prompts: ~0.80; 1000: see the figures).
 Last line: ratio = utilization at defaults on one server against the 1.0 ideal (a full server from the
@@ -90,7 +90,7 @@ def batch_rounds(folder: Path, prompts_per_server: int, step_ms: float) -> dict:
     """The old path: batch-synchronous rounds (batch_size 8, concurrency 8), checks between batches."""
     from cotforge.checks.chain import Chain
     from cotforge.engines.base import Request, SamplingParams, get_engine
-    from cotforge.generate.allocation import PromptState, next_wave
+    from cotforge.generate.allocation import PromptState, next_round
     from cotforge.generate.config import GenerateConfig, sample_seed
 
     prompts = folder / "prompts-1.jsonl"
@@ -105,7 +105,7 @@ def batch_rounds(folder: Path, prompts_per_server: int, step_ms: float) -> dict:
         sim.reset()
         start = time.perf_counter()
         for _ in range(config.max_rounds):
-            plan = {pid: n for pid, s in state.items() if (n := next_wave(s, config))}
+            plan = {pid: n for pid, s in state.items() if (n := next_round(s, config))}
             items = list(plan.items())
             for at in range(0, len(items), 8):
                 requests = [Request(pid, [{"role": "user", "content": by_id[pid]["prompt"]}], n=n,
@@ -119,7 +119,7 @@ def batch_rounds(folder: Path, prompts_per_server: int, step_ms: float) -> dict:
                     prompt.spent += 1
                     prompt.accepted += result.accepted
                 for request in requests:
-                    state[request.key].waves += 1
+                    state[request.key].rounds += 1
         seconds = time.perf_counter() - start
         engine.close()
         util, steps = utilization([sim])

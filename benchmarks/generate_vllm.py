@@ -3,7 +3,7 @@
 Baseline ("raw"): every prompt with `SamplingParams(n=k, seed=...)` handed to `LLM.generate` in one
 call, which keeps vLLM's batch as full as it can be. Measured: `cotforge.generate.scheduler.generate`
 with the same loaded `VLLMEngine` (its driver thread feeds the same `LLMEngine` continuously), k
-samples per prompt in one wave, the `format` check in its worker, atomic shards and manifest. Both
+samples per prompt in one round, the `format` check in its worker, atomic shards and manifest. Both
 use the same prompts, chat template, seeds and max_tokens. The two alternate (`--repeats` times
 each) and the best tokens/s of each is compared: on a shared machine other processes only ever add
 time. Last line: ratio = cotforge tokens/s / raw tokens/s (target >= 0.90).
@@ -61,7 +61,7 @@ def main() -> None:
     from cotforge.generate.scheduler import generate
 
     rows = prompts(count)
-    # accept > k with one wave: every prompt gets exactly k samples, as in the raw call.
+    # accept > k with one round: every prompt gets exactly k samples, as in the raw call.
     config = GenerateConfig(engine="vllm", k=k, accept=k + 1, max_rounds=1, budget=k, max_tokens=max_tokens,
                             checks="format", temperature=0.8)
     load = time.perf_counter()

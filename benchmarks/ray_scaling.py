@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--prompts-per-server", type=int, default=None,
                         help="prompts per simulated server (default 1000, as generate_utilization.py's fleet; --quick 120); "
                              "utilization grows with it, "
-                             "since a run's tail is its last prompts' chains of waves")
+                             "since a run's tail is its last prompts' chains of rounds")
     args = parser.parse_args()
     import ray
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_pairs(shared: Path, quick: bool) -> list[dict]:
     """[{gold, pred, label, set}] from both labelled sets."""
-    from cotforge.io.labelled import read_labelled_solutions
+    from gsm8k_labelled import read_labelled_solutions
 
     pairs = []
     for question in read_labelled_solutions(shared / "data/gsm8k/example_model_solutions.jsonl"):

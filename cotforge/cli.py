@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cotforge import __version__
-from cotforge.io.errors import CotforgeError, Interrupted, environment_fault
+from cotforge.errors import CotforgeError, Interrupted, environment_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Manufacture DeepSeek-R1-style reasoning SFT data: generate -> filter -> mix -> export "
@@ -27,10 +28,18 @@ RayAddress = Annotated[str | None, typer.Option("--address", help="Ray cluster t
 AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="use an unfinished (killed, interrupted) run's "
                                                                      "committed rows; the data card says so")]
 
+HubSplit = Annotated[str | None, typer.Option("--split", help="hf:// inputs: the split to read (default: every "
+                                                                "split, each row with a `split` column)")]
+HubConfig = Annotated[str | None, typer.Option("--config", help="hf:// inputs: the dataset config (subset) to read")]
 
-def not_built(stage: str, issue: int) -> None:
-    print(f"cotforge {stage}: not built yet (tracked in issue {issue}); nothing was done", file=sys.stderr)
-    raise typer.Exit(2)
+
+def _hub_options(path: str, split: str | None, config: str | None) -> str:
+    """A Hub input with --split / --config folded into its spec (which the run records)."""
+    from cotforge.io.hub import is_hub, with_hub_options
+
+    if not is_hub(path) and split is None and config is None:
+        return path
+    return with_hub_options(path, split, config)
 
 
 def _version(value: bool) -> None:
@@ -47,7 +56,8 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 @app.command()
 def generate(
-    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder (or set `prompts` in --recipe)")]
+    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder, or hf://datasets/ORG/NAME\\[@REV]\\[/PATH] "
+                                                       "(or set `prompts` in --recipe)")]
     = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="YAML recipe; options below override it")]
@@ -76,9 +86,12 @@ def generate(
     template: Annotated[str | None, typer.Option("--template", help="chat | r1-zero | r1-zero-chat")] = None,
     fixed: Annotated[bool, typer.Option("--fixed", help="k per round for every short prompt (not adaptive)")]
     = False,
+    repetition_detection: Annotated[str | None, typer.Option(
+        "--repetition-detection", help="stop looping samples in the engine: default | off | MAX,MIN,COUNT")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    split: HubSplit = None, config: HubConfig = None,
     executor: Executor = "local", address: RayAddress = None,
     replicas: Annotated[int | None, typer.Option(
         "--replicas", help="--executor ray: engine replicas (default vllm: one per tensor x pipeline parallel "
@@ -96,7 +109,9 @@ def generate(
         budget=budget, max_tokens=max_tokens, temperature=temperature, top_p=top_p, shard_size=shard_size,
         shard_age_s=shard_age, concurrency=concurrency, checks=checks, template=template, seed=seed, jobs=jobs,
         adaptive=False if fixed else None, engine_options=parse_engine_options(engine_option or []),
-        base_url=base_url, executor=executor, address=address, replicas=replicas)
+        base_url=base_url, executor=executor, address=address, replicas=replicas,
+        repetition_detection=repetition_detection)
+    job = dataclasses.replace(job, prompts=_hub_options(job.prompts, split, config))
     summary = run_job(job, overwrite=overwrite, bad_rows=bad_rows, fields=parse_field_overrides(field or []),
                       argv=sys.argv[1:])
     if "top_rejection" not in summary:  # say why when nothing was accepted
@@ -112,7 +127,8 @@ def generate(
 
 @app.command("eval")
 def eval_cmd(
-    prompts: Annotated[Path | None, typer.Argument(help="prompt file or folder with gold answers or tests")] = None,
+    prompts: Annotated[str | None, typer.Argument(help="prompt file or folder with gold answers or tests, or "
+                                                      "hf://datasets/ORG/NAME\\[@REV]\\[/PATH]")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run folder (resumable)")] = None,
     n: Annotated[int, typer.Option("--n", help="samples per prompt, exactly (no early stop)")] = 16,
     compare: Annotated[tuple[Path, Path] | None, typer.Option(
@@ -141,6 +157,7 @@ def eval_cmd(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
+    split: HubSplit = None, config: HubConfig = None,
     executor: Executor = "local", address: RayAddress = None,
     replicas: Annotated[int | None, typer.Option("--replicas", help="--executor ray: engine replicas")] = None,
     allow_partial: AllowPartial = False,
@@ -160,7 +177,7 @@ def eval_cmd(
             write_json(json_out, result)
         return
     summary = evaluate(
-        prompts, out, n, recipe=recipe, engine=engine, model=model, max_tokens=max_tokens, temperature=temperature,
+        _hub_options(prompts, split, config) if prompts else prompts, out, n, recipe=recipe, engine=engine, model=model, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, shard_size=shard_size, shard_age_s=shard_age, concurrency=concurrency, checks=checks,
         template=template, seed=seed, jobs=jobs, engine_options=parse_engine_options(engine_option or []),
         base_url=base_url, executor=executor, address=address, replicas=replicas, overwrite=overwrite,
@@ -191,21 +208,26 @@ def select(run: Annotated[Path, typer.Argument(help="an eval or generate run")],
 
 
 @app.command("filter")
-def filter_cmd(samples: Annotated[list[Path], typer.Argument(help="sample files or folders")],
+def filter_cmd(samples: Annotated[list[str], typer.Argument(
+                   help="sample files or folders, or hf://datasets/ORG/NAME\\[@REV]\\[/PATH]")],
                out: Annotated[Path, typer.Option("--out", help="run folder to write (resumable)")],
                checks: Annotated[str, typer.Option("--checks", help="preset in filters/ or a comma list")] = "r1",
                jobs: Annotated[int | None, typer.Option("--jobs", help="worker processes (default: all cores)")]
                = None,
                bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
                chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="input rows per committed shard")]
-               = 2000, executor: Executor = "local", address: RayAddress = None,
+               = 2000, split: HubSplit = None, config: HubConfig = None,
+               executor: Executor = "local", address: RayAddress = None,
                allow_partial: AllowPartial = False) -> None:
     """Run the R1 check chain over samples; every rejection is kept with its reason."""
     from cotforge.filtering import filter_samples
     from cotforge.io.normalize import parse_field_overrides
     from cotforge.stats import format_summary
 
-    counts = filter_samples([str(s) for s in samples], out, checks=checks, jobs=jobs, bad_rows=bad_rows,
+    if (split is not None or config is not None) and not any(s.startswith("hf://") for s in samples):
+        _hub_options(samples[0], split, config)  # says that --split / --config need an hf:// input
+    samples = [_hub_options(s, split, config) if s.startswith("hf://") else s for s in samples]
+    counts = filter_samples(samples, out, checks=checks, jobs=jobs, bad_rows=bad_rows,
                             fields=parse_field_overrides(field or []), overwrite=overwrite, chunk_rows=chunk_rows,
                             argv=sys.argv[1:], executor=executor, address=address, allow_partial=allow_partial)
     print(format_summary(counts))
@@ -247,7 +269,10 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            out: Annotated[Path, typer.Option("--out", help="dataset folder to write")],
            style: Annotated[str, typer.Option("--style", help="messages | special-token | think | r1-zero")]
            = "messages",
-           shard_rows: Annotated[int, typer.Option("--shard-rows", help="rows per Parquet shard")] = 100_000,
+           shard_rows: Annotated[int | None, typer.Option("--shard-rows", help="at most N rows per Parquet shard")]
+           = None,
+           max_shard_size: Annotated[str, typer.Option(
+               "--max-shard-size", help="at most about this much Parquet per shard (500MB, 1GB, 200MiB)")] = "500MB",
            push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="ORG/NAME dataset repo")]
            = None,
            private: Annotated[bool, typer.Option("--private", help="create the hub repo private")] = False,
@@ -257,12 +282,13 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
-    from cotforge.export import push
+    from cotforge.export import parse_size, push
 
     options = {"reasoning_field": True} if reasoning_field else {}
     summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,
-                         allow_partial=allow_partial, **options)
-    print(f"exported {summary['rows']} rows in {summary['shards']} shards to {out} (style {style})")
+                         allow_partial=allow_partial, max_shard_bytes=parse_size(max_shard_size), **options)
+    print(f"exported {summary['rows']} rows in {summary['shards']} shards ({summary['bytes']:,} bytes) to {out} "
+          f"(style {style})")
     print(f"look at the run and review samples: cotforge view {run}")
     if push_to_hub:
         print(f"pushed to {push(out, push_to_hub, private=private)}")

@@ -2,13 +2,14 @@
 
 Everything on the card is measured from the run folder: the funnel from its verdicts (or the mix
 report), counts by source and domain, length statistics, and three PNG plots (matplotlib, Agg).
+Statistics are DuckDB aggregates over the committed shards (counts, quantiles, a binned histogram),
+computed as it scans them: a card for millions of rows never holds their texts or lengths in Python.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import yaml
 
@@ -53,11 +54,31 @@ def funnel_rows(manifest: dict) -> list[dict]:
     return steps
 
 
-def _length_stats(values: np.ndarray) -> dict:
-    if len(values) == 0:
-        return {k: 0 for k in ("min", "median", "p90", "max", "mean")}
-    return {"min": int(values.min()), "median": int(np.median(values)), "p90": int(np.percentile(values, 90)),
-            "max": int(values.max()), "mean": int(values.mean())}
+_EMPTY_STATS = {k: 0 for k in ("min", "median", "p90", "max", "mean")}
+HISTOGRAM_BINS = 50
+
+
+def _length_stats(con, expression: str, where: str) -> dict:
+    """min / median / p90 / max / mean of `expression` over accepted rows, aggregated by DuckDB as it
+    scans the shards (the table is never loaded; median and p90 interpolate as numpy's do)."""
+    row = con.execute(f"""SELECT count(*), min(v), quantile_cont(v, 0.5), quantile_cont(v, 0.9), max(v), avg(v)
+                          FROM (SELECT {expression} AS v FROM accepted) WHERE {where}""").fetchone()
+    if not row[0]:
+        return dict(_EMPTY_STATS)
+    return {"min": int(row[1]), "median": int(row[2]), "p90": int(row[3]), "max": int(row[4]), "mean": int(row[5])}
+
+
+def _histogram(con, expression: str, where: str, bins: int = HISTOGRAM_BINS) -> tuple[list[float], list[int]]:
+    """Bin edges and counts of `expression` over accepted rows, counted by DuckDB in one pass."""
+    low, high, distinct = con.execute(f"SELECT min(v), max(v), approx_count_distinct(v) FROM "
+                                      f"(SELECT {expression} AS v FROM accepted) WHERE {where}").fetchone()
+    if low is None:
+        return [], []
+    bins = max(1, min(bins, int(distinct or 1)))
+    width = (high - low) / bins or 1
+    counts = dict(con.execute(f"""SELECT least(floor((v - {low}) / {width})::BIGINT, {bins - 1}) AS b, count(*)
+                                  FROM (SELECT {expression} AS v FROM accepted) WHERE {where} GROUP BY b""").fetchall())
+    return [low + i * width for i in range(bins + 1)], [counts.get(i, 0) for i in range(bins)]
 
 
 def _unrecorded_languages(con, sample_rows: int = 2000) -> set[str]:
@@ -85,20 +106,20 @@ def collect(run_path: str | Path) -> dict:
                                    "GROUP BY ALL ORDER BY 3 DESC, 1, 2").fetchall()
     rates = con.execute("SELECT coalesce(domain, ''), count(*), count(*) FILTER (WHERE accepted) FROM samples "
                         "GROUP BY ALL ORDER BY 1").fetchall()
-    lengths = con.execute("SELECT length(coalesce(reasoning, '')) AS reasoning, "
-                          "length(coalesce(summary, '')) AS summary FROM accepted").fetchnumpy()
+    reasoning, summary = "length(coalesce(reasoning, ''))", "length(coalesce(summary, ''))"
+    lengths = [("reasoning (reasoning rows)", _length_stats(con, reasoning, "v > 0")),
+               ("summary", _length_stats(con, summary, "true"))]
+    histogram = _histogram(con, reasoning, "v > 0")
+    non_reasoning = con.execute(f"SELECT count(*) FROM accepted WHERE {reasoning} = 0").fetchone()[0]
     languages = [lang for (lang,) in con.execute(
         "SELECT DISTINCT language FROM accepted WHERE language IS NOT NULL ORDER BY 1").fetchall()]
     languages = sorted({*languages, *_unrecorded_languages(con)})
     reviewed = _reviewed_counts(con)
     con.close()
-    reasoning = np.asarray(lengths["reasoning"], dtype=np.int64)
     return {"by_source_domain": by_source_domain,
             "accept_rate": [(domain, total, kept) for domain, total, kept in rates],
-            "reasoning_lengths": reasoning[reasoning > 0],
-            "lengths": [("reasoning (reasoning rows)", _length_stats(reasoning[reasoning > 0])),
-                        ("summary", _length_stats(np.asarray(lengths["summary"], dtype=np.int64)))],
-            "non_reasoning": int((reasoning == 0).sum()), "languages": languages or ["en"], "reviewed": reviewed}
+            "reasoning_histogram": histogram, "lengths": lengths,
+            "non_reasoning": int(non_reasoning), "languages": languages or ["en"], "reviewed": reviewed}
 
 
 def _reviewed_counts(con) -> dict | None:
@@ -130,12 +151,12 @@ def render_plots(stats: dict, funnel: list[dict], folder: Path) -> dict[str, str
     _save(fig, folder.parent / paths["funnel"])
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    values = stats["reasoning_lengths"]
-    if len(values):
-        ax.hist(values, bins=min(50, max(5, len(set(values.tolist())))), color="#4f81bd")
+    edges, counts = stats["reasoning_histogram"]
+    if counts:  # counted by DuckDB (datacard._histogram): the plot never holds the lengths themselves
+        ax.stairs(counts, edges, fill=True, color="#4f81bd")
     ax.set_xlabel("reasoning length (characters)")
     ax.set_ylabel("rows")
-    ax.set_title(f"Reasoning length ({len(values):,} rows with reasoning)")
+    ax.set_title(f"Reasoning length ({sum(counts):,} rows with reasoning)")
     _save(fig, folder.parent / paths["reasoning_length"])
 
     rates = stats["accept_rate"]

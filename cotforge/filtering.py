@@ -4,32 +4,32 @@ Input rows are taken in fixed-size chunks; chunk i becomes `samples/part-i.parqu
 `quarantine/part-i.parquet` when it had bad rows, written first). A rerun of the same command skips
 chunks whose samples shard exists, so a killed run resumes without duplicates or losses.
 
-Where the chain runs is the executor's business: `local` (this machine's process pool) or `ray`
-(`cotforge.cluster.filter`, actors on a Ray cluster committing into the same folder). The executor is
-not part of the run's configuration: a run started on one may be resumed on the other.
+Where the chain runs is the executor's business (`cotforge.executors`): `local` (this machine's
+process pool) or `ray` (`cotforge.cluster.filter`, actors on a Ray cluster committing into the same
+folder), picked by name. The executor is not part of the run's configuration: a run started on one may
+be resumed on the other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import pyarrow.parquet as pq
 
-from cotforge.checks.chain import Chain, parse_specs, preset_options, verdict_rows
+from cotforge.checks.chain import Chain, parse_specs, preset_options
+from cotforge.executors import Committed, Job, check_executor, executor_for
 from cotforge.io.atomic import check_writable
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.generations import expand_generations
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, chunks, split_bad_rows
 from cotforge.io.rundir import RunDir, source_marks
 from cotforge.judge import judge_funnel
 from cotforge.progress import Progress
-from cotforge.schema import QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_table
+from cotforge.schema import QUARANTINE_SCHEMA, to_table
 from cotforge.stats import run_counts
 
-EXECUTORS = ("local", "ray")
 CHUNK_ROWS = 2000
 
 
@@ -39,48 +39,6 @@ def committed_ids(run: RunDir, index: int) -> list[str]:
 
 def committed_accepted(run: RunDir, index: int) -> int:
     return sum(pq.read_table(run.shard_path("samples", index), columns=["accepted"]).column("accepted").to_pylist())
-
-
-@dataclass
-class Committed:
-    """A chunk whose samples shard is committed: input rows it covered, samples it accepted."""
-
-    index: int
-    rows_read: int
-    accepted: int = 0
-
-
-def judge_chunk(chain: Chain, run: RunDir, index: int, samples: list[dict]) -> int:
-    """Judge one chunk and commit its samples shard (the chunk's commit point); returns accepted count."""
-    rows = verdict_rows(samples, chain.run(samples), chain.names)
-    run.write_shard("samples", index, to_table(rows, SAMPLE_SCHEMA))
-    return sum(r["accepted"] for r in rows)
-
-
-class LocalExecutor:
-    """Judges each chunk as it is submitted, in this machine's supervised process pool."""
-
-    def __init__(self, chain: Chain, run: RunDir):
-        self.chain, self.run = chain, run
-
-    def submit(self, index: int, samples: list[dict], rows_read: int) -> list[Committed]:
-        return [Committed(index, rows_read, judge_chunk(self.chain, self.run, index, samples))]
-
-    def finish(self) -> list[Committed]:
-        return []
-
-    def infrastructure(self) -> dict:
-        return self.chain.infrastructure()
-
-    @property
-    def stats(self) -> dict:
-        return self.chain.stats
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.chain.close()
 
 
 def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1", jobs: int | None = None,
@@ -99,8 +57,7 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
         raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
     if chunk_rows < 1:
         raise CotforgeError(f"--chunk-rows {chunk_rows}: must be at least 1")
-    if executor not in EXECUTORS:
-        raise CotforgeError(f"--executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    check_executor(executor)
     marks = source_marks(inputs, "filter", allow_partial)  # before any output folder is made
     specs = parse_specs(checks)
     # Rule checks in the worker pool, then any judge in engine batches; on Ray both live in the workers.
@@ -110,14 +67,10 @@ def filter_samples(inputs: list[str | Path], out: str | Path, checks: str = "r1"
     config = {"checks": chain.config(), "bad_rows": bad_rows, "fields": fields or {}, "chunk_rows": chunk_rows}
     with RunDir.open(out, "filter", config, inputs, argv=argv, overwrite=overwrite) as run:
         normalize = Normalizer("sample", fields)
-        raw_rows = (raw for path in inputs for raw in read_rows(path))
+        # A row of several generations (OpenR1-Math's `generations`) is judged as one sample per generation.
+        raw_rows = expand_generations(raw for path in inputs for raw in read_rows(path))
         seen_ids: set[str] = set()
-        if executor == "ray":
-            from cotforge.cluster.filter import RayExecutor
-
-            pool = RayExecutor(specs, run, workers=jobs, address=address, allow_unverified=allow_unverified)
-        else:
-            pool = LocalExecutor(chain, run)
+        pool = executor_for(executor, Job(chain, specs, run, jobs, address, allow_unverified))
         accepted = 0
         with pool, Progress("filter") as progress:
             def advance(committed: list[Committed]) -> None:

@@ -3,7 +3,7 @@
 Views: samples, accepted, rejected, metrics (an eval run's metrics, one row per split and metric;
 empty for other runs), verdicts (one row per sample and check, with its `status`
 passed/failed/n/a and machine-readable `code`, see checks.base), prompts, quarantine,
-reviews (every human decision, cotforge/review.py). `samples` is as the checks left it; `accepted` and
+reviews (every human decision, cotforge/io/review.py). `samples` is as the checks left it; `accepted` and
 `rejected` apply the latest review of each sample (a human decision is final; an edit's text replaces
 reasoning and summary), so everything downstream of them (export, mix) honours the reviews.
 Only published `part-*.parquet` files are read, so a run that another process is still writing can
@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 from cotforge.schema import METRIC_SCHEMA, PROMPT_SCHEMA, QUARANTINE_SCHEMA, REVIEW_SCHEMA, SAMPLE_SCHEMA
 

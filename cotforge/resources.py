@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 PACKAGE = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from cotforge.checks.base import Verdict
 from cotforge.checks.chain import Chain, verdict_rows
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rows import chunks
 from cotforge.io.rundir import RunDir, source_marks
 from cotforge.parsing import SPECIAL_TOKEN, split_completion

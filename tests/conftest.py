@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 SHARED = Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared"))
+sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K solutions' reader
 
 # Markers that imply `slow`: each names the heavy thing the test starts.
 HEAVY_MARKS = ("vllm", "ray", "browser", "model")
@@ -35,6 +35,12 @@ FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_server_url": "vllm", "vllm_think_m
 UNMARKED_LIMIT_S = 10.0
 
 
+# Tests that share one heavy session fixture run on one xdist worker (`-n 2 --dist loadgroup`), so the
+# session starts one vLLM server and one Ray cluster, not one per worker.
+XDIST_GROUPS = {"vllm": "vllm", "ray": "ray"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         for fixture, mark in FIXTURE_MARKS.items():
@@ -42,18 +48,18 @@ def pytest_collection_modifyitems(config, items) -> None:
                 item.add_marker(mark)
         if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
             item.add_marker("slow")
+        for mark, group in XDIST_GROUPS.items():
+            if mark in item.keywords and not item.get_closest_marker("xdist_group"):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 _unmarked_slow: list[tuple[float, str]] = []
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
-    start = time.monotonic()
-    yield
-    took = time.monotonic() - start
-    if took > UNMARKED_LIMIT_S and "slow" not in item.keywords:
-        _unmarked_slow.append((took, item.nodeid))
+def pytest_runtest_logreport(report) -> None:
+    """Runs where the reports arrive (the xdist controller too): collects unmarked tests over the limit."""
+    if report.when == "call" and report.duration > UNMARKED_LIMIT_S and "slow" not in report.keywords:
+        _unmarked_slow.append((report.duration, report.nodeid))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -41,7 +41,7 @@ def write_samples(path: Path, gsm8k_solutions: Path, questions: int | None, extr
                   copies: int = 1) -> int:
     """GSM8K's labelled model solutions as samples (4 per question, `copies` times under distinct ids),
     plus `extra` rows; returns rows."""
-    from cotforge.io.labelled import read_labelled_solutions
+    from gsm8k_labelled import read_labelled_solutions
 
     rows = [{"id": f"q{q.index}-{k}" + (f"-{copy}" if copy else ""), "prompt": q.question, "completion": solution,
              "gold": q.gold}

@@ -163,13 +163,14 @@ class ScriptedServer:
 
 @contextmanager
 def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = None, median_tokens: float = 300,
-               sigma: float = 0.8, startup_s: float = 60, faults: dict | None = None) -> Iterator[SimHandle]:
+               sigma: float = 0.8, startup_s: float = 60, faults: dict | None = None,
+               extra: tuple[str, ...] = ()) -> Iterator[SimHandle]:
     """Run tests/simserver.py (a simulated continuous-batching server) in its own process.
 
     `faults`: {"blank_every": N, "bad_json_every": N, "no_choices_every": N} from the start (and after
-    each restart)."""
+    each restart); `extra`: more of its options (--loop-share 0.25, --refuse-unknown, ...)."""
     command = [sys.executable, str(Path(__file__).with_name("simserver.py")), "--slots", str(slots),
-               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma)]
+               "--step-ms", str(step_ms), "--median-tokens", str(median_tokens), "--sigma", str(sigma), *extra]
     if prompts:
         command += ["--prompts", str(prompts)]
     for name, every in (faults or {}).items():

@@ -8,6 +8,18 @@ finish reason "length"; each prompt of `--prompts` (a JSONL with prompt, gold, p
 correctly with its pass rate. Lengths and correctness are drawn from (prompt, seed + j), so the same
 request gets the same answer.
 
+Token economy (benchmarks/token_economy.py):
+- a sample is identified by (prompt, seed + index): `n=4` from seed s and four single calls with seeds
+  s..s+3 are the same four samples;
+- `--loop-share` of samples loop: from an onset (drawn in the first `--loop-onset` share of the
+  sample's own length) they repeat one sentence of `LOOP_PERIOD` tokens until `max_tokens`;
+- `repetition_detection` in the body (vLLM's field) stops a looping sample once `min_count` copies of
+  its sentence are out (when `LOOP_PERIOD` lies within the pattern sizes): finish reason `repetition`;
+  `--refuse-unknown` answers 400 to that field instead (a server without vLLM's extension);
+- `stream: true` answers with server-sent events, one chunk per `--stream-interval` tokens;
+- a client that closes its connection aborts its sequences (vLLM does the same): their slots free at
+  once. `GET /stats` counts `aborted` sequences and `tokens` decoded.
+
 Time is counted in decode steps: `GET /stats` gives the steps run since the last `POST /stats/reset`
 and the slot-steps that decoded a token, so utilization = busy / (slots * steps) does not depend on
 how loaded the machine is (a loaded machine makes steps late, not fewer).
@@ -34,17 +46,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+LOOP_SENTENCE = "Wait, let me add the two numbers again to make sure the sum is right."
+LOOP_PERIOD = len(LOOP_SENTENCE.split())  # tokens (words) per copy
+
+
 @dataclass(eq=False)
 class Sequence:
     length: int
     left: int
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    tick: asyncio.Event = field(default_factory=asyncio.Event)  # set every stream_interval tokens
+    aborted: bool = False
+
+    @property
+    def decoded(self) -> int:
+        return self.length - self.left
+
+
+@dataclass
+class Draw:
+    """What a sample (prompt, seed) is: its natural length, whether it is right, whether and where it loops."""
+
+    length: int  # tokens it decodes (max_tokens for a loop nothing stops)
+    correct: bool
+    onset: int | None  # the token its loop starts at (None: it does not loop)
+    finish: str  # stop | length | repetition
 
 
 class Simulator:
     def __init__(self, slots: int, step_s: float, prompts: dict[str, dict], median_tokens: float, sigma: float,
-                 model: str = "sim") -> None:
+                 model: str = "sim", loop_share: float = 0.0, loop_onset: float = 0.5, stream_interval: int = 16,
+                 refuse_unknown: bool = False) -> None:
         self.slots, self.step_s, self.prompts = slots, step_s, prompts
+        self.loop_share, self.loop_onset, self.stream_interval = loop_share, loop_onset, stream_interval
+        self.refuse_unknown = refuse_unknown
+        self.aborted = self.refused = 0
         self.mu, self.sigma, self.model = math.log(median_tokens), sigma, model
         self.active: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
@@ -62,7 +98,7 @@ class Simulator:
         self.answers = 0  # completion answers sent (what the faults count)
 
     def reset(self) -> None:
-        self.steps = self.busy = self.requests = self.outstanding = self.peak = 0
+        self.steps = self.busy = self.requests = self.outstanding = self.peak = self.aborted = 0
         self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.timeline = []
 
@@ -82,7 +118,11 @@ class Simulator:
             self.peak = max(self.peak, held)
             still = []
             for seq in self.active:
+                if seq.aborted:
+                    continue
                 seq.left -= 1
+                if seq.decoded % self.stream_interval == 0 or seq.left <= 0:
+                    seq.tick.set()
                 if seq.left <= 0:
                     seq.done.set()
                 else:
@@ -92,12 +132,22 @@ class Simulator:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - self.step_s)  # late steps are not made up
 
-    def draw(self, text: str, seed: int, max_tokens: int) -> tuple[int, bool]:
+    def draw(self, text: str, seed: int, max_tokens: int, detection: dict | None = None) -> Draw:
+        """The sample (text, seed): the same whatever else the request asked (n, other seeds)."""
         digest = hashlib.blake2b(f"{text}\x00{seed}".encode(), digest_size=8).digest()
         rng = random.Random(int.from_bytes(digest, "big"))
         length = max(1, int(rng.lognormvariate(self.mu, self.sigma)))
-        spec = self.prompts.get(text, {})
-        return min(length, max_tokens), rng.random() < float(spec.get("pass_rate", 0.5)) and length <= max_tokens
+        correct = rng.random() < float(self.prompts.get(text, {}).get("pass_rate", 0.5))
+        loops = rng.random() < self.loop_share
+        onset = max(1, int(length * rng.uniform(0.05, self.loop_onset)))
+        if not loops:
+            return Draw(min(length, max_tokens), correct and length <= max_tokens, None,
+                        "length" if length >= max_tokens else "stop")
+        onset = min(onset, max_tokens)
+        caught = detection_point(onset, detection)
+        if caught is not None and caught < max_tokens:
+            return Draw(caught, False, onset, "repetition")
+        return Draw(max_tokens, False, onset, "length")
 
     def fault(self) -> str | None:
         """The fault this completion answer gets, counted over the answers sent."""
@@ -108,31 +158,82 @@ class Simulator:
                 return name
         return None
 
-    async def complete(self, body: dict) -> dict:
+    def admit(self, body: dict) -> tuple[str, list[Draw], list[Sequence]]:
         self.requests += 1
         if self.first_step is None:
             self.first_step = self.steps
         messages = body.get("messages") or [{"content": body.get("prompt", "")}]
         text = messages[-1]["content"]
         n, seed, max_tokens = int(body.get("n", 1)), int(body.get("seed", 0)), int(body.get("max_tokens", 16))
-        draws = [self.draw(text, seed + j, max_tokens) for j in range(n)]
-        seqs = [Sequence(length, length) for length, _ in draws]
+        draws = [self.draw(text, seed + j, max_tokens, body.get("repetition_detection")) for j in range(n)]
+        seqs = [Sequence(d.length, d.length) for d in draws]
         self.waiting.extend(seqs)
+        return text, draws, seqs
+
+    def abort(self, seqs: list[Sequence]) -> None:
+        """The client went away: free its slots (vLLM aborts a request whose connection closed)."""
         for seq in seqs:
-            await seq.done.wait()
-        self.last_step = self.steps
+            if not seq.done.is_set() and not seq.aborted:
+                seq.aborted = True
+                self.aborted += 1
+                if seq in self.waiting:
+                    self.waiting.remove(seq)
+
+    def content(self, text: str, draw: Draw, upto: int | None = None) -> str:
+        """The completion of a sample, or its first `upto` tokens (words)."""
         gold = self.prompts.get(text, {}).get("gold", "0")
-        choices = []
-        for j, ((length, correct), seq) in enumerate(zip(draws, seqs)):
-            capped = length >= max_tokens
-            answer = gold if correct else f"{gold}1"
-            filler = " ".join(["step"] * max(0, seq.length - 12))
-            content = (f"<think>{filler}" if capped else
-                       f"<think>{filler} so it is {answer}.</think> The answer is \\boxed{{{answer}}}.")
-            choices.append({"index": j, "finish_reason": "length" if capped else "stop",
-                            "message": {"role": "assistant", "content": content}})
+        answer = gold if draw.correct else f"{gold}1"
+        # Filler words differ from each other, so only a loop repeats (a client-side detector sees one).
+        if draw.onset is None:
+            words = [f"w{k}" for k in range(max(0, draw.length - 12))]
+            tail = [] if draw.finish == "length" else [f"so it is {answer}.</think> The answer is \\boxed{{{answer}}}."]
+        else:
+            loop = LOOP_SENTENCE.split()
+            words = [f"w{k}" for k in range(draw.onset)] + [loop[k % LOOP_PERIOD]
+                                                              for k in range(draw.length - draw.onset)]
+            tail = []
+        words = words[:upto] if upto is not None else words
+        body = " ".join(words + ([] if upto is not None and upto < draw.length else tail))
+        return f"<think>{body}"
+
+    async def complete(self, body: dict, reader: asyncio.StreamReader | None = None) -> dict | None:
+        """The answer once every sequence is done; None when the client closed its connection first
+        (its sequences are aborted)."""
+        text, draws, seqs = self.admit(body)
+        done = asyncio.ensure_future(asyncio.gather(*(seq.done.wait() for seq in seqs)))
+        gone = asyncio.ensure_future(reader.read(1)) if reader is not None else None
+        try:
+            await asyncio.wait([t for t in (done, gone) if t], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if gone is not None and not gone.done():
+                gone.cancel()
+                await asyncio.gather(gone, return_exceptions=True)  # let go of the reader before the next read
+        if not done.done():
+            done.cancel()
+            await asyncio.gather(done, return_exceptions=True)  # retrieved: no "never retrieved" noise
+            self.abort(seqs)
+            return None
+        self.last_step = self.steps
+        choices = [{"index": j, "finish_reason": draw.finish,
+                    "message": {"role": "assistant", "content": self.content(text, draw)}}
+                   for j, draw in enumerate(draws)]
         return {"object": "chat.completion", "model": self.model, "choices": choices,
                 "usage": {"prompt_tokens": len(text.split()), "completion_tokens": sum(s.length for s in seqs)}}
+
+
+def detection_point(onset: int, detection: dict | None) -> int | None:
+    """Where vLLM's repetition_detection stops a loop of LOOP_PERIOD tokens starting at `onset`."""
+    if not detection:
+        return None
+    low, high = max(int(detection.get("min_pattern_size") or 1), 1), int(detection.get("max_pattern_size") or 0)
+    count = int(detection.get("min_count") or 0)
+    if count < 2 or not low <= LOOP_PERIOD <= high:
+        # a pattern size that is a multiple of the period also repeats (2 sentences, 3 ...)
+        multiples = [m * LOOP_PERIOD for m in range(1, high // LOOP_PERIOD + 1) if m * LOOP_PERIOD >= low]
+        if count < 2 or not multiples:
+            return None
+        return onset + multiples[0] * count
+    return onset + LOOP_PERIOD * count
 
 
 async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -152,7 +253,8 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
             elif method == "GET" and path.endswith("/models"):
                 answer = {"object": "list", "data": [{"id": sim.model, "object": "model"}]}
             elif method == "GET" and path == "/stats":
-                answer = {"steps": sim.steps, "busy": sim.busy, "slots": sim.slots, "requests": sim.requests,
+                answer = {"steps": sim.steps, "busy": sim.busy, "tokens": sim.busy, "aborted": sim.aborted, "refused": sim.refused,
+                          "slots": sim.slots, "requests": sim.requests,
                           "outstanding": sim.outstanding, "peak": sim.peak,
                           "first_step": sim.first_step, "last_step": sim.last_step,
                           "timeline": [round(b / (100 * sim.slots), 2) for b in sim.timeline]}
@@ -162,20 +264,31 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
                 sim.faults.update(json.loads(raw or b"{}"))
                 answer = sim.faults
             elif method == "POST" and path.endswith(("/chat/completions", "/completions")):
-                answer = await sim.complete(json.loads(raw or b"{}"))
-                fault = sim.fault()
-                if fault == "bad_json":  # a body cut short (a proxy, a server dying mid-write)
-                    data = json.dumps(answer).encode()[:40]
-                    writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                                 f"{len(data)}\r\n\r\n".encode() + data)
-                    await writer.drain()
-                    continue
-                if fault == "no_choices":
-                    answer = {**answer, "choices": []}
-                elif fault == "blank":  # answered without generating: no text, stop, 0 completion tokens
-                    answer = {**answer, "usage": {**answer["usage"], "completion_tokens": 0},
-                              "choices": [{**c, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}}
-                                          for c in answer["choices"]]}
+                body = json.loads(raw or b"{}")
+                if sim.refuse_unknown and "repetition_detection" in body:
+                    sim.refused += 1
+                    status, answer = 400, {"error": {"message": "Unrecognized request argument supplied: "
+                                                                "repetition_detection"}}
+                elif body.get("stream"):
+                    await stream(sim, body, writer)
+                    return  # an event stream ends with its connection
+                else:
+                    answer = await sim.complete(body, reader)
+                    if answer is None:
+                        return  # the client went away: its sequences were aborted
+                    fault = sim.fault()
+                    if fault == "bad_json":  # a body cut short (a proxy, a server dying mid-write)
+                        data = json.dumps(answer).encode()[:40]
+                        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                                     f"{len(data)}\r\n\r\n".encode() + data)
+                        await writer.drain()
+                        continue
+                    if fault == "no_choices":
+                        answer = {**answer, "choices": []}
+                    elif fault == "blank":  # answered without generating: no text, stop, 0 completion tokens
+                        answer = {**answer, "usage": {**answer["usage"], "completion_tokens": 0},
+                                  "choices": [{**c, "finish_reason": "stop", "message": {"role": "assistant", "content": ""}}
+                                              for c in answer["choices"]]}
             else:
                 status, answer = 404, {"error": f"no route {method} {path}"}
             if sim.frozen and path != "/freeze":
@@ -190,13 +303,59 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
         writer.close()
 
 
+async def stream(sim: Simulator, body: dict, writer: asyncio.StreamWriter) -> None:
+    """Server-sent events, one chunk per stream_interval tokens of each sequence, vLLM's chunk shape;
+    a write that fails (the client closed) aborts the request."""
+    text, draws, seqs = sim.admit(body)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+    sent = [0] * len(seqs)  # characters of each completion already sent
+
+    def event(payload: dict) -> bytes:
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    try:
+        while not all(seq.done.is_set() for seq in seqs):
+            ticks = [asyncio.ensure_future(seq.tick.wait()) for seq in seqs if not seq.done.is_set()]
+            await asyncio.wait(ticks, return_when=asyncio.FIRST_COMPLETED)
+            for tick in ticks:
+                tick.cancel()
+            for j, (draw, seq) in enumerate(zip(draws, seqs)):
+                if not seq.tick.is_set():
+                    continue
+                seq.tick.clear()
+                if seq.done.is_set():
+                    continue  # its last chunk goes below, with its finish reason
+                so_far = sim.content(text, draw, upto=seq.decoded)
+                writer.write(event({"choices": [{"index": j, "delta": {"content": so_far[sent[j]:]},
+                                                 "finish_reason": None}]}))
+                sent[j] = len(so_far)
+            await writer.drain()
+        sim.last_step = sim.steps
+        for j, draw in enumerate(draws):
+            full = sim.content(text, draw)
+            writer.write(event({"choices": [{"index": j, "delta": {"content": full[sent[j]:]},
+                                             "finish_reason": draw.finish}]}))
+        writer.write(event({"choices": [], "usage": {"prompt_tokens": len(text.split()),
+                                                     "completion_tokens": sum(s.length for s in seqs)}}))
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()
+    except (ConnectionError, RuntimeError):
+        sim.abort(seqs)
+    finally:
+        if not all(seq.done.is_set() for seq in seqs):
+            sim.abort(seqs)
+        writer.close()
+
+
 async def serve(args: argparse.Namespace) -> None:
     prompts = {}
     if args.prompts:  # read before the server starts: nothing else runs in the loop yet
         for line in Path(args.prompts).read_text().splitlines():
             row = json.loads(line)
             prompts[row["prompt"]] = row
-    sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma)
+    sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma,
+                    loop_share=args.loop_share, loop_onset=args.loop_onset, stream_interval=args.stream_interval,
+                    refuse_unknown=args.refuse_unknown)
     sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
                        "no_choices_every": args.no_choices_every})
     server = await asyncio.start_server(lambda r, w: handle(sim, r, w), "127.0.0.1", args.port, backlog=4096)
@@ -214,6 +373,11 @@ def main() -> None:
     parser.add_argument("--median-tokens", type=float, default=300)
     parser.add_argument("--sigma", type=float, default=0.8)
     parser.add_argument("--prompts", help="JSONL of {prompt, gold, pass_rate}")
+    parser.add_argument("--loop-share", type=float, default=0.0, help="share of samples that loop to max_tokens")
+    parser.add_argument("--loop-onset", type=float, default=0.5,
+                        help="a loop starts within this share of the sample's own length")
+    parser.add_argument("--stream-interval", type=int, default=16, help="tokens per streamed chunk")
+    parser.add_argument("--refuse-unknown", action="store_true", help="answer 400 to repetition_detection")
     parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")
     parser.add_argument("--bad-json-every", type=int, default=0, help="every Nth answer a cut 200 body")
     parser.add_argument("--no-choices-every", type=int, default=0, help="every Nth answer a 200 without choices")

@@ -14,7 +14,7 @@ import re
 import pytest
 from servers import ScriptedServer, chat_answer
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks import create
 from cotforge.checks.answer.offered import alternatives, is_text_gold, math_part
 from cotforge.checks.base import NOT_MATH

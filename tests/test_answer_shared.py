@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from cotforge.checks import create
-from cotforge.io.labelled import read_labelled_solutions
+from gsm8k_labelled import read_labelled_solutions
 
 
 def grader_options(text: str) -> dict:

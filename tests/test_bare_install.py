@@ -21,7 +21,7 @@ from conftest import REPO
 
 from cotforge.checks.base import create
 from cotforge.checks.chain import Chain, CheckSpec, MissingDependency, build_checks, parse_specs
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 ROWS = [{"id": "a", "prompt": "What is 2 + 3?", "gold": "5", "completion": "<think>2 plus 3 is 5</think> The answer is 5."},
         {"id": "b", "prompt": "What is 2 + 2?", "gold": "4", "completion": "<think>2 and 2</think> The answer is 4."}]

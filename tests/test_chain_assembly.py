@@ -13,7 +13,7 @@ import re
 
 from servers import ScriptedServer, chat_answer
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks.base import JUDGED, NOT_MATH
 from cotforge.checks.chain import Chain
 from cotforge.engines.replay import ReplayEngine
@@ -70,7 +70,7 @@ def test_rules_then_judges_then_the_gate_in_one_chain():
         results = chain.run(normalized(ROWS))
         config = chain.config()
     by_id = {row["id"]: result for row, result in zip(ROWS, results)}
-    assert [by_id[i].accepted for i in ("math", "math-wrong", "capital", "capital-wrong", "greet", "greet-rude")] \
+    assert [by_id[i].accepted for i in ("math", "math-wrong", "capital", "capital-wrong", "greet", "greet-rude")]\
         == [True, False, True, False, True, False]
     # the judge verifies what no rule could: a greeting without a gold is judged, not unverified
     assert by_id["greet"].verdicts[3].code == JUDGED and "judge" in by_id["greet"].verdicts[3].reason
@@ -95,7 +95,7 @@ def test_filter_and_generate_give_the_same_verdicts_as_the_chain(tmp_path):
                         for row, result in zip(ROWS, chain.run(normalized(ROWS)))}
             config = chain.config()
         filter_samples([recorded], tmp_path / "filtered", checks=checks, jobs=0)
-        # generate: every recorded completion of each prompt, in one wave (k = its count)
+        # generate: every recorded completion of each prompt, in one round (k = its count)
         generate(prompts, tmp_path / "generated", GenerateConfig(engine="replay", k=2, accept=2, max_rounds=1,
                                                                  checks=checks, jobs=0),
                  engine=ReplayEngine(recorded))

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from conftest import write_jsonl
 
 from cotforge.engines.replay import ReplayEngine
-from cotforge.generate.sampler import GenerateConfig, generate
+from cotforge.generate import GenerateConfig, generate
 from cotforge.mix import mix
 from cotforge.query import run_query
 

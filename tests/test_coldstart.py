@@ -10,7 +10,7 @@ from cotforge.generate.coldstart import DEFAULT_EXEMPLARS
 from cotforge.generate.recipe import load_generate_recipe
 from cotforge.generate.routing import wants_cot
 from cotforge.generate.templates import render_request
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.parsing import split_completion
 
 

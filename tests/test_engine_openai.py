@@ -16,7 +16,7 @@ from servers import ScriptedServer, chat_answer, free_port
 
 from cotforge.checks.format import FormatCheck
 from cotforge.engines import Request, SamplingParams, get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.parsing import split_completion
 
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import in_vllm_venv, write_jsonl
 
 from cotforge.engines import get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 MAX_MODEL_LEN = 256
 MAX_TOKENS = 16
@@ -34,7 +34,8 @@ def read(run, table: str) -> list[dict]:
 def run_generate(python, prompts, out):
     return in_vllm_venv(python, "generate", prompts, "--out", out, "--engine", "vllm", "--model", "embedded",
                         "--engine-option", f"max_model_len={MAX_MODEL_LEN}", "--engine-option", "enforce_eager=true",
-                        "--k", "3", "--max-rounds", "1", "--max-tokens", str(MAX_TOKENS), "--temperature", "1.0",
+                        "--k", "3", "--accept", "3", "--max-rounds", "1", "--max-tokens", str(MAX_TOKENS),
+                        "--temperature", "1.0",
                         "--checks", "format", "--seed", "5")
 
 
@@ -65,7 +66,7 @@ def test_generate_engine_vllm_n_samples_token_counts_and_truncation(runs):
         assert sample["engine"] == "vllm" and sample["model"] == "embedded"
         assert sample["prompt_tokens"] > 20  # SmolLM2's chat template around the question
         assert 1 <= sample["completion_tokens"] <= MAX_TOKENS
-        assert sample["finish_reason"] in {"stop", "length"}
+        assert sample["finish_reason"] in {"stop", "length", "repetition"}
         if sample["finish_reason"] == "length":  # cut at max_tokens, and the format check says so
             assert sample["completion_tokens"] == MAX_TOKENS and not sample["accepted"]
     assert any(s["finish_reason"] == "length" for s in samples)
@@ -134,3 +135,56 @@ def test_missing_vllm_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(CotforgeError, match=r"pip install 'cotforge\[vllm\]'"):
         get_engine("vllm", model="m")
+
+
+STOPS = r"""
+import json, sys
+from cotforge.engines import get_engine
+from cotforge.engines.base import Request, SamplingParams
+from cotforge.engines.repetition import DEFAULT
+
+engine = get_engine("vllm", model="embedded", max_model_len=256, enforce_eager=True)
+out = {}
+# A plain-text prompt that is already a loop: greedy SmolLM2 continues one (a date repeated, ~15 tokens).
+loop = Request("loop", [], raw_prompt="red blue green, " * 12, seed=1)
+rule = DEFAULT  # cotforge's default (engines.repetition): patterns of 8..256 tokens, 4 copies
+(completion,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160, repetition_detection=rule))
+out["loop"] = [completion.finish_reason, completion.completion_tokens, completion.text]
+(free,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160))
+out["free"] = [free.finish_reason, free.completion_tokens, free.text]
+# Cancel: a long request stops at once and comes back cancelled; its neighbour is untouched.
+long = Request("long", [{"role": "user", "content": "Write a very long story about the sea."}], seed=2)
+short = Request("short", [{"role": "user", "content": "What is 2 + 3?"}], seed=3)
+params = SamplingParams(temperature=0.0, max_tokens=200)
+engine.submit(long, params)
+engine.submit(short, params)
+engine.cancel([long])
+done = {}
+while len(done) < 2:
+    for finished in engine.poll(1.0):
+        done[finished.request.key] = [finished.completions[0].finish_reason, finished.completions[0].completion_tokens]
+out["cancel"] = done
+engine.close()
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_stops_loops_with_finish_reason_repetition_and_aborts_cancelled_requests(vllm_python):
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    result = subprocess.run([str(vllm_python), "-c", STOPS], capture_output=True, text=True, timeout=900, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, result.stderr[-4000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    reason, tokens, text = out["loop"]
+    assert reason == "repetition", out  # vLLM's own stop, through our SamplingParams
+    assert tokens < 160 and text  # stopped before max_tokens, partial text kept
+    assert out["free"][0] != "repetition" and out["free"][1] > tokens  # unstopped, the same loop runs on
+    assert out["cancel"]["long"][0] == "cancelled"
+    assert out["cancel"]["short"][0] in {"stop", "length"}

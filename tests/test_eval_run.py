@@ -11,7 +11,7 @@ import pytest
 from cotforge.engines.replay import ReplayEngine
 from cotforge.evaluation import compare_runs, evaluate, select_prompts
 from cotforge.generate import generate
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.query import run_query
 
 N = 4

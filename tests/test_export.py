@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import random
+import sys
 from pathlib import Path
-from typing import ClassVar
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cotforge.export import export
+from cotforge.export import export, parse_size
+from cotforge.errors import CotforgeError
+from cotforge.io.lock import is_lock_file
 from cotforge.io.rundir import RunDir
 from cotforge.parsing import split_completion
 from cotforge.schema import SAMPLE_SCHEMA, to_table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hubserver import FakeHub  # noqa: E402
 
 datasets = pytest.importorskip("datasets")
 
@@ -109,75 +110,97 @@ def test_cli_export_refuses_to_overwrite(run_folder: Path, tmp_path: Path, cli) 
     assert table.column_names[-2:] == ["prompt", "text"]
 
 
-# --- hub upload through a loopback server --------------------------------------------------------
-class _Hub(BaseHTTPRequestHandler):
-    """The endpoints `HfApi.create_repo` + `upload_folder` call (legacy commit path, no Xet)."""
-
-    requests: ClassVar[list] = []
-    files: ClassVar[dict] = {}
-    created: ClassVar[list] = []
-
-    def _json(self, code: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        base = f"http://{self.headers['Host']}"
-        self.requests.append(self.path)
-        if self.path == "/api/repos/create":
-            request = json.loads(body)
-            self.created.append(request)
-            return self._json(200, {"url": f"{base}/datasets/{request['organization']}/{request['name']}"})
-        if self.path == "/api/validate-yaml":
-            content = json.loads(body)["content"]
-            yaml.safe_load(content.split("---\n")[1])  # a broken front matter fails the upload
-            return self._json(200, {"warnings": [], "errors": []})
-        if "/preupload/" in self.path:
-            files = json.loads(body)["files"]
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                              for f in files]})
-        if "/commit/" in self.path:
-            for line in body.decode().splitlines():
-                item = json.loads(line)
-                if item["key"] == "file":
-                    self.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            repo = self.path.split("/api/datasets/")[1].split("/commit/")[0]
-            return self._json(200, {"commitUrl": f"{base}/datasets/{repo}/commit/{'a' * 40}",
-                                    "commitOid": "a" * 40, "success": True})
-        return self._json(404, {"error": f"not served: {self.path}"})
-
-    def log_message(self, *args) -> None:
-        pass
+# --- shards of a bounded size ---------------------------------------------------------------------
+@pytest.mark.parametrize("text, size", [("2048", 2048), ("500MB", 500_000_000), ("1.5GiB", 1_610_612_736),
+                                        ("200 kb", 200_000), ("3mi", 3 * 1024 ** 2)])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
 
 
+@pytest.mark.parametrize("text", ["", "MB", "-5MB", "5 parsecs"])
+def test_parse_size_refuses_nonsense(text: str) -> None:
+    with pytest.raises(CotforgeError, match="--max-shard-size"):
+        parse_size(text)
+
+
+@pytest.fixture
+def big_run(tmp_path: Path) -> Path:
+    """3,000 accepted rows of ~1.2 KB of varied digits each: about 1 MB of Parquet."""
+    rng = random.Random(3)
+    rows = [_sample(i, "math", True, reasoning=" ".join(f"{rng.random():.12f}" for _ in range(60 + i % 40)))
+            for i in range(3000)]
+    run = RunDir.open(tmp_path / "big", "filter", {"checks": ["format"]}, [])
+    for index in range(3):
+        run.write_shard("samples", index, to_table(rows[index * 1000:(index + 1) * 1000], SAMPLE_SCHEMA))
+    run.update_manifest(status="complete", funnel=[{"stage": "rows in", "rows": 3000}])
+    return run.path
+
+
+def test_shards_are_bounded_in_bytes_and_lose_nothing(big_run: Path, tmp_path: Path) -> None:
+    limit = 200_000
+    summary = export(big_run, tmp_path / "ds", max_shard_bytes=limit)
+    files = [Path(f) for f in summary["files"]]
+    sizes = [f.stat().st_size for f in files]
+    assert summary["rows"] == 3000 and len(files) == summary["shards"] >= 4 and summary["bytes"] == sum(sizes)
+    groups = [pq.ParquetFile(f).metadata for f in files]
+    largest_group = max(sum(g.row_group(i).column(c).total_compressed_size for c in range(g.num_columns))
+                        for g in groups for i in range(g.num_row_groups))
+    assert largest_group <= limit // 3  # row groups stay small beside the bound
+    # each shard ends within one row group of the bound; only the last may be small
+    assert all(size <= limit + largest_group for size in sizes), sizes
+    assert all(size >= limit - 2 * largest_group for size in sizes[:-1]), sizes
+    assert [f.name for f in files] == [f"train-{i:05d}-of-{len(files):05d}.parquet" for i in range(len(files))]
+    assert not list((tmp_path / "ds" / "data").glob(".*"))  # no temporary shard left behind
+    ids = [i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+    assert ids == [f"s{i}" for i in range(3000)]  # every row once, in order (datasets loads the folder: above)
+    # a row cap still holds beside the byte bound
+    capped = export(big_run, tmp_path / "capped", max_shard_bytes=10 ** 9, shard_rows=1200)
+    assert [pq.ParquetFile(f).metadata.num_rows for f in capped["files"]] == [1200, 1200, 600]
+
+
+def test_card_statistics_are_what_numpy_says(big_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from cotforge.datacard import collect
+
+    stats = collect(big_run)
+    table = pq.read_table(big_run / "samples")
+    reasoning = np.array([len(r) for r in table.column("reasoning").to_pylist()])
+    summary = np.array([len(r) for r in table.column("summary").to_pylist()])
+    for (_, got), values in zip(stats["lengths"], (reasoning, summary)):
+        assert got == {"min": int(values.min()), "median": int(np.median(values)),
+                       "p90": int(np.percentile(values, 90)), "max": int(values.max()), "mean": int(values.mean())}
+    edges, counts = stats["reasoning_histogram"]
+    assert sum(counts) == 3000 and len(edges) == len(counts) + 1
+    assert edges[0] == reasoning.min() and edges[-1] == pytest.approx(reasoning.max())
+    expected, _ = np.histogram(reasoning, bins=len(counts), range=(edges[0], edges[-1]))
+    assert abs(np.asarray(counts) - expected).sum() <= 2  # bin-edge rounding only
+
+
+# --- hub upload through the loopback Hub (tests/hubserver.py) ---------------------------------------
 def test_push_to_hub_through_loopback_server(run_folder: Path, tmp_path: Path, cli) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hub = FakeHub()
+    out = tmp_path / "ds"
     # huggingface_hub reads HF_ENDPOINT at import, so the CLI runs in a subprocess with it set. Xet is
     # off: its upload protocol (a separate CAS service) is not what this server stands in for.
-    # CI runs with HF_HUB_OFFLINE=1 (no hub at run time); the "hub" here is on loopback, so lift it.
-    env = {**{k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"},
-           "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_TOKEN": "hf_test",
-           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    out = tmp_path / "ds"
-    try:
+    with hub.serving():
+        env = hub.env()
+        hub.fail_commits = 1  # the first push is cut off at its commit
+        cut = cli("export", run_folder, "--out", out, "--style", "messages", "--push-to-hub", "org/r1-mix",
+                  "--private", env=env)
+        assert cut.returncode == 1 and "rerun the same command to resume" in cut.stderr
+        assert len(cut.stderr.strip().splitlines()) == 1, cut.stderr
         result = cli("export", run_folder, "--out", out, "--style", "messages", "--push-to-hub", "org/r1-mix",
-                     "--private", env=env)
-    finally:
-        server.shutdown()
+                     "--private", "--overwrite", env=env)
     assert result.returncode == 0, result.stderr
-    assert len(_Hub.created) == 1
-    request = _Hub.created[0]
+    request = hub.created[0]
     assert (request["organization"], request["name"], request["type"]) == ("org", "r1-mix", "dataset")
     # --private: huggingface_hub >= 1.x sends `visibility`, older versions `private`
     assert request.get("visibility") == "private" or request.get("private") is True
-    local = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert sorted(_Hub.files) == local
-    for name, data in _Hub.files.items():
+    local = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if p.is_file() and not is_lock_file(p) and ".cache" not in p.parts)
+    remote = hub.files("org/r1-mix")
+    assert sorted(remote) == local
+    for name, data in remote.items():
         assert (out / name).read_bytes() == data
     assert "pushed to" in result.stdout and "/datasets/org/r1-mix" in result.stdout

@@ -69,7 +69,7 @@ def test_query_formats(cli, mixed_input, tmp_path):
     assert cli("query", tmp_path, "SELECT 1").returncode == 1
 
 
-def test_cli_lists_stages_and_refuses_unbuilt(cli):
+def test_cli_lists_stages_and_its_version(cli):
     help_text = cli("--help", check=True).stdout
     for stage in ("generate", "filter", "mix", "export", "query", "train"):
         assert stage in help_text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks.base import create
 
 OK, BAD = True, False

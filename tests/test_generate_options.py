@@ -9,7 +9,7 @@ import pytest
 
 from cotforge.generate import GenerateConfig, generate
 from cotforge.generate.options import merge_options, resolve
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def write_recipe(path, text):
@@ -90,7 +90,7 @@ def test_library_and_cli_make_the_same_run_from_the_same_recipe_and_options(cli,
     manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("lib", "cli")]
     assert manifests[0]["config"] == manifests[1]["config"]  # same resume key: the same run
     assert manifests[0]["config"]["k"] == 2 and manifests[0]["config"]["adaptive"] is False
-    assert lib["samples"] == manifests[1]["counts"]["samples"] == 6  # 3 prompts x one fixed wave of 2
+    assert lib["samples"] == manifests[1]["counts"]["samples"] == 6  # 3 prompts x one fixed round of 2
 
 
 def test_cli_replicas_without_ray_is_one_line(cli, replay_files, tmp_path):

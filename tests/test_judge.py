@@ -15,9 +15,9 @@ import pytest
 from conftest import write_jsonl
 from servers import ScriptedServer, chat_answer
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks.chain import Chain, parse_specs
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.judge import JudgeConfig, JudgeStage, parse_verdict
 
 

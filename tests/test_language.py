@@ -153,7 +153,7 @@ def test_greek_letters_are_math_symbols():
 
 
 def test_the_score_is_the_share_of_target_words_and_the_reward_is_the_score():
-    from cotforge import rewards
+    from cotforge.train import rewards
     from cotforge.checks.language import tally
 
     mixed = "This sentence has eight English words in it. 这是中文句子"  # 6 CJK chars = 3 words

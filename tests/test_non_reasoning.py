@@ -26,10 +26,10 @@ PROMPTS = [
      "language": "en"},
     {"id": "tides", "prompt": "Describe the tides.", "domain": "writing", "language": "en"},
 ]
-RAMBLE = " ".join(f"The {i}th wave is unlike the {i + 1}th, taller by {i} inches." for i in range(60))
+RAMBLE = " ".join(f"The {i}th round is unlike the {i + 1}th, taller by {i} inches." for i in range(60))
 RECORDED = {  # what the model "wrote": direct answers, one CoT, and one CoT the rules reject
     "hello": "Hello! How can I help you today?",
-    "poem": f"{SPECIAL_TOKEN}A sea poem: short lines, salt and light.{SPECIAL_TOKEN}Waves roll in,\n"
+    "poem": f"{SPECIAL_TOKEN}A sea poem: short lines, salt and light.{SPECIAL_TOKEN}Rounds roll in,\n"
             "salt on the wind,\nthe grey sea sings.",
     "capital": "The capital of France is Paris.",
     "tides": f"{SPECIAL_TOKEN}{RAMBLE}{SPECIAL_TOKEN}The tides rise and fall twice a day.",  # > 2000-char paragraph
@@ -94,7 +94,7 @@ def test_non_reasoning_recipe_rules_first_then_the_judge_then_mix(cli, tmp_path)
     assert not rows["hello"]["reasoning"] and not rows["capital"]["reasoning"]  # not asked for a CoT
     assert rows["poem"]["reasoning"] == "A sea poem: short lines, salt and light."
     # Rules first: the judge was asked about the three rows the rules kept, once each, about the summary.
-    assert len(asked) == 3 and not any("wave is unlike" in text for text in asked)
+    assert len(asked) == 3 and not any("round is unlike" in text for text in asked)
     assert sum("Reference answer:\nParis" in text for text in asked) == 1
     assert not any("A sea poem" in text for text in asked)  # scope: summary
     cached = [json.loads(line) for path in (tmp_path / "cache" / "judge").glob("*.jsonl")

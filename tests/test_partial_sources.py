@@ -163,7 +163,7 @@ def test_view_says_a_run_is_unfinished_on_every_page(tmp_path, cli):
 
 
 def test_overwrite_does_not_erase_review_decisions(tmp_path, cli):
-    from cotforge.review import append_review
+    from cotforge.io.review import append_review
 
     run = killed_run(tmp_path, cli)
     RunDir(run).update_manifest(status="complete")
@@ -178,8 +178,8 @@ def test_overwrite_does_not_erase_review_decisions(tmp_path, cli):
 
 
 def test_a_review_is_written_under_the_run_lock(tmp_path, cli):
-    from cotforge.io.errors import CotforgeError
-    from cotforge.review import append_review
+    from cotforge.errors import CotforgeError
+    from cotforge.io.review import append_review
 
     run = killed_run(tmp_path, cli)
     holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom cotforge.io.lock import FolderLock\n"

@@ -33,7 +33,7 @@ def prompts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def servers(prompts):
     """Two simulated servers (8 slots, short completions: the test is about scheduling, not length)."""
-    with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as one, \
+    with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as one,\
             sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as two:
         yield [one.base_url, two.base_url]
 
@@ -66,8 +66,8 @@ def test_generate_over_ray_equals_local(ray_cluster, prompts, servers, local_run
     summary = generate_on_ray(prompts, tmp_path / "run", config(servers), address=ray_cluster.address)
     assert summary["ray"]["replicas"] == 2  # one replica per server, one per node
     on_ray = samples(tmp_path / "run")
-    assert on_ray == local_run  # same ids, seeds, texts and verdicts: adaptive waves and budgets hold
-    assert summary["samples"] == len(local_run) > 2 * PROMPTS  # follow-up waves were planned
+    assert on_ray == local_run  # same ids, seeds, texts and verdicts: adaptive rounds and budgets hold
+    assert summary["samples"] == len(local_run) > 2 * PROMPTS  # follow-up rounds were planned
     assert 0 < summary["prompts_done"] < PROMPTS
 
 
@@ -132,7 +132,7 @@ def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, 
 
 def test_replica_plan_for_the_r1_recipe_and_a_server_fleet():
     from cotforge.cluster.generate import replica_plan
-    from cotforge.io.errors import CotforgeError
+    from cotforge.errors import CotforgeError
 
     r1 = GenerateConfig(engine="vllm", model="/models/r1-zero", engine_options={"tensor_parallel_size": 8})
     plan, resources = replica_plan(r1, None, {"GPU": 64.0, "CPU": 512.0})

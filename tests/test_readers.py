@@ -10,7 +10,7 @@ import pytest
 from conftest import write_jsonl
 
 from cotforge.io import BadRow, Normalizer, parse_field_overrides, read_rows
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 ROWS = [
     {"question": "What is 2+2?", "answer": "4", "category": "math"},

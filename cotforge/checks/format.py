@@ -78,6 +78,9 @@ class FormatCheck(Check):
     def check(self, sample: dict) -> Verdict:
         if sample.get("finish_reason") == "length":
             return Verdict.fail("truncated: finish_reason is 'length'")
+        if sample.get("finish_reason") == "repetition":  # the engine stopped a loop (engines.repetition)
+            return Verdict.fail(f"loop: the engine's repetition detection stopped it at token "
+                                f"{sample.get('completion_tokens') or '?'}")
         completion = sample.get("completion")
         if completion is None:
             reasoning, summary, closed = sample.get("reasoning") or "", sample.get("summary") or "", True

@@ -5,7 +5,7 @@ and `RayEngine` is its engine: each replica is a Ray actor holding a real engine
 GPUs, tensor/pipeline parallel inside it as its engine options say; or an OpenAI-compatible client of
 its share of the servers), and the driver sends each request to the least-loaded live replica.
 Not `ray.data.llm`: its processors run a fixed dataset through the engine once, but rejection sampling
-plans each prompt's next wave from the verdicts of its last one, so the work is not known up front;
+plans each prompt's next round from the verdicts of its last one, so the work is not known up front;
 and not one scheduler per replica over a partition of the prompts: then each replica would own a
 slice of the run folder and a dead replica's prompts would have to be re-planned by someone else.
 With one scheduler, adaptive per-prompt sampling, budgets, seeds and the exact resume are the local
@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, get_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 ENGINE_POLL_S = 0.005
 DRAIN_WAIT_S = 0.05  # how long a replica holds a drain call open when nothing has finished

@@ -28,8 +28,8 @@ from typing import Self
 
 from cotforge.checks.chain import Chain, CheckSpec
 from cotforge.cluster.session import RaySession, shared_folder_problem
-from cotforge.filtering import Committed, judge_chunk
-from cotforge.io.errors import CotforgeError
+from cotforge.executors import Committed, Job, judge_chunk
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 
 IN_FLIGHT_PER_ACTOR = 2  # one judging, one queued: an actor never waits for the driver between chunks
@@ -74,7 +74,7 @@ def _counters(stats: dict) -> dict[str, Counter]:
 
 
 class RayExecutor:
-    """The filter's chunk executor on Ray (see the module docstring); `workers` actors of one CPU."""
+    """The filter's chunk executor on Ray (`cotforge.executors` picks it by name) (see the module docstring); `workers` actors of one CPU."""
 
     def __init__(self, specs: list[CheckSpec], run: RunDir, workers: int | None = None,
                  address: str | None = None, allow_unverified: bool | None = None):
@@ -86,6 +86,11 @@ class RayExecutor:
         self.pending: dict = {}  # object ref -> (actor slot, Committed without its accepted count)
         self._infrastructure: Counter = Counter()  # summed over the workers' chunks
         self._judges: dict[str, Counter] = {}
+
+    @classmethod
+    def for_job(cls, job: Job) -> RayExecutor:
+        """`jobs` is the number of Ray workers (one CPU each; default every CPU of the cluster)."""
+        return cls(job.specs, job.run, workers=job.jobs, address=job.address, allow_unverified=job.allow_unverified)
 
     def __enter__(self) -> Self:
         self.session.__enter__()

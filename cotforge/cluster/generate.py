@@ -22,7 +22,7 @@ from cotforge.cluster.engine import RayEngine
 from cotforge.cluster.session import RaySession
 from cotforge.engines.base import check_options
 from cotforge.generate.config import GenerateConfig
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def replica_plan(config: GenerateConfig, replicas: int | None, cluster: dict) -> tuple[list[dict], dict]:

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Self
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 RAY_MISSING = "--executor ray needs Ray: pip install 'cotforge[ray]'"
 

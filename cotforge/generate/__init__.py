@@ -1,7 +1,7 @@
 """`generate`: sample completions per prompt through an engine and keep them with their verdicts.
 
 `scheduler` streams requests to the engine and owns resume and shard commits; `allocation` plans each
-prompt's next wave from its verdicts; `checking` judges in a thread of its own; `config` holds
+prompt's next round from its verdicts; `checking` judges in a thread of its own; `config` holds
 `GenerateConfig` and the seeds; `recipe` reads generate recipes; `options` merges a recipe with explicit
 options and picks the executor (the one rule the CLI and `generate(...)` share); `templates` renders
 prompts.

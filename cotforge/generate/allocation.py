@@ -1,47 +1,133 @@
-"""How many samples a prompt asks for next, from its own verdicts only.
+"""How many samples a prompt asks for next: the allocation policy of a generate run.
 
-A prompt's first wave asks for `k`. Once a wave's verdicts are in, a prompt still short of `accept`
-expects `ceil(needed / p)` more samples (p: its pass rate so far, smoothed towards `PRIOR_RATE` by
-`PRIOR_STRENGTH` pseudo-samples; at most what is left of its `budget`) and asks for that need spread
-over the waves it has left, capped by `max_per_round`. Samples asked in a later wave are only paid
-for when the earlier ones failed, so spreading them saves tokens; a prompt with a low pass rate and
-few waves left gets more at once. With `adaptive: false` every short prompt gets `k` again.
+A policy (`Allocation`) answers three questions for the scheduler, and nothing else:
+- `round_size(prompt, prior)`: how many samples the prompt's next round asks for (0: the prompt is done);
+- `cancels`: whether samples still in flight are cancelled once the prompt has its `accept` accepted;
+- `fills_tail`: whether, once no prompt is waiting to start, free engine slots go to extra samples of
+  unfinished prompts (a prompt's rounds run one after another, so the end of a run would otherwise
+  leave the engine nearly empty).
 
-The answer depends on nothing but the prompt's own committed verdicts and the config, never on
-timing or other prompts: so a resumed run plans exactly the waves the killed run planned, and the
-key set of a run does not depend on when anything finished.
+`Adaptive` (the default) plans for tokens per accepted sample. A prompt still short of `accept` expects
+`ceil(needed / p)` more samples, p being its pass rate so far smoothed towards the run's prior by
+`PRIOR_STRENGTH` pseudo-samples, and asks for that need spread over the rounds it has left (capped by
+`max_per_round`; the last round asks for all that is left of the budget, so a prompt that never passes
+always spends its whole budget). The prior (`PassRatePrior`) is what the run has learned about pass
+rates so far (all samples judged, run-wide), in place of a fixed 0.5. With `accept: 1` the first round
+is planned the same way (a prompt of an easy run starts with one sample), else it is `k`. Samples in a
+later round are only paid for when the earlier ones failed, so spreading the need saves tokens.
+`Fixed` (`adaptive: false`) asks `k` per round and never fills the tail.
+
+Resume: seeds depend only on (run seed, prompt, sample index), never on the round a sample landed in,
+so whatever rounds a resumed run plans, a sample index that is asked again gets the same seed, and
+indices already committed are never asked. The run-wide prior makes round sizes depend on what other
+prompts did first; it changes how many samples are asked at once, never which sample an index is.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cotforge.generate.config import GenerateConfig
 
-PRIOR_RATE = 0.5
-PRIOR_STRENGTH = 2.0  # pseudo-samples of PRIOR_RATE in each prompt's estimate
+PRIOR_RATE = 0.5  # the prior's prior: before the run has judged anything
+PRIOR_STRENGTH = 2.0  # pseudo-samples of the prior in each prompt's estimate
+RUN_PRIOR_STRENGTH = 20.0  # pseudo-samples of PRIOR_RATE in the run-wide estimate
 MIN_PASS_RATE = 0.05
 
 
 @dataclass
 class PromptState:
-    spent: int = 0  # samples judged
+    spent: int = 0  # samples judged (committed or waiting for their shard)
     accepted: int = 0
-    waves: int = 0  # waves judged
+    rounds: int = 0  # rounds planned (after a restart: rounds with a committed sample)
     quarantined: bool = False  # the engine could not serve it (reason in the quarantine table)
+    judged: set = field(default_factory=set)  # sample indices judged
+    asked: set = field(default_factory=set)  # sample indices in flight or being judged
+    dropped: set = field(default_factory=set)  # sample indices cancelled this session (not asked again)
+
+    def free_indices(self, budget: int, count: int) -> list[int]:
+        """The first `count` sample indices below `budget` neither judged, in flight nor cancelled."""
+        out = []
+        for index in range(budget):
+            if len(out) >= count:
+                break
+            if index not in self.judged and index not in self.asked and index not in self.dropped:
+                out.append(index)
+        return out
 
 
-def next_wave(prompt: PromptState, config: GenerateConfig) -> int:
-    """Samples for the prompt's next wave; 0 when it is done (accepted, budget or waves spent)."""
-    needed = config.accept - prompt.accepted
-    left = config.sample_budget - prompt.spent
-    if needed <= 0 or left <= 0 or prompt.waves >= config.max_rounds or prompt.quarantined:
-        return 0
-    if prompt.waves == 0 or not config.adaptive:
-        wanted = config.k
-    else:
-        rate = (prompt.accepted + PRIOR_STRENGTH * PRIOR_RATE) / (prompt.spent + PRIOR_STRENGTH)
+class PassRatePrior:
+    """The run's pass rate so far: accepted / judged over every prompt, smoothed towards PRIOR_RATE."""
+
+    def __init__(self) -> None:
+        self.judged = 0
+        self.accepted = 0
+
+    def add(self, accepted: bool) -> None:
+        self.judged += 1
+        self.accepted += bool(accepted)
+
+    @property
+    def rate(self) -> float:
+        return (self.accepted + RUN_PRIOR_STRENGTH * PRIOR_RATE) / (self.judged + RUN_PRIOR_STRENGTH)
+
+
+class Allocation:
+    """The interface the scheduler plans through (see the module docstring)."""
+
+    cancels = True
+    fills_tail = False
+
+    def __init__(self, config: GenerateConfig) -> None:
+        self.config = config
+
+    def left(self, prompt: PromptState) -> int:
+        """Samples the prompt may still ask for; 0 when it is done."""
+        config = self.config
+        used = prompt.spent + len(prompt.asked) + len(prompt.dropped)
+        if prompt.accepted >= config.accept or prompt.quarantined or prompt.rounds >= config.max_rounds:
+            return 0
+        return max(0, config.sample_budget - used)
+
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+        raise NotImplementedError
+
+
+class Fixed(Allocation):
+    """`k` samples per round, `max_rounds` rounds at most."""
+
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+        left = self.left(prompt)
+        return min(self.config.k, left) if left else 0
+
+
+class Adaptive(Allocation):
+    fills_tail = True
+
+    def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
+        config = self.config
+        left = self.left(prompt)
+        if left == 0:
+            return 0
+        rounds_left = config.max_rounds - prompt.rounds
+        if rounds_left <= 1:
+            return left  # the last round: all that is left, so a prompt that never passes spends its budget
+        if prompt.rounds == 0 and (config.accept > 1 or prior is None):
+            return min(config.k, left)
+        needed = config.accept - prompt.accepted
+        prior_rate = prior.rate if prior is not None else PRIOR_RATE
+        rate = (prompt.accepted + PRIOR_STRENGTH * prior_rate) / (prompt.spent + PRIOR_STRENGTH)
         expected = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), left)
-        wanted = min(math.ceil(expected / (config.max_rounds - prompt.waves)), config.round_cap)
-    return max(1, min(wanted, left))
+        wanted = min(math.ceil(expected / rounds_left), config.round_cap)
+        return max(1, min(wanted, left))
+
+
+def allocation(config: GenerateConfig) -> Allocation:
+    """The policy a generate config asks for."""
+    return Adaptive(config) if config.adaptive else Fixed(config)
+
+
+def next_round(prompt: PromptState, config: GenerateConfig, prior: PassRatePrior | None = None) -> int:
+    """Samples for the prompt's next round under the config's policy; 0 when it is done."""
+    return allocation(config).round_size(prompt, prior)

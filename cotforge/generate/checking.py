@@ -4,9 +4,9 @@ The chain is also built in that thread: building it imports every check module (
 parser, math-verify: seconds on a loaded machine) and starting its pool waits for the fork server to
 import them again; the first requests are on their way meanwhile.
 
-`submit(rows)` queues one wave's rows; the thread runs `Chain.run` on everything queued at once (the
-chain's worker pool does the work) and `results()` hands back each wave, verdicts attached, in the
-order the waves were judged. An exception in the chain is raised from `results()`.
+`submit(rows)` queues one round's rows; the thread runs `Chain.run` on everything queued at once (the
+chain's worker pool does the work) and `results()` hands back each round, verdicts attached, in the
+order the rounds were judged. An exception in the chain is raised from `results()`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Checker:
         self._build = build_chain
         self.chain = None
         self._built = threading.Event()
-        self.pending = 0  # waves submitted and not yet handed back
+        self.pending = 0  # rounds submitted and not yet handed back
         self._in: queue.Queue = queue.Queue()
         self._out: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="checks", daemon=True)
@@ -75,7 +75,7 @@ class Checker:
         finally:
             self._built.set()
         while (first := self._in.get()) is not None:
-            waves = [first]
+            rounds = [first]
             stop = False
             while True:
                 try:
@@ -85,15 +85,15 @@ class Checker:
                 if item is None:
                     stop = True
                     break
-                waves.append(item)
-            rows = [row for wave in waves for row in wave]
+                rounds.append(item)
+            rows = [row for round_rows in rounds for row in round_rows]
             try:
                 results = self.chain.run(rows)
             except BaseException as error:  # noqa: BLE001 - raised in the caller's thread by results()
                 self._out.put(error)
                 return
             verdict_rows(rows, results, self.chain.names)
-            for wave in waves:
-                self._out.put(wave)
+            for round_rows in rounds:
+                self._out.put(round_rows)
             if stop:
                 return

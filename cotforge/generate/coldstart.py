@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.parsing import SPECIAL_TOKEN
 
 DEFAULT_EXEMPLARS = Path(__file__).resolve().parents[2] / "recipes" / "data" / "long_cot_exemplars.jsonl"

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from cotforge.engines.base import THROUGHPUT_OPTIONS
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 THROUGHPUT_FIELDS = ("concurrency", "shard_size", "shard_age_s", "jobs")
 CPU_ENGINES = {"embedded"}  # engines whose model computes on this machine's CPU
@@ -26,16 +26,19 @@ class GenerateConfig:
     engine: str = "embedded"
     model: str | None = None
     engine_options: dict = field(default_factory=dict)
-    k: int = 4  # samples in a prompt's first wave (and in every wave when not adaptive)
+    k: int = 4  # samples in a prompt's first round (and in every round when not adaptive)
     accept: int = 1  # accepted samples wanted per prompt
-    max_rounds: int = 4  # waves per prompt at most
+    max_rounds: int = 4  # rounds per prompt at most
     budget: int | None = None  # samples per prompt at most; default k * max_rounds
-    max_per_round: int | None = None  # adaptive cap per prompt and wave; default 2 * k
+    max_per_round: int | None = None  # adaptive cap per prompt and round; default 2 * k
     adaptive: bool = True
     temperature: float = 0.6  # DeepSeek-R1's sampling
     top_p: float = 0.95
     max_tokens: int = 1024
     checks: str | list = "r1"
+    # Stop loops in the engine (vLLM's repetition_detection; engines.repetition): "default" (calibrated),
+    # "off", or {max_pattern_size, min_pattern_size, min_count}.
+    repetition_detection: str | dict = "default"
     template: str = "chat"
     seed: int = 0
     # Throughput only (not in the resume key):
@@ -57,6 +60,31 @@ class GenerateConfig:
             raise CotforgeError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.temperature < 0:
             raise CotforgeError(f"--temperature {self.temperature}: must be 0 or more")
+
+    def repetition_rule(self):
+        """The engine-side loop stop this config asks for (None: off)."""
+        from cotforge.engines.base import RepetitionDetection
+        from cotforge.engines.repetition import DEFAULT
+
+        value = self.repetition_detection
+        if value in ("default", True, None):
+            return DEFAULT
+        if value in ("off", False):
+            return None
+        if isinstance(value, str):
+            parts = value.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+                raise CotforgeError(f"--repetition-detection {value!r}: give default, off, or "
+                                    "MAX_PATTERN,MIN_PATTERN,MIN_COUNT (e.g. 64,4,6)")
+            value = dict(zip(("max_pattern_size", "min_pattern_size", "min_count"), map(int, parts)))
+        try:
+            rule = RepetitionDetection(**value)
+        except TypeError as error:
+            raise CotforgeError(f"repetition_detection {value!r}: {error}") from error
+        if rule.max_pattern_size < max(rule.min_pattern_size, 1) or rule.min_count < 2:
+            raise CotforgeError(f"repetition_detection {value!r}: needs max_pattern_size >= min_pattern_size "
+                                "and min_count >= 2")
+        return rule
 
     def check_workers(self) -> int:
         """Check worker processes: `jobs` when given; else one beside an engine that computes on this
@@ -99,6 +127,6 @@ def sample_seed(run_seed: int, prompt_id: str, sample_idx: int) -> int:
     """The seed sample `sample_idx` of a prompt is generated with: the prompt's seed + the index.
 
     A request for samples i..i+n-1 carries sample_seed(.., i) and engines seed its sample j with
-    that + j, so a sample's seed does not depend on how the prompt's waves were cut."""
+    that + j, so a sample's seed does not depend on how the prompt's rounds were cut."""
     digest = hashlib.blake2b(f"{run_seed}:{prompt_id}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") & 0x3FFFFFFF) + sample_idx  # stays within a signed 32-bit seed

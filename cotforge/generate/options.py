@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cotforge.generate.config import GenerateConfig
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 EXECUTORS = ("local", "ray")
 CONFIG_FIELDS = frozenset(f.name for f in fields(GenerateConfig))

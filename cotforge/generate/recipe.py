@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from cotforge.generate.config import GenerateConfig
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.hub import is_hub
 from cotforge.io.yamlfile import load_mapping
 
 PATH_KEYS = ("prompts", "out")
@@ -30,7 +31,9 @@ def load_generate_recipe(path: str | Path) -> tuple[dict, dict]:
     path = Path(path)
     data = load_mapping(path, "recipe")
     data = {k: v for k, v in data.items() if k not in ("name", "description")}
-    paths = {k: str((path.parent / data.pop(k)).resolve()) for k in PATH_KEYS if data.get(k)}
+    # Relative to the recipe; a Hub input (`hf://datasets/...`) is taken as written.
+    paths = {k: (value if is_hub(value) else str((path.parent / value).resolve()))
+             for k in PATH_KEYS if (value := data.pop(k, None))}
     engine = data.pop("engine", None)
     if isinstance(engine, dict):
         engine = dict(engine)

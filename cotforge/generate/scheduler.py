@@ -1,22 +1,25 @@
 """Streaming rejection sampling (`cotforge generate`): the engine always has work queued.
 
 Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
-saturates it), topped up as each request finishes. A prompt asks in waves (`allocation.next_wave`):
-its first wave is `k` samples; when a wave's verdicts arrive, its next wave is planned from them at
-once and goes ahead of new prompts (it is on that prompt's critical path), with no barrier across
-prompts. Finished requests are judged by the check chain in its own thread (`checking.Checker`), so
-submission never waits on the checks. Judged samples are committed as one atomic shard once
-`shard_size` of them are waiting or the oldest has waited `shard_age_s`.
+saturates it), topped up as each sample finishes. Every sample is its own request (n=1), so each is
+judged as soon as it ends (the check chain runs in its own thread, `checking.Checker`) and each can be
+cancelled alone. A prompt asks in rounds planned by the allocation policy (`allocation.py`): when the
+last sample of a round is judged, the next round is planned from the prompt's verdicts and the run's
+pass-rate prior, and goes ahead of new prompts. Once a prompt has its `accept` accepted, its samples
+still in flight are cancelled (`Engine.cancel`); they come back `cancelled`, are recorded in
+`RUN/cancelled/` for the token accounting, and are never judged or exported. With no prompt left to
+start, free slots go to extra samples of unfinished prompts (the tail fill). Judged samples are
+committed as one atomic shard once `shard_size` of them wait or the oldest has waited `shard_age_s`.
 
-Crash safety (kill -9 at any instant, then the same command): a wave is sent, judged and committed as
-a unit, and rows are committed in the order they were judged, so a prompt's committed waves are
-always a prefix of the waves it planned. A restart rebuilds each prompt's state from the committed
-shards and plans again; `next_wave` depends only on those verdicts and the config, and seeds only on
-(run seed, prompt, first sample index), so the waves that were planned but not committed are asked
-again with the same sizes and seeds (sample i of a prompt: the prompt's seed + i, whatever wave it is
-in), nothing committed is asked twice, and committed shards are
-never rewritten. The recorded `seed` is the seed the sample was generated with (`Completion.seed`
-where the engine sets it, else the request's seed + j).
+Crash safety (kill -9 at any instant, then the same command): sample i of a prompt is always
+generated with seed(run seed, prompt) + i, whatever round it lands in. A restart rebuilds each
+prompt's judged indices and verdicts from the committed shards; indices not committed (in flight,
+being judged, or planned) are free again and asked with their seeds; committed indices are never
+asked again; committed shards are never rewritten. Round sizes depend on the run-wide prior (on what
+finished first), so they may differ from the killed run's; which samples exist differs only by
+cancelled siblings of prompts that reached accept (tests/runcheck.py states it as a test).
+The recorded `seed` is the seed the sample was generated with (`Completion.seed` where the engine
+sets it, else the request's seed + j).
 """
 
 from __future__ import annotations
@@ -26,15 +29,17 @@ import time
 from collections import deque
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import Chain, parse_specs, preset_options
-from cotforge.engines.base import Engine, Finished, Request, SamplingParams, check_options, get_engine
-from cotforge.generate.allocation import PromptState, next_wave
+from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
+from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.templates import render_request
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import BAD_ROW_MODES, split_bad_rows
@@ -46,6 +51,7 @@ from cotforge.schema import (PROMPT_COPIED, PROMPT_SCHEMA, QUARANTINE_SCHEMA, SA
 
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
+TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
 
 
 class Scheduler:
@@ -54,18 +60,20 @@ class Scheduler:
     def __init__(self, prompts_path: str | Path, out: str | Path, config: GenerateConfig,
                  engine: Engine | None = None, overwrite: bool = False, fields: dict | None = None,
                  bad_rows: str = "fail", argv: list[str] | None = None, command: str = "generate",
-                 finalize=None):
+                 finalize=None, policy: Allocation | None = None):
         """`command`: what the manifest names the run (`eval` runs are written by this loop too);
         `finalize(run) -> dict`: called once sampling is done, before the run is marked complete, with
         the run folder still locked (eval computes its votes and metrics there); its dict goes into
-        the manifest and the summary."""
+        the manifest and the summary. `policy`: the allocation (default: the config's, allocation.py)."""
         if bad_rows not in BAD_ROW_MODES:
             raise CotforgeError(f"--bad-rows {bad_rows!r}: choose fail or quarantine")
         if engine is None:
             check_options(config.engine, config.engine_build_options())  # one line before any model load
         self.config = config
+        self.policy = policy or allocation(config)
         self.prompts_path = str(prompts_path)
-        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens)
+        self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
+                                     config.repetition_rule())
         self.finalize = finalize
         self.command = command
         self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
@@ -82,13 +90,17 @@ class Scheduler:
         self._engine = engine
         self._owns_engine = engine is None  # close only an engine this run built
         self.state: dict[str, PromptState] = {pid: PromptState() for pid in self.prompts}
+        self.prior = PassRatePrior()
         self._load_state()
         self.tokens = 0
         self.generated = 0
+        self.cancelled = 0  # samples cancelled this session
         self.outstanding = 0  # requests submitted and not yet back
         self._buffer: list[dict] = []  # judged rows waiting for their shard
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
+        self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
+        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, round index)
 
     @property
     def engine(self) -> Engine:
@@ -119,16 +131,18 @@ class Scheduler:
         return prompts
 
     def _load_state(self) -> None:
-        waves: dict[str, set] = {}
+        rounds: dict[str, set] = {}
         for shard in self.run.shards("samples"):
-            table = pq.read_table(shard, columns=["prompt_id", "round", "accepted"])
-            for prompt_id, wave, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            table = pq.read_table(shard, columns=["prompt_id", "sample_idx", "round", "accepted"])
+            for prompt_id, index, round_index, accepted in zip(*(table.column(c).to_pylist() for c in table.column_names)):
                 prompt = self.state[prompt_id]
                 prompt.spent += 1
                 prompt.accepted += bool(accepted)
-                waves.setdefault(prompt_id, set()).add(wave)
-        for prompt_id, seen in waves.items():
-            self.state[prompt_id].waves = len(seen)
+                prompt.judged.add(index)
+                self.prior.add(accepted)
+                rounds.setdefault(prompt_id, set()).add(round_index)
+        for prompt_id, seen in rounds.items():
+            self.state[prompt_id].rounds = len(seen)
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
@@ -136,7 +150,8 @@ class Scheduler:
                     self.state[json.loads(raw)["id"]].quarantined = True
 
     def done(self, prompt: PromptState) -> bool:
-        return next_wave(prompt, self.config) == 0
+        """Nothing left to ask and nothing in flight."""
+        return not prompt.asked and self.policy.round_size(prompt, self.prior) == 0
 
     # -- the loop ----------------------------------------------------------------------------------
     def run_all(self) -> dict:
@@ -145,43 +160,67 @@ class Scheduler:
         max_inflight = self.config.concurrency or engine.max_inflight
         fresh = deque(pid for pid, prompt in self.state.items() if not self.done(prompt))
         follow_ups: deque[str] = deque()
-        waves: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        started = set(fresh)  # prompts this session works on: counted on the progress bar once done
         checker = Checker(self._build_chain)
         with checker, Progress(self.command, total=len(self.state), unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(len(self.state) - len(fresh), samples=self._spent(), accepted=self._accepted())
+
+            def settle(prompt_id: str) -> None:
+                """After a verdict or a cancel: plan the prompt's next round, or count it done."""
+                prompt = self.state[prompt_id]
+                if prompt.asked:
+                    return  # its round is still out: the next one is planned from all of its verdicts
+                if self.done(prompt):
+                    if prompt_id in started:
+                        started.discard(prompt_id)
+                        progress.advance(1, samples=self._spent(), accepted=self._accepted(),
+                                         tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
+                elif prompt_id not in follow_ups:
+                    follow_ups.append(prompt_id)
+
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
-                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight.
+                    # Top up: follow-up rounds first, then new prompts, until the engine holds max_inflight.
                     while engine.inflight < max_inflight and (follow_ups or fresh):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
-                        request = self._request(prompt_id)
-                        if request is None:
+                        prompt = self.state[prompt_id]
+                        n = self.policy.round_size(prompt, self.prior)
+                        if n == 0:
+                            settle(prompt_id)
                             continue
-                        if engine.inflight + request.n > max_inflight and engine.inflight > 0:
-                            source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
+                        if engine.inflight + n > max_inflight and engine.inflight > 0:
+                            source.appendleft(prompt_id)  # whole rounds only: it goes at the next top-up
                             break
-                        waves[id(request)] = (request, self.state[prompt_id].waves)
-                        engine.submit(request, self.params)
-                        self.outstanding += 1
-                    # Wait briefly when the checker may have verdicts: they plan the next waves.
+                        prompt.rounds += 1
+                        self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
+                    if self.policy.fills_tail and not fresh and not follow_ups:
+                        self._fill_tail(max_inflight)
+                    # Wait briefly when the checker may have verdicts: they plan the next rounds.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
-                        request, wave = waves.pop(id(finished.request))
+                        request, round_index = self._asked.pop(id(finished.request))
                         self.outstanding -= 1
+                        prompt = self.state[request.key]
                         if finished.error is not None:
+                            prompt.asked.discard(request.first_index)
                             self._refuse(request.key, finished.error)
-                            progress.advance(1)
+                            self._cancel_prompt(request.key)
+                            settle(request.key)
                             continue
-                        checker.submit(self._rows(finished, wave))
+                        if finished.completions and finished.completions[0].finish_reason == CANCELLED:
+                            self._record_cancelled(finished, round_index)
+                            settle(request.key)
+                            continue
+                        checker.submit(self._rows(finished, round_index))
                     for rows in checker.results():
+                        for row in rows:
+                            self._take(row)
                         prompt_id = rows[0]["prompt_id"]
-                        self._take(rows)
-                        if self.done(self.state[prompt_id]):
-                            progress.advance(1, samples=self._spent(), accepted=self._accepted(),
-                                             tok_s=f"{self.tokens / max(time.monotonic() - start, 1e-9):.1f}")
-                        else:
-                            follow_ups.append(prompt_id)
+                        prompt = self.state[prompt_id]
+                        if prompt.accepted >= self.config.accept and self.policy.cancels:
+                            self._cancel_prompt(prompt_id)  # spent siblings: their tokens buy nothing
+                        settle(prompt_id)
                         self._maybe_commit()
                     self._maybe_commit()  # by age, also while nothing new was judged
                 self.names = checker.names()
@@ -189,19 +228,55 @@ class Scheduler:
                 self._commit()  # judged rows are complete: keep them whatever stopped the loop
         return self.finish(time.monotonic() - start)
 
-    def _request(self, prompt_id: str) -> Request | None:
+    def _ask(self, prompt_id: str, indices: list[int]) -> None:
+        """One request per sample, so each is judged as soon as it ends and can be cancelled alone."""
         prompt = self.state[prompt_id]
-        n = next_wave(prompt, self.config)
-        if n == 0:
-            return None
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
-        # Waves are committed whole and in order, so the next sample index is the count judged so far.
-        # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
-        return Request(prompt_id, messages, n=n, raw_prompt=raw, first_index=prompt.spent,
-                       seed=sample_seed(self.config.seed, prompt_id, prompt.spent))
+        for index in indices:
+            # Sample i of a prompt is generated with seed(prompt) + i, however its rounds are cut.
+            request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
+                              seed=sample_seed(self.config.seed, prompt_id, index))
+            prompt.asked.add(index)
+            self._asked[id(request)] = (request, prompt.rounds - 1)
+            self.engine.submit(request, self.params)
+            self.outstanding += 1
 
-    def _rows(self, finished: Finished, wave: int) -> list[dict]:
+    def _fill_tail(self, max_inflight: int) -> None:
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
+        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
+        nearly empty while it decodes)."""
+        engine = self.engine
+        if engine.inflight >= max_inflight * TAIL_FILL:
+            return
+        open_prompts = [pid for pid in {r.key for r, _ in self._asked.values()}
+                        if self.policy.left(self.state[pid]) > 0]
+        while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
+            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            prompt_id = open_prompts[0]
+            prompt = self.state[prompt_id]
+            indices = prompt.free_indices(self.config.sample_budget, 1)
+            self._ask(prompt_id, indices)
+            if not indices or self.policy.left(prompt) == 0:
+                open_prompts.pop(0)
+
+    def _cancel_prompt(self, prompt_id: str) -> None:
+        requests = [r for r, _ in self._asked.values() if r.key == prompt_id]
+        if requests:
+            self.engine.cancel(requests)
+
+    def _record_cancelled(self, finished: Finished, round_index: int) -> None:
+        request = finished.request
+        prompt = self.state[request.key]
+        prompt.asked.discard(request.first_index)
+        prompt.dropped.add(request.first_index)
+        self.cancelled += 1
+        tokens = sum(c.completion_tokens or 0 for c in finished.completions)
+        self.tokens += tokens
+        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": round_index,
+                                     "seed": request.seed, "completion_tokens": tokens})
+
+    def _rows(self, finished: Finished, round_index: int) -> list[dict]:
         request, completions = finished.request, finished.completions
         if len(completions) != request.n:
             raise CotforgeError(f"engine returned {len(completions)} completions for {request.key}, "
@@ -214,7 +289,7 @@ class Scheduler:
             opened = opens_think(request.raw_prompt)
             parsed = split_completion(completion.text, opened=opened)
             rows.append({
-                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
+                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": round_index,
                 "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
                 "messages": prompt.get("messages"),
                 **{k: prompt.get(k) for k in COPIED},
@@ -229,20 +304,24 @@ class Scheduler:
             })
         return rows
 
-    def _take(self, rows: list[dict]) -> None:
-        """One judged wave: into the prompt's state (plans its next wave) and the commit buffer."""
-        prompt = self.state[rows[0]["prompt_id"]]
-        prompt.spent += len(rows)
-        prompt.accepted += sum(row["accepted"] for row in rows)
-        prompt.waves += 1
-        self.tokens += sum(row["completion_tokens"] or 0 for row in rows)
-        self.generated += len(rows)
+    def _take(self, row: dict) -> None:
+        """One judged sample: into its prompt's state (plans its next round) and the commit buffer."""
+        prompt = self.state[row["prompt_id"]]
+        prompt.spent += 1
+        prompt.accepted += bool(row["accepted"])
+        prompt.judged.add(row["sample_idx"])
+        prompt.asked.discard(row["sample_idx"])  # in flight, then being judged: asked until now
+        self.prior.add(row["accepted"])
+        self.tokens += row["completion_tokens"] or 0
+        self.generated += 1
         if not self._buffer:
             self._buffer_since = time.monotonic()
-        self._buffer.extend(rows)
+        self._buffer.append(row)
 
     def _refuse(self, prompt_id: str, error: str) -> None:
         """The engine cannot serve this prompt at all (e.g. longer than the context): quarantine it."""
+        if self.state[prompt_id].quarantined:
+            return  # another sample of it was refused first
         self.state[prompt_id].quarantined = True
         prompt = self.prompts[prompt_id]
         raw = json.dumps({"id": prompt_id, "prompt": prompt.get("prompt"), "messages": prompt.get("messages")})
@@ -259,7 +338,8 @@ class Scheduler:
 
     def _commit(self) -> None:
         """Judged rows (and refused prompts) as one atomic shard each; quarantine first, so a prompt
-        whose refusal landed is never asked again."""
+        whose refusal landed is never asked again; cancelled samples last (accounting only: a resumed
+        run that lost them asks nothing again for them, its prompt having its accepted samples)."""
         if self._quarantine:
             self.run.write_shard("quarantine", self.run.next_shard_index("quarantine"),
                                  to_table(self._quarantine, QUARANTINE_SCHEMA))
@@ -268,6 +348,10 @@ class Scheduler:
             self.run.write_shard("samples", self.run.next_shard_index("samples"),
                                  to_table(self._buffer, SAMPLE_SCHEMA))
             self._buffer = []
+        if self._cancelled_rows:
+            self.run.write_shard(CANCELLED_TABLE, self.run.next_shard_index(CANCELLED_TABLE),
+                                 pa.Table.from_pylist(self._cancelled_rows, CANCELLED_SCHEMA))
+            self._cancelled_rows = []
 
     def _spent(self) -> int:
         return sum(p.spent for p in self.state.values())
@@ -280,11 +364,13 @@ class Scheduler:
 
         counts = run_counts(self.run.path, self.names)
         samples = counts["accepted"] + counts["rejected"]
+        tokens = token_accounting(self.run, self.names)
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
             "prompts": len(self.state),
             "prompts_done": sum(p.accepted >= self.config.accept for p in self.state.values()),
             "samples": samples, "accept_rate": counts["accepted"] / max(samples, 1),
+            "cancelled": tokens["cancelled"]["samples"],
             "seconds_this_session": round(seconds, 2),
             "tokens_per_s_this_session": round(self.tokens / max(seconds, 1e-9), 2),
         }
@@ -293,9 +379,9 @@ class Scheduler:
         if faults:
             summary["server_faults_this_session"] = faults
         extra = self.finalize(self.run) if self.finalize else {}
-        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], **extra)
+        self.run.update_manifest(status="complete", counts=summary, funnel=counts["funnel"], tokens=tokens, **extra)
         self.close()
-        return {**summary, "funnel": counts["funnel"], **extra}
+        return {**summary, "funnel": counts["funnel"], "tokens": tokens, **extra}
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:
@@ -320,6 +406,8 @@ def format_generate_summary(summary: dict) -> str:
     head = (f"prompts {summary['prompts']}: {summary['prompts_done']} reached accept; samples {summary['samples']}, "
             f"accept rate {summary['accept_rate']:.1%}, completion tokens {summary['completion_tokens']}, "
             f"{summary['tokens_per_s_this_session']} tokens/s this session")
+    if "tokens" in summary:
+        head += "\n" + format_accounting(summary["tokens"])
     faults = summary.get("server_faults_this_session")
     if faults:
         restarts = faults.get("budget_restarts", 0)

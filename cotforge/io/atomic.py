@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.io.errors import environment_fault
+from cotforge.errors import environment_fault
 
 
 def temp_path(path: Path) -> Path:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Self
 
-from cotforge.io.errors import CotforgeError, environment_fault
+from cotforge.errors import CotforgeError, environment_fault
 
 LOCK_NAME = ".cotforge.lock"
 

@@ -11,7 +11,8 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from cotforge.io.errors import BadRow, CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.errors import BadRow
 from cotforge.io.readers import RawRow
 from cotforge.parsing import split_sample
 from cotforge.schema import user_text

@@ -1,4 +1,5 @@
-"""Raw row readers for JSONL, Parquet, CSV, `datasets.save_to_disk` folders and cotforge runs.
+"""Raw row readers for JSONL, Parquet, CSV, `datasets.save_to_disk` folders, cotforge runs and Hub
+datasets (`hf://datasets/...`, streamed by `cotforge.io.hub`).
 
 Each reader yields `RawRow`s: a dict, or the `BadRow` that explains why the row could not be read.
 Nothing is skipped silently except blank JSONL lines (they are not rows).
@@ -16,7 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.io.errors import RAW_KEEP_BYTES, BadRow, CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.errors import RAW_KEEP_BYTES, BadRow
+from cotforge.io.hub import is_hub, read_hub_rows, with_hub_options
 
 MAX_ROW_BYTES = 32 * 1024 * 1024  # one JSONL line / CSV record
 ARROW_BATCH_ROWS = 2048
@@ -201,7 +204,10 @@ def _read_dataset(path: Path) -> Iterator[RawRow]:
     yield from _read_batches(str(path), _arrow_stream_batches(files))
 
 
-def is_run_folder(path: Path) -> bool:
+def is_run_folder(path: str | Path) -> bool:
+    if is_hub(path):
+        return False
+    path = Path(path)
     return path.is_dir() and (path / "manifest.json").exists()
 
 
@@ -236,7 +242,13 @@ def data_files(path: Path) -> list[Path]:
 
 
 def read_rows(path: str | Path, split: str | None = None) -> Iterator[RawRow]:
-    """Raw rows of any supported input: a file, a `datasets` folder, a run folder or a data folder."""
+    """Raw rows of any supported input: a file, a `datasets` folder, a run folder, a data folder, or a
+    Hub dataset `hf://datasets/ORG/NAME[@REVISION][/PATH][?split=S&config=C]` (streamed)."""
+    if is_hub(path):
+        if split is not None:
+            path = with_hub_options(path, split, None)
+        yield from read_hub_rows(path)
+        return
     path = Path(path)
     if not path.exists():
         raise CotforgeError(f"{path}: no such file or folder")

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from cotforge import __version__
 from cotforge.io.atomic import atomic_write_bytes, atomic_write_table, check_writable, remove_stale_temps
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.hub import hub_fingerprint, is_hub
 from cotforge.io.lock import FolderLock, is_lock_file
 
 
@@ -33,7 +34,10 @@ class RunConfigMismatch(CotforgeError):
 
 
 def fingerprint(path: str | Path) -> dict:
-    """Content fingerprint of an input file or folder (blake2b over every file's bytes)."""
+    """Content fingerprint of an input file or folder (blake2b over every file's bytes); of a Hub
+    dataset, its resolved commit hash (with the path, config and split read of it)."""
+    if is_hub(path):
+        return hub_fingerprint(path)
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
                                                 and not p.name.startswith("."))
@@ -284,4 +288,10 @@ def _describe_change(old: dict, command: str, config: dict, fingerprints: list[d
                      if old.get("config", {}).get(k) != config.get(k))
     if changed:
         return "changed: " + ", ".join(f"{k} {old['config'].get(k)!r} -> {config.get(k)!r}" for k in changed[:4])
+    old_inputs = {i.get("path"): i for i in old.get("inputs", [])}
+    for new in fingerprints:
+        before = old_inputs.get(new["path"])
+        if before and before.get("commit") and before.get("blake2b") != new["blake2b"]:
+            return (f"input {new['path']} moved from commit {before['commit'][:12]} to {new['commit'][:12]}; "
+                    f"pin the old one with @{before['commit']} to resume")
     return "input files changed"

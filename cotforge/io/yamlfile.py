@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def load_mapping(path: str | Path, what: str) -> dict:

@@ -27,7 +27,7 @@ from cotforge.checks.base import (DECIDED_BY_RULE, LEFT_TO_JUDGE, NO_REFERENCE, 
                                   UNPARSED, Verdict)
 from cotforge.checks.chain import JUDGE, Chain, CheckSpec, Result
 from cotforge.engines.base import Engine, Request, SamplingParams, build_engine
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.judge.cache import JudgeCache, cache_key
 from cotforge.judge.prompts import VERDICT_PREFIX, parse_verdict, render, rubric_text, template_text
 

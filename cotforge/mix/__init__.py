@@ -5,6 +5,6 @@ relation, `decontam` and `dedup` hold the eval index and the MinHash index, `dec
 each row's fate, `selfcog` writes self-cognition rows.
 """
 
-from cotforge.mix.pipeline import format_report, mix, print_report
+from cotforge.mix.pipeline import format_report, mix
 
-__all__ = ["format_report", "mix", "print_report"]
+__all__ = ["format_report", "mix"]

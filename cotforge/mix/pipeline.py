@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -100,20 +100,30 @@ def _output_row(row: dict, source: Source, passed: bool, reason: str | None, sco
     return row
 
 
+@dataclass(frozen=True)
+class Drop:
+    """Why mix dropped a row: the report's stage (counted), the row's reason, and a score where one
+    measures it (a near duplicate's Jaccard similarity)."""
+
+    stage: str
+    reason: str
+    score: float | None = None
+
+
 def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: EvalIndex | None,
-            deduper: Deduper, kept: Counter) -> list[tuple | None]:
-    """Each row's (stage, reason, score), or None when kept; rows arrive in priority order."""
-    reasons: list = [None] * len(rows)
+            deduper: Deduper, kept: Counter) -> list[Drop | None]:
+    """Each row's Drop, or None when kept; rows arrive in priority order."""
+    reasons: list[Drop | None] = [None] * len(rows)
     for pos, row in enumerate(rows):
         if row["_near_of"] is not None and row["_near_exact"]:
-            reasons[pos] = ("exact duplicate", f"exact duplicate of {row['_near_of']}", None)
+            reasons[pos] = Drop("exact duplicate", f"exact duplicate of {row['_near_of']}")
         elif row["_near_of"] is not None:
             why = f"near duplicate of {row['_near_of']} (jaccard {row['_near_j']:.2f}, same prompt)"
-            reasons[pos] = ("near duplicate", why, row["_near_j"])
+            reasons[pos] = Drop("near duplicate", why, row["_near_j"])
         elif row["_over"]:
-            reasons[pos] = ("over per_prompt", "over per_prompt", None)
+            reasons[pos] = Drop("over per_prompt", "over per_prompt")
         elif evals is not None and (label := evals.match(row.get("prompt") or "")):
-            reasons[pos] = ("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)", None)
+            reasons[pos] = Drop("contaminated", f"contaminated by eval {label} ({evals.n}-gram overlap)")
     candidates = [pos for pos, reason in enumerate(reasons) if reason is None]
     deduper.check_batch([dedup_text(rows[p], recipe.dedup_text) for p in candidates],
                         [rows[p]["prompt_id"] for p in candidates], [rows[p]["_full"] for p in candidates])
@@ -121,13 +131,13 @@ def _decide(rows: list[dict], recipe: Recipe, source: Source, targets, evals: Ev
         row = rows[pos]
         duplicate = deduper.duplicate(index) if source.dedup else None
         if duplicate is not None:
-            reasons[pos] = (f"{duplicate.kind} duplicate", duplicate.reason, duplicate.jaccard)
+            reasons[pos] = Drop(f"{duplicate.kind} duplicate", duplicate.reason, duplicate.jaccard)
             continue
         domain = row.get("domain") or ""
         limit = targets.get(domain, 0) if isinstance(targets, dict) else targets
         counted = kept[domain] if isinstance(targets, dict) else sum(kept.values())
         if limit is not None and counted >= limit:
-            reasons[pos] = ("over quota", "over quota", None)
+            reasons[pos] = Drop("over quota", "over quota")
             continue
         kept[domain] += 1
         deduper.keep(index, row["id"])
@@ -144,15 +154,26 @@ def _side_by_side(con: duckdb.DuckDBPyConnection, relation: str, columns: str,
     side = _rows(con.cursor().sql(f"""SELECT s.* FROM {side_table} s
         JOIN (SELECT DISTINCT filename, hash(filename) AS _fkey FROM {relation}) f USING (_fkey)
         ORDER BY f.filename, s._frn"""))
-    con.execute("SET preserve_insertion_order=true")  # the scan keeps file order, as `side` is sorted
-    for batch in con.sql(f"SELECT filename, file_row_number, {columns} FROM {relation}").to_arrow_reader(BATCH_ROWS):
+    for batch in _in_file_order(con, f"SELECT filename, file_row_number, {columns} FROM {relation}"):
         rows = batch.to_pylist()
         sides = list(islice(side, len(rows)))
         for row, other in zip(rows, sides, strict=True):
             if (hash_of[row.pop("filename")], row.pop("file_row_number")) != (other["_fkey"], other["_frn"]):
                 raise RuntimeError("mix: rows and their side table are out of step")  # a bug, never bad input
         yield rows, sides
-    con.execute("SET preserve_insertion_order=false")
+
+
+def _in_file_order(con: duckdb.DuckDBPyConnection, sql: str) -> pa.RecordBatchReader:
+    """Batches of `sql` in the scanned files' row order. The connection runs with
+    preserve_insertion_order off (less memory for the sorts and joins); the setting is global, and
+    read when a query is planned, so it is on only while this one query is planned and started. It
+    goes off again through another cursor: a statement on `con` itself would end the streaming reader."""
+    con.execute("SET preserve_insertion_order=true")
+    try:
+        return con.sql(sql).to_arrow_reader(BATCH_ROWS)
+    finally:
+        with con.cursor() as other:
+            other.execute("SET preserve_insertion_order=false")
 
 
 def _insert(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table, create: bool) -> None:
@@ -202,19 +223,16 @@ def _mix_source(con: duckdb.DuckDBPyConnection, recipe: Recipe, source: Source, 
         for batch in reader:
             rows = batch.to_pylist()
             reasons = _decide(rows, recipe, source, targets, evals, deduper, kept)
-            for row, reason in zip(rows, reasons):
-                log.write(row["_ord"], *(reason[1:] if reason else (None, None)))
-            dropped.update(reason[0] for reason in reasons if reason is not None)
+            for row, drop in zip(rows, reasons):
+                log.write(row["_ord"], drop.reason if drop else None, drop.score if drop else None)
+            dropped.update(drop.stage for drop in reasons if drop is not None)
             progress.advance(len(rows), kept=sum(kept.values()))
-        con.execute("SET preserve_insertion_order=true")  # file order: the order positions were given in
-        position = 0
-        for batch in con.sql(f"SELECT * EXCLUDE (filename, file_row_number) FROM {relation}").to_arrow_reader(
-                BATCH_ROWS):
+        position = 0  # file order: the order positions were given in
+        for batch in _in_file_order(con, f"SELECT * EXCLUDE (filename, file_row_number) FROM {relation}"):
             rows = batch.to_pylist()
             for row, (reason, score) in zip(rows, log.read(position, len(rows))):
                 writer.add(_output_row(row, source, reason is None, reason, score))
             position += len(rows)
-        con.execute("SET preserve_insertion_order=false")
         log.close()
     cursor.execute("DROP TABLE IF EXISTS _keys")
     cursor.close()
@@ -346,7 +364,3 @@ def format_report(report: dict) -> str:
         where = f"{gap['source']}" + (f"/{gap['domain']}" if gap["domain"] is not None else "")
         lines.append(f"  SHORTFALL {where}: kept {gap['kept']} of quota {gap['quota']} ({gap['missing']} missing)")
     return "\n".join(lines)
-
-
-def print_report(report: dict) -> None:
-    print(format_report(report), file=sys.stdout)

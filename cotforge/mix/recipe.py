@@ -5,7 +5,8 @@ name: r1-sft-mix
 seed: 0
 sources:
   - name: reasoning
-    path: runs/math        # a cotforge run folder (its accepted samples) or a data file / folder
+    path: runs/math        # a cotforge run folder (its accepted samples), a data file / folder, or
+                           # hf://datasets/ORG/NAME[@REV][/PATH] with optional split: / config: keys
     where: "domain = 'math'"   # optional DuckDB filter on the source's rows
     quota: 600000          # rows (int), a fraction (float <= 1) of the rows left after per_prompt,
                            # or per domain: {math: 300000, code: 0.5, ...} (other domains: dropped)
@@ -35,19 +36,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
+from cotforge.io.hub import is_hub, with_hub_options
 from cotforge.io.yamlfile import load_mapping
 
 SELECT_POLICIES = ("random", "shortest", "longest")
 DEDUP_TEXTS = ("prompt_summary", "prompt", "sample")
 _SOURCE_KEYS = {"name", "path", "self_cognition", "generate", "where", "quota", "per_prompt", "select", "fields", "dedup",
-                "pass_rate"}
+                "pass_rate", "split", "config"}
 
 
 @dataclass
 class Source:
     name: str
-    path: Path | None = None
+    path: Path | str | None = None  # a str only for a Hub spec (hf://datasets/...)
     self_cognition: Path | None = None
     where: str | None = None
     quota: int | float | dict[str, int | float] | None = None  # None: every row
@@ -102,8 +104,13 @@ def _source(entry: dict, index: int, base: Path) -> Source:
     kinds = [k for k in ("path", "self_cognition") if entry.get(k)]
     if len(kinds) != 1:
         raise CotforgeError(f"{where}: give exactly one of 'path' or 'self_cognition'")
-    resolved = (base / entry[kinds[0]]).resolve()
-    if not resolved.exists():
+    if ("split" in entry or "config" in entry) and not is_hub(entry.get("path")):
+        raise CotforgeError(f"{where}: 'split' and 'config' apply to a path: hf://datasets/... source")
+    if is_hub(entry.get("path")):  # a Hub dataset, read streaming; split/config go into its spec
+        resolved = with_hub_options(entry["path"], entry.get("split"), entry.get("config"))
+    else:
+        resolved = (base / entry[kinds[0]]).resolve()
+    if not is_hub(resolved) and not resolved.exists():
         raise CotforgeError(f"{where}: {entry[kinds[0]]} not found (looked at {resolved})")
     select = entry.get("select", "random")
     if select not in SELECT_POLICIES:
@@ -160,8 +167,8 @@ def load_recipe(path: str | Path) -> Recipe:
     decontam = raw.get("decontaminate") or {}
     evals = {}
     for label in decontam.get("against") or []:
-        resolved = (base / label).resolve()
-        if not resolved.exists():
+        resolved = label if is_hub(label) else (base / label).resolve()
+        if not is_hub(resolved) and not resolved.exists():
             raise CotforgeError(f"{path}: decontaminate: eval set {label} not found (looked at {resolved})")
         evals[str(label)] = resolved
     return Recipe(path=path, name=str(raw.get("name") or path.stem), seed=int(raw.get("seed", 0)),

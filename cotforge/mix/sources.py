@@ -21,7 +21,7 @@ from cotforge.io.rows import chunks
 from cotforge.mix.recipe import Source
 from cotforge.mix.selfcog import load_spec, self_cognition_rows
 from cotforge.query import connect, sql_literal
-from cotforge.review import has_reviews
+from cotforge.io.review import has_reviews
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 
 STAGE_CHUNK_ROWS = 5000

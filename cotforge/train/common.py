@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from cotforge.engines.gguf import shipped_gguf
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 
 EMBEDDED = "embedded"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotforge import rewards as reward_functions
+from cotforge.train import rewards as reward_functions
 from cotforge.generate.templates import render
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.train.common import build_config, load_model, load_tokenizer, lora_config, result, save

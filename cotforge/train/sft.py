@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.parsing import split_completion
 from cotforge.train.common import build_config, load_model, load_tokenizer, lora_config, result, save
 

@@ -29,8 +29,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from cotforge.io.errors import CotforgeError
-from cotforge.review import DECISIONS, append_review
+from cotforge.errors import CotforgeError
+from cotforge.io.review import DECISIONS, append_review
 from cotforge.view.data import RunView, SampleFilter, compare
 from cotforge.view.render import markdown_html
 

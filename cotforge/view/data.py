@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from cotforge.datacard import funnel_rows
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.rundir import RunDir
 from cotforge.query import connect, sql_literal
 

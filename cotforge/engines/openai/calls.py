@@ -12,14 +12,23 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import Completion, Request, SamplingParams
-from cotforge.io.errors import CotforgeError
+from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
+from cotforge.errors import CotforgeError
 
 if TYPE_CHECKING:
     from cotforge.engines.openai.engine import InFlight
     from cotforge.engines.openai.fleet import Fleet, Server
 
 TOO_LONG = ("maximum context length", "max_model_len", "context length", "too long", "longer than")
+REPETITION_FIELD = "repetition_detection"  # vLLM's extension of the completions body
+OPTIONAL_FIELDS = (REPETITION_FIELD,)  # fields a call may drop when a server refuses them
+REFUSAL_STATUSES = (400, 422)
+
+
+def refused_field(body: dict, text: str) -> str | None:
+    """The optional field of `body` that a 4xx answer names (OpenAI: "Unrecognized request argument
+    supplied: X"; pydantic servers: "extra fields not permitted" with X in the location), else None."""
+    return next((name for name in OPTIONAL_FIELDS if name in body and name in text), None)
 
 
 @dataclass(eq=False)
@@ -47,6 +56,8 @@ class Job:
     last_error: str = "no attempt"
     last_url: str = ""
     moved: bool = False  # set by the probe before it cancels the call
+    cancelled: bool = False  # set by Engine.cancel before it cancels the call
+    started: bool = False  # the call's coroutine ran (a task cancelled before its first step never does)
 
     def single(self, index: int) -> Job:
         """A call for one sample of this one that carries its retry budget on."""
@@ -97,11 +108,13 @@ class Calls:
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** attempt))  # full jitter
 
-    def body(self, job: Job) -> tuple[str, dict]:
-        """The path and JSON body of a job's call."""
+    def body(self, job: Job, server: Server | None = None) -> tuple[str, dict]:
+        """The path and JSON body of a job's call (to `server`: what it refused is left out)."""
         request, params = job.pending.request, job.pending.params
         body: dict = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
                       "max_tokens": params.max_tokens, "seed": request.seed + job.first}
+        if params.repetition_detection is not None and not (server and REPETITION_FIELD in server.refused):
+            body[REPETITION_FIELD] = params.repetition_detection.as_dict()  # vLLM's server takes it
         if job.n > 1:
             body["n"] = job.n
         if request.raw_prompt is not None:
@@ -139,6 +152,16 @@ class Calls:
         job.not_before = now + delay
         self.host.queue_front([job])  # a retried call goes before new work: its prompt waits on it
 
+    def never_started(self, job: Job, server: Server) -> None:
+        """A call task cancelled before its first step: none of `call`'s handlers ran, so do their work."""
+        self.host.inflight_ledger.returned(server, job.n)
+        if job.cancelled:
+            self.cancelled(job)
+        elif job.moved:
+            job.moved = False
+            self.moved += 1
+            self.requeue(job, server, "probe", "server stopped answering (probe failed)", server.url)
+
     @staticmethod
     def give_up(job: Job, kind: str, failing_for: float) -> str:
         if kind == "empty_completion":
@@ -150,7 +173,8 @@ class Calls:
         return f"{job.last_url}: {what}; rerun the same command to resume (committed samples are kept)"
 
     async def call(self, job: Job, server: Server) -> None:
-        path, body = self.body(job)
+        job.started = True
+        path, body = self.body(job, server)
         url = server.url + path
         ledger = self.host.inflight_ledger
         try:
@@ -160,7 +184,9 @@ class Calls:
             finally:
                 ledger.returned(server, job.n)  # the server no longer holds these, whatever came back
         except asyncio.CancelledError:
-            if job.moved:  # the probe found the server dead: move the call
+            if job.cancelled:  # Engine.cancel: the connection is closed, the server aborts the request
+                self.cancelled(job)
+            elif job.moved:  # the probe found the server dead: move the call
                 job.moved = False
                 self.moved += 1
                 self.requeue(job, server, "probe", "server stopped answering (probe failed)", url)
@@ -184,6 +210,11 @@ class Calls:
                 retry_after = retry_after_s(headers.get("retry-after"))
                 delay = min(self.backoff_max_s, retry_after) if retry_after is not None else self.backoff(job.attempts)
                 self.requeue(job, server, "http_429" if status == 429 else "http_5xx", last, url, delay)
+            elif status in REFUSAL_STATUSES and refused_field(body, text):
+                # A server without vLLM's extension (OpenAI's API, some proxies) refuses the unknown
+                # field: learned once per server, the call goes again without it, not as a retry.
+                server.refused.add(refused_field(body, text))
+                self.host.queue_front([job])
             elif status == 400 and any(s in text.lower() for s in TOO_LONG):
                 self.host.finish(job.pending, error=f"{url}: {last}")
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
@@ -198,6 +229,15 @@ class Calls:
                          self.backoff(job.attempts))
             return
         self.take(job, server, url, answer)
+
+    def cancelled(self, job: Job, tokens: int = 0) -> None:
+        """A job stopped by Engine.cancel (queued or in flight): its samples end as `cancelled`."""
+        slots = job.pending.slots
+        self.host.inflight_ledger.answered(job.n)
+        for j in range(job.first, job.first + job.n):
+            slots[j] = Completion("", CANCELLED, 0, tokens if j == job.first else 0)
+        if all(slot is not None for slot in slots):
+            self.host.finish(job.pending)
 
     def take(self, job: Job, server: Server, url: str, answer: dict) -> None:
         choices = answer.get("choices")

@@ -20,7 +20,7 @@ import aiohttp
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.openai.calls import Calls, Job, Pending
 from cotforge.engines.openai.fleet import Fleet, Server, reach, served_model, unreachable_line, v1
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
 PER_SERVER_CONCURRENCY = 256  # vLLM's default max_num_seqs: enough to keep one server's batch full
@@ -64,7 +64,6 @@ class OpenAIEngine(Engine):
                  backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0,
                  outage_s: float = 120.0) -> None:
         self.base_urls = self.validate_options({"base_url": base_url})
-        self.base_url = self.base_urls[0]
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
@@ -143,6 +142,11 @@ class OpenAIEngine(Engine):
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         return drain(self._done, timeout_s)
 
+    def cancel(self, requests: list[Request]) -> None:
+        """Drop their queued calls and close the connections of those in flight (vLLM's server aborts
+        a request whose client disconnects, so the slots free at once)."""
+        self._loop.call_soon_threadsafe(self._cancel, list(requests))
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
@@ -170,6 +174,8 @@ class OpenAIEngine(Engine):
         # connection, time out, and take a busy server for a dead one.
         probe_session = self._session(len(servers), aiohttp.ClientTimeout(total=self.probe_timeout_s))
         self._queue: list[Job] = []
+        self._pending: dict[int, Pending] = {}  # submitted and not finished, for cancel
+        self._closing = False
         self.wake = asyncio.Event()
         self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
         self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
@@ -185,11 +191,35 @@ class OpenAIEngine(Engine):
                                      connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0))
 
     async def _shutdown(self) -> None:
-        for task in list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]:
+        # The dispatcher stops on the flag too: Python 3.11's wait_for can swallow a cancellation that
+        # lands as its wait ends, and a task still pending when the loop closes is reported at exit
+        # ("Task was destroyed but it is pending!"), a second line under a run's one-line error.
+        self._closing = True
+        self.wake.set()
+        tasks = list(self._tasks) + [t for s in self._fleet.servers for t in s.tasks]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)  # let them unwind before the loop stops
         await self._fleet.close()
 
+    def _cancel(self, requests: list[Request]) -> None:
+        wanted = {id(r) for r in requests}
+        pendings = {id(p): p for p in self._pending.values() if id(p.request) in wanted}
+        if not pendings:
+            return  # all finished already
+        queued = [job for job in self._queue if id(job.pending) in pendings]
+        self._queue = [job for job in self._queue if id(job.pending) not in pendings]
+        for job in queued:
+            self._calls.cancelled(job)
+        for server in self._fleet.servers:
+            for task, job in list(server.tasks.items()):
+                if id(job.pending) in pendings:
+                    job.cancelled = True
+                    task.cancel()  # the call's CancelledError handler fills its slots as cancelled
+
     def _enqueue_request(self, pending: Pending) -> None:
+        self._pending[id(pending)] = pending
         singles = all(s.n_per_request is False for s in self._fleet.servers)
         if pending.request.n == 0:
             self.finish(pending)
@@ -211,13 +241,19 @@ class OpenAIEngine(Engine):
         if pending.finished:
             return
         pending.finished = True
+        self._pending.pop(id(pending), None)
         if error:
             self.inflight_ledger.answered(sum(slot is None for slot in pending.slots))
         self._done.put(Finished(pending.request, [] if error else list(pending.slots), error))
 
+    def _call_done(self, task: asyncio.Task, server: Server, job: Job) -> None:
+        server.tasks.pop(task, None)
+        if task.cancelled() and not job.started and not self._closing:
+            self._calls.never_started(job, server)
+
     async def _dispatch(self) -> None:
         fleet, ledger = self._fleet, self.inflight_ledger
-        while True:
+        while not self._closing:
             now = time.monotonic()
             wait = None
             total = sum(s.inflight for s in fleet.servers)
@@ -235,9 +271,10 @@ class OpenAIEngine(Engine):
                 self._queue.remove(job)
                 ledger.sent(server, job.n)
                 total += job.n
+                job.started = False
                 task = self._loop.create_task(self._calls.call(job, server))
                 server.tasks[task] = job
-                task.add_done_callback(lambda t, s=server: s.tasks.pop(t, None))
+                task.add_done_callback(lambda t, s=server, j=job: self._call_done(t, s, j))
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001) if wait is not None else None)

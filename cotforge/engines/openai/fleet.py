@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def v1(url: str) -> str:
@@ -46,6 +46,7 @@ class Server:
     last_answer: float = 0.0  # monotonic time of the last answer of any kind
     last_ok: float = 0.0  # ... and of the last answer with choices in it (a retry budget restarts after one)
     tasks: dict = field(default_factory=dict)  # asyncio task -> the Job it sends
+    refused: set = field(default_factory=set)  # optional body fields this server answered 4xx to
 
     def up(self, now: float) -> bool:
         return self.down_until <= now

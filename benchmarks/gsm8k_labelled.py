@@ -1,4 +1,7 @@
-"""Labelled model solutions in the layout of GSM8K's `example_model_solutions.jsonl`.
+"""Labelled model solutions in the layout of GSM8K's `example_model_solutions.jsonl` (../shared).
+
+Read by the benchmarks and the tests (tests/conftest.py puts this folder on the path), not by cotforge
+itself: the package reads samples through `cotforge.io`, and this layout is only our test data's.
 
 Each line holds `question`, `ground_truth` (a worked solution ending in `A: N` or `#### N`) and one
 column per model with `{is_correct, solution}` (a JSON object, or its Python repr as the upstream
