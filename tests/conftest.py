@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Ray binds to the machine's eth0 address by default; the test clusters stay on loopback (127.0.0.1):
+# with this switch off, ray_constants.ENABLE_RAY_CLUSTER is False and Ray uses its localhost IP. Set before
+# any Ray import, and inherited by every Ray node and driver the tests start.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 SHARED = Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared"))
 sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K solutions' reader
 
