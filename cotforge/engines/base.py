@@ -115,6 +115,9 @@ class Engine:
     name = ""
     model = ""
     max_inflight = 16  # sequences to keep outstanding; engines set what saturates them
+    # Whether the scheduler may ask extra, unplanned samples to keep the engine full at a run's tail; an
+    # engine with a fixed supply of samples (replay) says no.
+    fills_tail = True
 
     # -- batch -------------------------------------------------------------------------------------
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:

@@ -21,6 +21,7 @@ from cotforge.io.readers import read_rows
 
 class ReplayEngine(Engine):
     name = "replay"
+    fills_tail = False  # only the recorded samples exist: extra tail samples would ask for ones never recorded
 
     def __init__(self, model: str | Path):
         self.model = str(model)

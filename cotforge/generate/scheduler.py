@@ -213,7 +213,7 @@ class Scheduler:
                             break
                         prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
-                    if self.policy.fills_tail and not fresh and not follow_ups:
+                    if self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups:
                         self._fill_tail(max_inflight)
                     # Wait briefly when the checker may have verdicts: they plan the next waves.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
