@@ -111,10 +111,10 @@ class Adaptive(Allocation):
         if left == 0:
             return 0
         rounds_left = config.max_rounds - prompt.rounds
+        if prompt.rounds == 0 and (config.accept > 1 or prior is None or rounds_left <= 1):
+            return min(config.k, left)  # a first round is `k`, also when it is the only one (--max-rounds 1)
         if rounds_left <= 1:
             return left  # the last round: all that is left, so a prompt that never passes spends its budget
-        if prompt.rounds == 0 and (config.accept > 1 or prior is None):
-            return min(config.k, left)
         needed = config.accept - prompt.accepted
         prior_rate = prior.rate if prior is not None else PRIOR_RATE
         rate = (prompt.accepted + PRIOR_STRENGTH * prior_rate) / (prompt.spent + PRIOR_STRENGTH)
