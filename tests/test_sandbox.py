@@ -217,8 +217,9 @@ def _start_filter(tmp_path: Path, mark: str) -> tuple[subprocess.Popen, Path]:
                                    "tests": json.dumps([{"input": "1 2", "output": "3"}])}) + "\n")
     preset = tmp_path / "sandbox.yaml"
     preset.write_text("checks:\n  - check: code\n    time_limit_s: 60\n    timeout_s: 120\n")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir(exist_ok=True)
+    # A short TMPDIR: multiprocessing's forkserver binds an AF_UNIX socket under it, and a path over 107
+    # bytes fails (xdist's tmp_path for this test's name is longer than that)
+    scratch = Path(tempfile.mkdtemp(prefix="cf-sbx-"))
     env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "cotforge.cli", "filter", str(samples), "--out",
                                 str(tmp_path / "run"), "--checks", str(preset), "--overwrite"], cwd=REPO, env=env,
