@@ -228,6 +228,10 @@ class SimHandle:
             raise RuntimeError("the outage was never ended")
         self.start()
 
+    def hold(self, on: bool = True) -> None:
+        """Take requests in but decode nothing (`on`), or go on decoding; `stats()["held"]` counts what it holds."""
+        httpx.post(self.root + "/hold", json={"on": on}, timeout=30)
+
     def freeze(self) -> None:
         """Stop answering anything (POSTs, /v1/models), connections left open: a hung server."""
         httpx.post(self.root + "/freeze", timeout=30)

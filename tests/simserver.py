@@ -92,6 +92,9 @@ class Simulator:
         self.peak = 0  # most sequences held at once
         self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.frozen = False  # POST /freeze: stop answering anything, connections left open (a hung server)
+        # POST /hold {"on": true}: requests are taken in but no step decodes until {"on": false} (lets a
+        # test act while it knows which sequences a server holds, instead of guessing a moment).
+        self.holding = False
         # Faults a broken server makes (POST /faults {"blank_every": 3, ...}, or --blank-every ...): every
         # Nth completion answered with nothing generated, a 200 body that is not JSON, a 200 without choices.
         self.faults = {"blank_every": 0, "bad_json_every": 0, "no_choices_every": 0}
@@ -105,6 +108,10 @@ class Simulator:
     async def run(self) -> None:
         next_at = time.monotonic()
         while True:
+            if self.holding:
+                await asyncio.sleep(self.step_s)
+                next_at = time.monotonic()
+                continue
             while self.waiting and len(self.active) < self.slots:
                 self.active.append(self.waiting.popleft())
             if self.steps % 100 == 0:
@@ -255,9 +262,13 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
             elif method == "GET" and path == "/stats":
                 answer = {"steps": sim.steps, "busy": sim.busy, "tokens": sim.busy, "aborted": sim.aborted, "refused": sim.refused,
                           "slots": sim.slots, "requests": sim.requests,
+                          "held": sum(not seq.aborted for seq in (*sim.active, *sim.waiting)),
                           "outstanding": sim.outstanding, "peak": sim.peak,
                           "first_step": sim.first_step, "last_step": sim.last_step,
                           "timeline": [round(b / (100 * sim.slots), 2) for b in sim.timeline]}
+            elif method == "POST" and path == "/hold":
+                sim.holding = bool(json.loads(raw or b"{}").get("on", True))
+                answer = {"holding": sim.holding}
             elif method == "POST" and path == "/stats/reset":
                 sim.reset()
             elif method == "POST" and path == "/faults":

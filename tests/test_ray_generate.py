@@ -32,11 +32,16 @@ def prompts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def servers(prompts):
+def sims(prompts):
     """Two simulated servers (8 slots, short completions: the test is about scheduling, not length)."""
     with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as one,\
             sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, sigma=0.6) as two:
-        yield [one.base_url, two.base_url]
+        yield [one, two]
+
+
+@pytest.fixture(scope="module")
+def servers(sims):
+    return [sim.base_url for sim in sims]
 
 
 def config(servers, **extra):
@@ -74,8 +79,13 @@ def test_generate_over_ray_equals_local(ray_cluster, prompts, servers, local_run
     assert 0 < summary["prompts_done"] < PROMPTS
 
 
-def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, servers, local_run, tmp_path):
+def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, sims, servers, local_run, tmp_path):
+    """The kill lands while the replica holds requests, by construction: both servers take requests in
+    but decode nothing until the kill is done, so the killed replica always has work to lose (a kill
+    timed on the run's progress could hit a replica that had just gone idle, and nothing was resent)."""
     killed = {}
+    for sim in sims:
+        sim.hold()
 
     def kill_one_replica():
         import os
@@ -83,13 +93,17 @@ def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, s
         import time
 
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any((tmp_path / "run" / "samples").glob("part-*.parquet")) and (
-                    pids := actor_pids("ray::EngineReplica", under=os.getpid())):  # this session's cluster only
-                os.kill(pids[0], signal.SIGKILL)
-                killed["pid"] = pids[0]
-                return
-            time.sleep(0.02)
+        try:
+            while time.monotonic() < deadline:
+                pids = actor_pids("ray::EngineReplica", under=os.getpid())  # this session's cluster only
+                if len(pids) == 2 and all(sim.stats()["held"] > 0 for sim in sims):
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed["pid"] = pids[0]
+                    return
+                time.sleep(0.02)
+        finally:
+            for sim in sims:
+                sim.hold(False)
 
     killer = threading.Thread(target=kill_one_replica)
     killer.start()
