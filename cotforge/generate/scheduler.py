@@ -52,6 +52,7 @@ from cotforge.schema import PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
+WARMING_BACKLOG = 4  # rows waiting for verdicts while the check pool starts, in max_inflights (run_all)
 
 
 class Scheduler:
@@ -176,6 +177,12 @@ class Scheduler:
         self._finished_before = None
         follow_ups: deque[str] = deque()
         checker = Checker(self._build_chain)
+
+        def backlog(checker: Checker) -> int:
+            """Samples that may wait for verdicts before no more are asked. Until the chain's first
+            verdicts its pool is still starting (imports and warm-up: seconds), not slow: the engine
+            is kept fed meanwhile, up to WARMING_BACKLOG x max_inflight rows held."""
+            return max_inflight * (1 if checker.judged else WARMING_BACKLOG)
         with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
@@ -197,7 +204,7 @@ class Scheduler:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
-                    while (engine.inflight < max_inflight and checker.pending < max_inflight
+                    while (engine.inflight < max_inflight and checker.pending < backlog(checker)
                            and (follow_ups or fresh)):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
