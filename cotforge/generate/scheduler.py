@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
-from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation, pass_rate
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.prompts import FreshPrompts, PromptFile
@@ -220,7 +220,8 @@ class Scheduler:
                             break
                         prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
-                    if self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups:
+                    if (self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups
+                            and checker.pending < backlog(checker)):
                         self._fill_tail(max_inflight)
                     # Wait briefly when the checker may have verdicts: they plan the next waves.
                     for finished in engine.poll(0.005 if checker.pending else 0.05):
@@ -268,16 +269,20 @@ class Scheduler:
             self.outstanding += 1
 
     def _fill_tail(self, max_inflight: int) -> None:
-        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
-        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
-        nearly empty while it decodes)."""
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts (a lone
+        sample of the run's last prompt would leave the engine nearly empty while it decodes).
+
+        The hardest first (lowest pass rate so far, then fewest in flight): a prompt that keeps failing
+        spends its whole budget whatever the order, so asking its samples early costs no tokens, and
+        its waves, run one after another, are what the run's end waits for; an easy prompt's extra
+        samples are likely cancelled siblings."""
         engine = self.engine
         if engine.inflight >= max_inflight * TAIL_FILL:
             return
         open_prompts = [pid for pid in {r.key for r, _ in self._asked.values()}
                         if self.policy.left(self.state[pid]) > 0]
         while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
-            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            open_prompts.sort(key=lambda pid: (pass_rate(self.state[pid], self.prior), len(self.state[pid].asked)))
             prompt_id = open_prompts[0]
             prompt = self.state[prompt_id]
             indices = prompt.free_indices(self.config.sample_budget, 1)
