@@ -96,43 +96,50 @@ def bench_config():
 def write_complete_run(prompts: Path, out: Path) -> int:
     """The run folder step 1 leaves, written directly: the same prompts shard and manifest (the
     scheduler writes them), then every sample row the instant engine and `format` would give, 256 a
-    shard, with the resume index. Returns the shards written."""
+    shard, with the resume index. Returns the shards written. Columns are built a prompts batch at
+    a time and sliced into shards (row dicts took ~30 min for 1M prompts' 15,600 shards here)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from cotforge.generate.config import sample_seed
     from cotforge.generate.resume import KeyIndex
     from cotforge.generate.scheduler import Scheduler
-    from cotforge.schema import SAMPLE_SCHEMA, to_table
+    from cotforge.io.rundir import RunDir
+    from cotforge.schema import SAMPLE_SCHEMA
 
     config = bench_config()
     Scheduler(prompts, out, config, engine=InstantEngine()).close()
-    from cotforge.io.rundir import RunDir
-
     run = RunDir(out)
     (out / "samples").mkdir(exist_ok=True)
-    index, shard, buffer = KeyIndex(run, 0, []), 0, []
+    index, shard = KeyIndex(run, 0, []), 0
     verdict = [{"check": "format", "passed": True, "score": 1.0, "reason": "ok", "status": "passed", "code": None}]
-    for batch in pq.ParquetFile(run.shard_path("prompts", 0)).iter_batches(batch_size=4096):
-        for prompt in batch.to_pylist():
-            pid = prompt["id"]
-            text = f"<think>Add the numbers for {pid}.</think> The answer is \\boxed{{{len(pid)}}}."
-            for j in range(K):
-                buffer.append({"id": f"{pid}-{j}", "prompt_id": pid, "sample_idx": j, "round": 0,
-                               "prompt": prompt["prompt"], "gold": prompt["gold"], "domain": prompt["domain"],
-                               "model": "instant", "engine": "instant", "temperature": config.temperature,
-                               "top_p": config.top_p, "max_tokens": config.max_tokens,
-                               "seed": sample_seed(config.seed, pid, 0) + j, "completion": text,
-                               "reasoning": f"Add the numbers for {pid}.", "summary": text.split("</think> ")[1],
-                               "finish_reason": "stop", "prompt_tokens": 40, "completion_tokens": 20,
-                               "verdicts": verdict, "accepted": True})
-                if len(buffer) == config.shard_size:
-                    pq.write_table(to_table(buffer, SAMPLE_SCHEMA), run.shard_path("samples", shard), compression="zstd")
-                    index.record(shard, buffer)
-                    shard, buffer = shard + 1, []
-    if buffer:
-        pq.write_table(to_table(buffer, SAMPLE_SCHEMA), run.shard_path("samples", shard), compression="zstd")
-        index.record(shard, buffer)
-        shard += 1
+    for batch in pq.ParquetFile(run.shard_path("prompts", 0)).iter_batches(batch_size=config.shard_size * 64):
+        ids = batch.column("id").to_pylist()
+        texts = [f"<think>Add the numbers for {pid}.</think> The answer is \\boxed{{{len(pid)}}}." for pid in ids]
+        rows = len(ids) * K
+        repeat = [i for i in range(len(ids)) for _ in range(K)]  # each prompt's row, K times
+        columns = {
+            "id": [f"{pid}-{j}" for pid in ids for j in range(K)],
+            "prompt_id": [ids[i] for i in repeat], "sample_idx": list(range(K)) * len(ids), "round": [0] * rows,
+            "prompt": [p for p in batch.column("prompt").to_pylist() for _ in range(K)],
+            "gold": [g for g in batch.column("gold").to_pylist() for _ in range(K)],
+            "domain": [d for d in batch.column("domain").to_pylist() for _ in range(K)],
+            "model": ["instant"] * rows, "engine": ["instant"] * rows, "temperature": [config.temperature] * rows,
+            "top_p": [config.top_p] * rows, "max_tokens": [config.max_tokens] * rows,
+            "seed": [sample_seed(config.seed, pid, 0) + j for pid in ids for j in range(K)],
+            "completion": [texts[i] for i in repeat],
+            "reasoning": [f"Add the numbers for {ids[i]}." for i in repeat],
+            "summary": [texts[i].split("</think> ")[1] for i in repeat],
+            "finish_reason": ["stop"] * rows, "prompt_tokens": [40] * rows, "completion_tokens": [20] * rows,
+            "verdicts": [verdict] * rows, "accepted": [True] * rows,
+        }
+        table = pa.Table.from_pydict({name: columns.get(name, [None] * rows) for name in SAMPLE_SCHEMA.names},
+                                     schema=SAMPLE_SCHEMA)
+        for offset in range(0, rows, config.shard_size):
+            part = table.slice(offset, config.shard_size)
+            pq.write_table(part, run.shard_path("samples", shard), compression="zstd")
+            index.record_table(shard, part)
+            shard += 1
     return shard
 
 
