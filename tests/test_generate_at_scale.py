@@ -162,6 +162,45 @@ def test_a_complete_run_rerun_asks_nothing(prompts, tmp_path, uninterrupted):
     assert summary["prompts_done"] == uninterrupted[1]["prompts_done"]
 
 
+SESSION = ("seconds_this_session", "tokens_per_s_this_session")
+
+
+def test_a_complete_run_rerun_reuses_its_figures(prompts, tmp_path, monkeypatch):
+    """Nothing new committed: the manifest's counts, funnel and tokens are the run's, not recomputed
+    over every shard (minutes at 1M prompts); they equal what a recompute gives."""
+    _, first = run(prompts, tmp_path / "run")
+    import cotforge.stats
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("end-of-run statistics recomputed for a run that did not change")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cotforge.stats, "run_counts", no_recompute)
+        _, again = run(prompts, tmp_path / "run")
+    assert {k: v for k, v in again.items() if k not in SESSION} == {k: v for k, v in first.items() if k not in SESSION}
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["samples"] == first["samples"]
+
+
+@pytest.mark.parametrize("change", ["lost shard", "manifest says fewer samples"])
+def test_a_rerun_recomputes_when_the_run_is_not_what_its_manifest_says(prompts, tmp_path, change, uninterrupted):
+    _, first = run(prompts, tmp_path / "run")
+    manifest_path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if change == "lost shard":  # killed before the last shard landed: back to running, that shard asked again
+        sorted((tmp_path / "run" / "samples").glob("part-*.parquet"))[-1].unlink()
+        manifest["status"] = "running"
+    else:  # a manifest out of line with the shards (written by hand, or by another version)
+        manifest["counts"]["samples"] -= 1
+        manifest["counts"]["accepted"] -= 1
+    manifest_path.write_text(json.dumps(manifest))
+    _, again = run(prompts, tmp_path / "run")
+    assert again["samples"] == first["samples"] == len(samples(tmp_path / "run"))
+    assert again["accepted"] == first["accepted"] and again["funnel"] == first["funnel"]
+    assert again["tokens"] == first["tokens"] if change != "lost shard" else again["tokens"]["accepted"] == \
+        first["tokens"]["accepted"]
+
+
 @pytest.mark.parametrize("rows", [
     [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}],
     [{"id": "a", "prompt": "x"}] + [{"id": f"n{i}", "prompt": "y"} for i in range(20)] + [{"id": "a", "prompt": "q"}],
