@@ -426,11 +426,14 @@ class Scheduler:
             self.run.update_manifest(status="complete", counts=summary)
             self.close()
             return {**summary, "funnel": old["funnel"], "tokens": old["tokens"]}
-        from cotforge.stats import run_counts  # DuckDB: imported when needed, not before the first request
+        from cotforge.query import connect  # DuckDB: imported when needed, not before the first request
+        from cotforge.stats import run_counts
 
-        counts = run_counts(self.run.path, self.names)
+        con = connect(self.run.path)  # one connection: its views over every shard are built once
+        counts = run_counts(self.run.path, self.names, con=con)
         samples = counts["accepted"] + counts["rejected"]
-        tokens = token_accounting(self.run, self.names)
+        tokens = token_accounting(self.run, self.names, con=con)
+        con.close()
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
             "prompts": self.prompt_file.count,
