@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import childproc  # noqa: E402
+from childproc import Figures  # noqa: E402
 from cotforge.engines.base import Completion, Engine, Finished, Request, SamplingParams  # noqa: E402
 
 K = 4
@@ -157,23 +157,17 @@ def child(prompts: str, out: str) -> None:
         return finish(self, seconds)
 
     Scheduler.finish = timed_finish
-    cpu0, start = time.process_time(), time.perf_counter()
+    figures = Figures()
     summary = generate(prompts, out, config, engine=engine)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    print(json.dumps({
-        "seconds": seconds, "cpu_s": cpu, "requests": engine.requests, "samples_total": summary["samples"],
+    figures.report(
+        requests=engine.requests, samples_total=summary["samples"],
         # CPU (user + system, every thread) from the call to the last commit; the rest is finish()
-        "loop_cpu_s": marks["loop_cpu"] - cpu0, "finish_s": time.perf_counter() - marks["loop_end"],
-        "first_request_s": (engine.first_request_at - start) if engine.first_request_at else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        loop_cpu_s=marks["loop_cpu"] - figures.cpu0, finish_s=time.perf_counter() - marks["loop_end"],
+        first_request_s=(engine.first_request_at - figures.start) if engine.first_request_at else None)
 
 
 def run_child(prompts: Path, out: Path) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", str(prompts), str(out)], check=False,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"generate on {prompts} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return childproc.run_child(__file__, [prompts, out], f"generate on {prompts}")
 
 
 def lose_tail(run: Path, samples: int) -> int:
