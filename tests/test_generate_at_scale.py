@@ -16,7 +16,7 @@ from cotforge.generate import GenerateConfig
 from cotforge.generate import prompts as prompt_module
 from cotforge.generate import resume
 from cotforge.generate.scheduler import Scheduler
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from runcheck import assert_same_up_to_cancellation
 
 PROMPTS = 60
