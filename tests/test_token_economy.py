@@ -265,8 +265,9 @@ def test_tail_fill_gives_free_slots_to_the_hardest_prompts_first():
         "hard": PromptState(spent=6, judged=set(range(6)), asked={6, 7, 8}),  # six failures, three in flight
         "harder": PromptState(spent=8, judged=set(range(8)), asked={8}),  # eight failures
     }
-    scheduler._asked = {i: (Request(key, [], first_index=min(p.asked)), 0)
-                        for i, (key, p) in enumerate(scheduler.state.items())}
+    in_flight = {key: Request(key, [], first_index=min(p.asked)) for key, p in scheduler.state.items()}
+    scheduler._asked = {id(r): (r, 0) for r in in_flight.values()}
+    scheduler._inflight_of = {key: {id(r): r} for key, r in in_flight.items()}
     engine = _Inflight(inflight=5)
     scheduler._engine = engine
     asked = []
