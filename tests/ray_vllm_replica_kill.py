@@ -13,7 +13,7 @@ the simulated server's /hold switch in tests/test_ray_generate.py):
 3. the other replicas' engine cores get SIGCONT, and the run goes on: Ray restarts the killed replica,
    the driver sends its request again.
 The driver is the real one; only `RayEngine` is wrapped, to see when the replicas are ready and what
-each holds. The last stdout line is JSON: {"killed": pid} (absent when nothing was killed).
+each holds. The last stdout line is JSON: {"pid": the killed actor's pid} ({} when nothing was killed).
 """
 
 from __future__ import annotations

