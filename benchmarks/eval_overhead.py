@@ -7,7 +7,10 @@ also groups the answers into vote classes and writes the metrics before the run 
 draw the same samples (same seeds, same batches); each is run twice, alternating, and the best
 time of each counts. Last line: ratio = eval tokens/s / generate tokens/s (target >= 0.95).
 
-    python benchmarks/eval_overhead.py [--quick]
+    python benchmarks/eval_overhead.py [--quick] [--prompts P] [--n N] [--max-tokens T] [--threads 1]
+
+`--threads` sets torch's intra-op threads (default 1): on a shared, oversubscribed CPU two threads
+spend their time in each other's barriers (docs/notes/eval.md), which only adds noise to both sides.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ PROMPTS = Path(__file__).resolve().parents[1] / "recipes" / "data" / "quickstart
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 prompts, n=4, 48 tokens")
+    parser.add_argument("--prompts", type=int, help="number of prompts (overrides the size's)")
+    parser.add_argument("--n", type=int, help="samples per prompt (overrides the size's)")
+    parser.add_argument("--max-tokens", type=int, help="tokens per sample (overrides the size's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args()
     from cotforge.engines.embedded import EmbeddedEngine
     from cotforge.evaluation import evaluate
     from cotforge.generate import GenerateConfig, generate
 
     count, n, max_tokens = (6, 4, 48) if args.quick else (12, 8, 96)
+    count, n, max_tokens = args.prompts or count, args.n or n, args.max_tokens or max_tokens
     prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines()][:count]
-    engine = EmbeddedEngine()
+    engine = EmbeddedEngine(threads=args.threads)
     fixed = {"k": n, "max_rounds": 1, "adaptive": False, "accept": n, "budget": n, "max_tokens": max_tokens,
              "checks": "eval"}
     best = {"generate": (0, float("inf")), "eval": (0, float("inf"))}
@@ -53,7 +61,7 @@ def main() -> None:
             if seconds < best["eval"][1]:
                 best["eval"] = (result["completion_tokens"], seconds)
             print(f"round {round_}: generate {summary['samples']} samples, eval {result['samples']} samples, "
-                  f"eval pass@1 {result['metrics']['overall']['pass@1']:.3f}")
+                  f"eval pass@1 {result['metrics']['overall']['pass@1']:.3f}", flush=True)
     (gen_tokens, gen_s), (eval_tokens, eval_s) = best["generate"], best["eval"]
     assert gen_tokens == eval_tokens, "same seeds and batches should give the same tokens"
     print(f"generate (fixed n={n}): {gen_tokens} tokens in {gen_s:.1f}s -> {gen_tokens / gen_s:.1f} tokens/s")

@@ -16,12 +16,12 @@ LAYERS = [
     # the floor: errors, records, run folders, text parsing, progress, shipped resources
     {"cotforge", "cotforge.errors", "cotforge.schema", "cotforge.parsing", "cotforge.progress",
      "cotforge.resources", "cotforge.io"},
-    {"cotforge.query", "cotforge.engines", "cotforge.review"},  # read any run; engines (review: old path)
+    {"cotforge.query", "cotforge.engines"},  # read any run; engines
     {"cotforge.checks"},
     {"cotforge.judge", "cotforge.stats"},  # a model after the rule checks; a run's counts
     {"cotforge.executors", "cotforge.formatters", "cotforge.datacard"},
     {"cotforge.generate", "cotforge.filtering", "cotforge.rewrite", "cotforge.export", "cotforge.mix",
-     "cotforge.evaluation", "cotforge.view", "cotforge.train", "cotforge.rewards"},  # the stages (rewards: old path)
+     "cotforge.evaluation", "cotforge.view", "cotforge.train"},  # the stages
     {"cotforge.cluster"},  # the stages on Ray: plugs into generate and filter
     {"cotforge.cli"},  # a thin layer over all of them
 ]
@@ -60,7 +60,7 @@ def imports(path: Path) -> list[tuple[str, int, bool]]:
         for child in ast.iter_child_nodes(node):
             inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
             if isinstance(child, ast.ImportFrom) and child.level == 0 and (child.module or "").startswith("cotforge"):
-                # `from cotforge import rewards` imports the module cotforge.rewards, not the package
+                # `from cotforge.train import rewards` imports the module cotforge.train.rewards, not the package
                 found.extend((submodule if is_module(submodule := f"{child.module}.{a.name}") else child.module,
                               child.lineno, inner) for a in child.names)
             elif isinstance(child, ast.Import):

@@ -10,7 +10,7 @@ import pytest
 
 from cotforge.cluster.generate import replica_plan
 from cotforge.generate import GenerateConfig
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 
 
 def vllm(**engine_options) -> GenerateConfig:

@@ -298,6 +298,36 @@ def _judge_stages(configs: list, engines: dict | None) -> list:
     return [JudgeStage(config, (engines or {}).get(config.name)) for config in configs]
 
 
+
+# The fork server listens on an AF_UNIX socket in multiprocessing's temp folder (TMPDIR/pymp-XXXXXXXX/
+# listener-XXXXXXXX); Linux caps that path at 107 bytes, so a long TMPDIR (a CI's or pytest's tmp_path)
+# made the pool die at start with a traceback.
+SOCKET_PATH_MAX = 107
+SOCKET_NAME_LEN = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+SHORT_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def short_socket_folder() -> str:
+    """multiprocessing's temp folder, made under a short folder when TMPDIR is too long for the socket."""
+    import multiprocessing.util
+    import tempfile
+
+    if len(tempfile.gettempdir().encode()) + SOCKET_NAME_LEN <= SOCKET_PATH_MAX:
+        return multiprocessing.util.get_temp_dir()
+    if mp.current_process()._config.get("tempdir"):  # made already (by us or the caller): it is what binds
+        return multiprocessing.util.get_temp_dir()
+    for folder in SHORT_FOLDERS:
+        if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+            saved, tempfile.tempdir = tempfile.tempdir, folder
+            try:  # get_temp_dir makes its folder once per process and keeps it: only the socket moves
+                return multiprocessing.util.get_temp_dir()
+            finally:
+                tempfile.tempdir = saved
+    raise CotforgeError(f"TMPDIR {tempfile.gettempdir()!r} is too long for the check pool's Unix socket "
+                        f"(at most {SOCKET_PATH_MAX - SOCKET_NAME_LEN} bytes) and none of "
+                        f"{', '.join(SHORT_FOLDERS)} is writable: set TMPDIR to a shorter folder")
+
+
 class Chain:
     """The one chain assembly, used by generate, filter (local and on Ray), rewrite and the rewards:
     the rule checks in the supervised worker pool, then any `judge` entries in engine batches
@@ -377,6 +407,7 @@ class Chain:
         if self._workers or self.jobs <= 0:
             return
         self._ctx = mp.get_context("forkserver")
+        short_socket_folder()
         # Import every check module (sympy, the LaTeX parser, ...) once in the fork server, so new and
         # replacement workers start with them loaded.
         self._ctx.set_forkserver_preload(["cotforge.checks.chain", *check_modules()])

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotforge.io.atomic import atomic_write
-from cotforge.io.errors import CotforgeError
+from cotforge.errors import CotforgeError
 from cotforge.io.normalize import Normalizer
 from cotforge.io.readers import read_rows
 from cotforge.io.rows import chunks, split_bad_rows

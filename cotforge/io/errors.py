@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cotforge.errors import CotforgeError, Interrupted, environment_fault  # noqa: F401  the old path (#22)
+from cotforge.errors import CotforgeError
 
 RAW_KEEP_BYTES = 64 * 1024
 
