@@ -150,6 +150,8 @@ class Scheduler:
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
                 if reason and reason.startswith(ENGINE_REASON):
                     self.state.setdefault(json.loads(raw)["id"], PromptState()).quarantined = True
+        for prompt in self.state.values():  # a last round the kill cut short is asked to its end
+            self.policy.restore(prompt)
         finished = [pid for pid, prompt in self.state.items() if self.done(prompt)]
         for prompt_id in finished:
             self._retire(prompt_id)
