@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from childproc import Figures, run_child  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -44,39 +43,35 @@ def write_samples(path: Path, rows: int, seed: int = 0) -> None:
 def child(samples: str, out: str) -> None:
     from cotforge.filtering import filter_samples
 
-    start = time.perf_counter()
+    figures = Figures()
     counts = filter_samples([samples], out, checks="format", jobs=1)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rows": counts["rows_read"], "accepted": counts["accepted"],
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    figures.report(rows=counts["rows_read"], accepted=counts["accepted"])
 
 
 def measure(workdir: Path, rows: int) -> dict:
     samples = workdir / f"samples-{rows}.jsonl"
     write_samples(samples, rows)
-    result = subprocess.run([sys.executable, __file__, "--child", str(samples), str(workdir / f"run-{rows}")],
-                            check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"filter of {rows:,} rows failed:\n{result.stderr[-3000:]}")
+    figures = run_child(__file__, [samples, workdir / f"run-{rows}"], f"filter of {rows:,} rows")
     samples.unlink()
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20K and 200K rows instead of 100K and 1M")
+    parser.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="any two row counts")
     parser.add_argument("--child", nargs=2, metavar=("SAMPLES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    sizes = (20_000, 200_000) if args.quick else (100_000, 1_000_000)
+    sizes = tuple(args.sizes) if args.sizes else (20_000, 200_000) if args.quick else (100_000, 1_000_000)
     results = {}
     with tempfile.TemporaryDirectory(prefix="cotforge-filter-bench-") as tmp:
         for rows in sizes:
             r = results[rows] = measure(Path(tmp), rows)
             print(f"{rows:>9,} rows: {r['rows'] / r['seconds']:>8,.0f} rows/s  ({r['seconds']:.1f} s)  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB  accepted {r['accepted']:,}", flush=True)
+                  f"CPU {1e6 * r['cpu_s'] / r['rows']:.0f} us/row  peak RSS {r['peak_rss_mb']:.0f} MB  accepted {r['accepted']:,}", flush=True)
     small, large = (results[s] for s in sizes)
     print(f"peak RSS {sizes[0]:,} rows {small['peak_rss_mb']:.0f} MB, {sizes[1]:,} rows {large['peak_rss_mb']:.0f} MB "
           f"(x{large['peak_rss_mb'] / small['peak_rss_mb']:.2f})")

@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from childproc import Figures, run_child  # noqa: E402
 
 from cotforge.io.rundir import RunDir
 from cotforge.schema import SAMPLE_SCHEMA
@@ -75,12 +74,9 @@ def write_run(path: Path, rows: int, seed: int = 0) -> None:
 def child(recipe: str, out: str) -> None:
     from cotforge.mix import mix
 
-    start = time.perf_counter()
+    figures = Figures()
     report = mix(recipe, out)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "considered": report["considered"], "kept": report["kept"],
-                      "dropped": report["dropped"],
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    figures.report(considered=report["considered"], kept=report["kept"], dropped=report["dropped"])
 
 
 def measure(workdir: Path, rows: int) -> dict:
@@ -95,28 +91,27 @@ sources:
 dedup: {{exact: true, near: {{threshold: 0.8}}}}
 decontaminate: {{against: [eval.jsonl], ngram: 13}}
 """)
-    result = subprocess.run([sys.executable, __file__, "--child", str(recipe), str(workdir / f"mix-{rows}")],
-                            check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"mix of {rows:,} rows failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(__file__, [recipe, workdir / f"mix-{rows}"], f"mix of {rows:,} rows")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20K and 200K rows instead of 100K and 1M")
+    parser.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="any two row counts")
     parser.add_argument("--child", nargs=2, metavar=("RECIPE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    sizes = (20_000, 200_000) if args.quick else (100_000, 1_000_000)
+    sizes = tuple(args.sizes) if args.sizes else (20_000, 200_000) if args.quick else (100_000, 1_000_000)
     results = {}
     with tempfile.TemporaryDirectory(prefix="cotforge-mix-bench-") as tmp:
         for rows in sizes:
             r = results[rows] = measure(Path(tmp), rows)
             print(f"{rows:>9,} rows: {r['considered'] / r['seconds']:>8,.0f} rows/s  ({r['seconds']:.1f} s)  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB  kept {r['kept']:,}  dropped {r['dropped']}", flush=True)
+                  f"CPU {1e6 * r['cpu_s'] / r['considered']:.0f} us/row  peak RSS {r['peak_rss_mb']:.0f} MB  kept {r['kept']:,}  dropped {r['dropped']}", flush=True)
+    speed = [results[s]["considered"] / results[s]["seconds"] for s in sizes]
+    print(f"rows/s {sizes[1]:,} rows / {sizes[0]:,} rows: {speed[1] / speed[0]:.2f} (1.0 = flat)")
     small, large = (results[s]["peak_rss_mb"] for s in sizes)
     print(f"peak RSS {sizes[0]:,} rows {small:.0f} MB / {sizes[1]:,} rows {large:.0f} MB: ratio {small / large:.2f}")
 

@@ -8,9 +8,10 @@ from cotforge.checks.base import MISSING, NOT_MATH, PASSED, VERIFIED, WORKER_DIE
 from cotforge.query import connect
 
 
-def run_counts(run_path: str | Path, check_order: list[str] | None = None) -> dict:
-    """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel."""
-    con = connect(run_path)
+def run_counts(run_path: str | Path, check_order: list[str] | None = None, con=None) -> dict:
+    """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel.
+    `con`: a `query.connect` connection to the run to reuse (its views are built once)."""
+    con = con if con is not None else connect(run_path)
     accepted, rejected, tokens = con.execute(
         "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted), "
         "coalesce(sum(completion_tokens), 0) FROM samples").fetchone()

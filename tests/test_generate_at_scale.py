@@ -162,6 +162,45 @@ def test_a_complete_run_rerun_asks_nothing(prompts, tmp_path, uninterrupted):
     assert summary["prompts_done"] == uninterrupted[1]["prompts_done"]
 
 
+SESSION = ("seconds_this_session", "tokens_per_s_this_session")
+
+
+def test_a_complete_run_rerun_reuses_its_figures(prompts, tmp_path, monkeypatch):
+    """Nothing new committed: the manifest's counts, funnel and tokens are the run's, not recomputed
+    over every shard (minutes at 1M prompts); they equal what a recompute gives."""
+    _, first = run(prompts, tmp_path / "run")
+    import cotforge.stats
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("end-of-run statistics recomputed for a run that did not change")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cotforge.stats, "run_counts", no_recompute)
+        _, again = run(prompts, tmp_path / "run")
+    assert {k: v for k, v in again.items() if k not in SESSION} == {k: v for k, v in first.items() if k not in SESSION}
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["samples"] == first["samples"]
+
+
+@pytest.mark.parametrize("change", ["lost shard", "manifest says fewer samples"])
+def test_a_rerun_recomputes_when_the_run_is_not_what_its_manifest_says(prompts, tmp_path, change, uninterrupted):
+    _, first = run(prompts, tmp_path / "run")
+    manifest_path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if change == "lost shard":  # killed before the last shard landed: back to running, that shard asked again
+        sorted((tmp_path / "run" / "samples").glob("part-*.parquet"))[-1].unlink()
+        manifest["status"] = "running"
+    else:  # a manifest out of line with the shards (written by hand, or by another version)
+        manifest["counts"]["samples"] -= 1
+        manifest["counts"]["accepted"] -= 1
+    manifest_path.write_text(json.dumps(manifest))
+    _, again = run(prompts, tmp_path / "run")
+    assert again["samples"] == first["samples"] == len(samples(tmp_path / "run"))
+    assert again["accepted"] == first["accepted"] and again["funnel"] == first["funnel"]
+    assert again["tokens"] == first["tokens"] if change != "lost shard" else again["tokens"]["accepted"] == \
+        first["tokens"]["accepted"]
+
+
 @pytest.mark.parametrize("rows", [
     [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}],
     [{"id": "a", "prompt": "x"}] + [{"id": f"n{i}", "prompt": "y"} for i in range(20)] + [{"id": "a", "prompt": "q"}],
@@ -184,3 +223,56 @@ def test_bad_rows_quarantined_before_the_prompts_shard(tmp_path, monkeypatch):
     quarantine = pq.read_table(tmp_path / "run" / "quarantine" / "part-000000.parquet").to_pylist()
     assert sorted(r["line"] for r in quarantine) == [2, 3]
     assert pq.read_table(tmp_path / "run" / "prompts" / "part-000000.parquet").column("id").to_pylist() == ["a", "c"]
+
+
+def test_token_accounting_groups_as_a_row_by_row_count_would(tmp_path):
+    """The accounting is one DuckDB aggregate; each row is charged as the row loop it replaced charged
+    it: accepted; else to its first failed check ('unknown' with no failed verdict), and also under
+    `stopped_early` by why it stopped; cancelled samples from their own table; null tokens count 0."""
+    import random
+
+    import pyarrow as pa
+
+    from cotforge.engines.base import REPETITION
+    from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, stop_reason, token_accounting
+    from cotforge.io.rundir import RunDir
+    from cotforge.schema import SAMPLE_SCHEMA, to_table
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"command": "generate", "status": "complete"}))
+    run = RunDir(tmp_path)
+    rng = random.Random(7)
+    verdict = lambda check, passed: {"check": check, "passed": passed, "score": None, "reason": "r",  # noqa: E731
+                                     "status": "passed" if passed else "failed", "code": None}
+    rows = []
+    for i in range(300):
+        verdicts = rng.choice([[verdict("format", True), verdict("answer", True)],
+                               [verdict("format", False), verdict("answer", False)],
+                               [verdict("format", True), verdict("answer", False)], [], None])
+        accepted = bool(verdicts) and all(v["passed"] for v in verdicts)
+        rows.append({"id": f"s{i}", "prompt_id": f"p{i // 4}", "sample_idx": i % 4, "accepted": accepted,
+                     "verdicts": verdicts, "completion_tokens": rng.choice([None, 0, 7, 300]),
+                     "finish_reason": rng.choice(["stop", "length", REPETITION, "stopped:answer", None])})
+    for shard in range(3):
+        run.write_shard("samples", shard, to_table(rows[shard * 100:(shard + 1) * 100], SAMPLE_SCHEMA))
+    cancelled = [{"prompt_id": "p0", "sample_idx": j, "round": 0, "seed": j, "completion_tokens": t}
+                 for j, t in enumerate([5, None, 11])]
+    run.write_shard(CANCELLED_TABLE, 0, pa.Table.from_pylist(cancelled, CANCELLED_SCHEMA))
+
+    want = {"accepted": {"samples": 0, "tokens": 0}, "rejected": {}, "stopped_early": {}}
+    for row in rows:  # the row loop, as the reference
+        tokens = row["completion_tokens"] or 0
+        if row["accepted"]:
+            want["accepted"]["samples"] += 1
+            want["accepted"]["tokens"] += tokens
+            continue
+        check = next((v["check"] for v in row["verdicts"] or [] if not v["passed"]), "unknown")
+        for table, key in (("rejected", check), ("stopped_early", stop_reason(row["finish_reason"]))):
+            if key is not None:
+                bucket = want[table].setdefault(key, {"samples": 0, "tokens": 0})
+                bucket["samples"] += 1
+                bucket["tokens"] += tokens
+    got = token_accounting(run, ["format", "answer"])
+    assert got["accepted"] == want["accepted"] and got["stopped_early"] == want["stopped_early"]
+    assert got["rejected"] == want["rejected"] and list(got["rejected"])[:2] == ["format", "answer"]
+    assert got["cancelled"] == {"samples": 3, "tokens": 16}
+    assert got["total"] == want["accepted"]["tokens"] + sum(b["tokens"] for b in want["rejected"].values()) + 16

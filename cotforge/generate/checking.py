@@ -4,9 +4,12 @@ The chain is also built in that thread: building it imports every check module (
 parser, math-verify: seconds on a loaded machine) and starting its pool waits for the fork server to
 import them again; the first requests are on their way meanwhile.
 
-`submit(rows)` queues one round's rows; the thread runs `Chain.run` on everything queued at once (the
-chain's worker pool does the work) and `results()` hands back each round, verdicts attached, in the
-order the rounds were judged. An exception in the chain is raised from `results()`.
+`submit(rounds)` queues rounds (each a list of rows: one finished request's samples) as one item; the
+thread runs `Chain.run` on everything queued at once (the chain's worker pool does the work) and
+`results()` hands back each round, verdicts attached, in the order the rounds were judged. An exception
+in the chain is raised from `results()`. Rounds travel in batches, one queue item per engine poll and
+per chain run, not one per round: at thousands of samples a second the queue's locking per item was a
+tenth of the driver's CPU (benchmarks/generate_scale.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Checker:
         self.chain = None
         self._built = threading.Event()
         self.pending = 0  # rounds submitted and not yet handed back
+        self.judged = False  # the chain has handed back verdicts (its pool has started)
         self._in: queue.Queue = queue.Queue()
         self._out: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="checks", daemon=True)
@@ -46,21 +50,25 @@ class Checker:
             self.results()
         return self.chain.names
 
-    def submit(self, rows: list[dict]) -> None:
-        self.pending += 1
-        self._in.put(rows)
+    def submit(self, rounds: list[list[dict]]) -> None:
+        if rounds:
+            self.pending += len(rounds)
+            self._in.put(rounds)
 
-    def results(self) -> list[list[dict]]:
+    def results(self, wait_s: float = 0.0) -> list[list[dict]]:
+        """The rounds judged so far; `wait_s`: wait up to that long for the first (the caller has
+        nothing else to do, so it blocks here instead of spinning)."""
         out = []
         try:
             while True:
-                item = self._out.get_nowait()
+                item = self._out.get(timeout=wait_s) if wait_s and not out else self._out.get_nowait()
                 if isinstance(item, BaseException):
                     raise item
-                out.append(item)
+                out.extend(item)
         except queue.Empty:
             pass
         self.pending -= len(out)
+        self.judged = self.judged or bool(out)
         return out
 
     def _loop(self) -> None:
@@ -75,7 +83,7 @@ class Checker:
         finally:
             self._built.set()
         while (first := self._in.get()) is not None:
-            rounds = [first]
+            rounds = list(first)
             stop = False
             while True:
                 try:
@@ -85,7 +93,7 @@ class Checker:
                 if item is None:
                     stop = True
                     break
-                rounds.append(item)
+                rounds.extend(item)
             rows = [row for round_rows in rounds for row in round_rows]
             try:
                 results = self.chain.run(rows)
@@ -93,7 +101,6 @@ class Checker:
                 self._out.put(error)
                 return
             verdict_rows(rows, results, self.chain.names)
-            for round_rows in rounds:
-                self._out.put(round_rows)
+            self._out.put(rounds)
             if stop:
                 return

@@ -70,9 +70,13 @@ class KeyIndex:
 
     def record(self, index: int, rows: list[dict]) -> None:
         """Shard `index` was just committed with `rows`."""
+        self.record_table(index, pa.Table.from_pylist([{k: row[k] for k in KEYS.names} for row in rows], KEYS))
+
+    def record_table(self, index: int, table: pa.Table) -> None:
+        """Shard `index` was just committed as `table` (any table with the KEYS columns)."""
         if index != self._first + len(self._pending):  # not the next shard in line: start a new run of them
             self._first, self._pending = index, []
-        self._pending.append(pa.Table.from_pylist([{k: row[k] for k in KEYS.names} for row in rows], KEYS))
+        self._pending.append(table.select(KEYS.names).cast(KEYS))
         if len(self._pending) >= INDEX_EVERY:
             atomic_write_table(_index_path(self.run, self._first, index), pa.concat_tables(self._pending))
             self._first, self._pending = index + 1, []

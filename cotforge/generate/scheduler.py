@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
-from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation, pass_rate
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.prompts import FreshPrompts, PromptFile
@@ -52,6 +52,7 @@ from cotforge.schema import PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
+WARMING_BACKLOG = 4  # rows waiting for verdicts while the check pool starts, in max_inflights (run_all)
 
 
 class Scheduler:
@@ -82,6 +83,8 @@ class Scheduler:
         # Prompts are read from the run's prompts shard when started, not all held (generate/prompts.py).
         self.prompt_file = PromptFile(self.run, prompts_path, fields, bad_rows)
         self.prompts: dict[str, dict] = {}  # rows of the prompts being worked on
+        # Per prompt worked on: the fields every sample row of it shares, built once (_rows).
+        self._row_base: dict[str, dict] = {}
         specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
         Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
@@ -100,6 +103,9 @@ class Scheduler:
         self.accepted = 0
         self._finished_before: pa.Array | None = None  # ids of the prompts finished in earlier sessions
         self.prior = PassRatePrior()
+        # A complete run's figures, when a rerun of it may reuse them (finish): the manifest as found.
+        found = self.run.manifest()
+        self._complete_before = found if found.get("status") == "complete" else None
         self._load_state()
         self.tokens = 0
         self.generated = 0
@@ -110,10 +116,14 @@ class Scheduler:
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
         self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
         self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        # The requests in flight per prompt (id(request) -> request): a cancel or the tail fill looks
+        # at one prompt's, not at every request in flight (thousands, at each accepted sample).
+        self._inflight_of: dict[str, dict[int, Request]] = {}
         # Next shard index per table, counted here: listing the folder at every commit costs O(shards)
         # each time, and a 1M-prompt run commits ~16K shards.
         self._next_shard = {table: self.run.next_shard_index(table)
                             for table in ("samples", "quarantine", CANCELLED_TABLE)}
+        self._shards_at_start = dict(self._next_shard)
 
     @property
     def engine(self) -> Engine:
@@ -140,6 +150,8 @@ class Scheduler:
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
                 if reason and reason.startswith(ENGINE_REASON):
                     self.state.setdefault(json.loads(raw)["id"], PromptState()).quarantined = True
+        for prompt in self.state.values():  # a last round the kill cut short is asked to its end
+            self.policy.restore(prompt)
         finished = [pid for pid, prompt in self.state.items() if self.done(prompt)]
         for prompt_id in finished:
             self._retire(prompt_id)
@@ -159,6 +171,7 @@ class Scheduler:
         """Nothing left to ask for this prompt: count it, forget its row and state."""
         prompt = self.state.pop(prompt_id)
         self.prompts.pop(prompt_id, None)
+        self._row_base.pop(prompt_id, None)
         self.prompts_finished += 1
         self.prompts_done += prompt.accepted >= self.config.accept
 
@@ -174,8 +187,14 @@ class Scheduler:
         # Prompts not started yet, read from the prompts shard as slots free up (generate/prompts.py).
         fresh = FreshPrompts(self.prompt_file, self._start, self.prompts.pop, skip=self._finished_before)
         self._finished_before = None
-        follow_ups: deque[str] = deque()
+        follow_ups = FollowUps()
         checker = Checker(self._build_chain)
+
+        def backlog(checker: Checker) -> int:
+            """Samples that may wait for verdicts before no more are asked. Until the chain's first
+            verdicts its pool is still starting (imports and warm-up: seconds), not slow: the engine
+            is kept fed meanwhile, up to WARMING_BACKLOG x max_inflight rows held."""
+            return max_inflight * (1 if checker.judged else WARMING_BACKLOG)
         with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
@@ -197,7 +216,7 @@ class Scheduler:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
-                    while (engine.inflight < max_inflight and checker.pending < max_inflight
+                    while (engine.inflight < max_inflight and checker.pending < backlog(checker)
                            and (follow_ups or fresh)):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
@@ -213,11 +232,17 @@ class Scheduler:
                             break
                         prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
-                    if self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups:
+                    if (self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups
+                            and checker.pending < backlog(checker)):
                         self._fill_tail(max_inflight)
-                    # Wait briefly when the checker may have verdicts: they plan the next waves.
-                    for finished in engine.poll(0.005 if checker.pending else 0.05):
+                    # Wait briefly when the checker may have verdicts: they plan the next waves. With
+                    # nothing at the engine, only verdicts move the run on: wait for those instead.
+                    judge: list[list[dict]] = []  # this poll's samples, handed to the checker at once
+                    polled = engine.poll(0.005 if checker.pending else 0.05) if self.outstanding or not checker.pending \
+                        else []
+                    for finished in polled:
                         request, wave = self._asked.pop(id(finished.request))
+                        self._landed(request)
                         self.outstanding -= 1
                         prompt = self.state[request.key]
                         if finished.error is not None:
@@ -230,8 +255,9 @@ class Scheduler:
                             self._record_cancelled(finished, wave)
                             settle(request.key)
                             continue
-                        checker.submit(self._rows(finished, wave))
-                    for rows in checker.results():
+                        judge.append(self._rows(finished, wave))
+                    checker.submit(judge)
+                    for rows in checker.results(wait_s=0.05 if checker.pending and not self.outstanding else 0.0):
                         for row in rows:
                             self._take(row)
                         prompt_id = rows[0]["prompt_id"]
@@ -257,20 +283,24 @@ class Scheduler:
                               seed=sample_seed(self.config.seed, prompt_id, index))
             prompt.asked.add(index)
             self._asked[id(request)] = (request, prompt.rounds - 1)
+            self._inflight_of.setdefault(prompt_id, {})[id(request)] = request
             self.engine.submit(request, self.params)
             self.outstanding += 1
 
     def _fill_tail(self, max_inflight: int) -> None:
-        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
-        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
-        nearly empty while it decodes)."""
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts (a lone
+        sample of the run's last prompt would leave the engine nearly empty while it decodes).
+
+        The hardest first (lowest pass rate so far, then fewest in flight): a prompt that keeps failing
+        spends its whole budget whatever the order, so asking its samples early costs no tokens, and
+        its waves, run one after another, are what the run's end waits for; an easy prompt's extra
+        samples are likely cancelled siblings."""
         engine = self.engine
         if engine.inflight >= max_inflight * TAIL_FILL:
             return
-        open_prompts = [pid for pid in {r.key for r, _ in self._asked.values()}
-                        if self.policy.left(self.state[pid]) > 0]
+        open_prompts = [pid for pid in self._inflight_of if self.policy.left(self.state[pid]) > 0]
         while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
-            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            open_prompts.sort(key=lambda pid: (pass_rate(self.state[pid], self.prior), len(self.state[pid].asked)))
             prompt_id = open_prompts[0]
             prompt = self.state[prompt_id]
             indices = prompt.free_indices(self.config.sample_budget, 1)
@@ -278,8 +308,15 @@ class Scheduler:
             if not indices or self.policy.left(prompt) == 0:
                 open_prompts.pop(0)
 
+    def _landed(self, request: Request) -> None:
+        """`request` came back from the engine (done, cancelled or refused): no longer in flight."""
+        mine = self._inflight_of[request.key]
+        del mine[id(request)]
+        if not mine:
+            del self._inflight_of[request.key]
+
     def _cancel_prompt(self, prompt_id: str) -> None:
-        requests = [r for r, _ in self._asked.values() if r.key == prompt_id]
+        requests = list(self._inflight_of.get(prompt_id, {}).values())
         if requests:
             self.engine.cancel(requests)
 
@@ -299,27 +336,32 @@ class Scheduler:
         if len(completions) != request.n:
             raise CotforgeError(f"engine returned {len(completions)} completions for {request.key}, "
                                 f"asked {request.n}")
-        prompt = self.prompts[request.key]
-        rows = []
-        for offset, completion in enumerate(completions):
-            index = request.first_index + offset
-            # a plain-text prompt that ends inside <think> (R1-Zero's): no </think> means no summary at all
-            opened = opens_think(request.raw_prompt)
-            parsed = split_completion(completion.text, opened=opened)
-            rows.append({
-                "id": f"{request.key}-{index}", "prompt_id": request.key, "sample_idx": index, "round": wave,
+        base = self._row_base.get(request.key)
+        if base is None:  # the same for every sample of the prompt: built once, not per sample
+            prompt = self.prompts[request.key]
+            base = self._row_base[request.key] = {
+                "prompt_id": request.key,
                 "prompt": prompt.get("prompt") or user_text(prompt.get("messages")),
                 "messages": prompt.get("messages"),
                 **{k: prompt.get(k) for k in COPIED},
                 "model": self.engine.model, "engine": self.engine.name,
                 "temperature": self.params.temperature, "top_p": self.params.top_p,
                 "max_tokens": self.params.max_tokens,
+                # a plain-text prompt that ends inside <think> (R1-Zero's): no </think> means no summary at all
+                "think_opened": opens_think(request.raw_prompt),
+            }
+        opened = base["think_opened"]
+        rows = []
+        for offset, completion in enumerate(completions):
+            index = request.first_index + offset
+            parsed = split_completion(completion.text, opened=opened)
+            rows.append({
+                **base, "id": f"{request.key}-{index}", "sample_idx": index, "round": wave,
                 "seed": completion.seed if completion.seed is not None else request.seed + offset,
                 "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
                 "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
-                "think_opened": opened,  # for the checks (parsing.split_sample); not a stored column
-            })
+            })  # think_opened (from base) is for the checks (parsing.split_sample); not a stored column
         return rows
 
     def _take(self, row: dict) -> None:
@@ -379,12 +421,33 @@ class Scheduler:
         self._next_shard[table] += 1
         return index
 
-    def finish(self, seconds: float) -> dict:
-        from cotforge.stats import run_counts  # DuckDB: imported when needed, not before the first request
+    def _unchanged_complete(self) -> dict | None:
+        """The manifest of a complete run this session added nothing to (a rerun of a finished run):
+        its counts, funnel and tokens still hold, so they are not recomputed over every shard (minutes
+        at 1M prompts). Only where the manifest's samples match the committed keys read at start."""
+        old = self._complete_before
+        if (old is None or self.finalize is not None or self._next_shard != self._shards_at_start
+                or not all(key in old for key in ("counts", "funnel", "tokens"))
+                or old["counts"].get("samples") != self.spent):
+            return None
+        return old
 
-        counts = run_counts(self.run.path, self.names)
+    def finish(self, seconds: float) -> dict:
+        old = self._unchanged_complete()
+        if old is not None:
+            summary = {key: value for key, value in old["counts"].items() if key != "server_faults_this_session"}
+            summary.update(seconds_this_session=round(seconds, 2), tokens_per_s_this_session=0.0)
+            self.run.update_manifest(status="complete", counts=summary)
+            self.close()
+            return {**summary, "funnel": old["funnel"], "tokens": old["tokens"]}
+        from cotforge.query import connect  # DuckDB: imported when needed, not before the first request
+        from cotforge.stats import run_counts
+
+        con = connect(self.run.path)  # one connection: its views over every shard are built once
+        counts = run_counts(self.run.path, self.names, con=con)
         samples = counts["accepted"] + counts["rejected"]
-        tokens = token_accounting(self.run, self.names)
+        tokens = token_accounting(self.run, self.names, con=con)
+        con.close()
         summary = {
             **{k: counts[k] for k in ("rows_read", "accepted", "rejected", "quarantined", "completion_tokens")},
             "prompts": self.prompt_file.count,
@@ -440,3 +503,31 @@ def format_generate_summary(summary: dict) -> str:
 FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe": "calls moved off a hung server",
                "http_429": "HTTP 429", "http_5xx": "HTTP 5xx", "bad_json": "200 bodies that were not JSON",
                "no_choices": "200 answers without choices", "empty_completion": "empty completions"}
+
+
+class FollowUps:
+    """Prompts whose next wave is planned, in order: a deque with a set beside it, so that asking
+    whether a prompt already waits costs O(1), not a scan of every waiting prompt."""
+
+    def __init__(self) -> None:
+        self._order: deque[str] = deque()
+        self._members: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._order)
+
+    def __contains__(self, prompt_id: str) -> bool:
+        return prompt_id in self._members
+
+    def append(self, prompt_id: str) -> None:
+        self._order.append(prompt_id)
+        self._members.add(prompt_id)
+
+    def appendleft(self, prompt_id: str) -> None:
+        self._order.appendleft(prompt_id)
+        self._members.add(prompt_id)
+
+    def popleft(self) -> str:
+        prompt_id = self._order.popleft()
+        self._members.discard(prompt_id)
+        return prompt_id
