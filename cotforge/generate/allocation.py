@@ -45,6 +45,7 @@ class PromptState:
     judged: set = field(default_factory=set)  # sample indices judged
     asked: set = field(default_factory=set)  # sample indices in flight or being judged
     dropped: set = field(default_factory=set)  # sample indices cancelled this session (not asked again)
+    cap: int | None = None  # after a restart: where its interrupted last round ends (`Allocation.restore`)
 
     def free_indices(self, budget: int, count: int) -> list[int]:
         """The first `count` sample indices below `budget` neither judged, in flight nor cancelled."""
@@ -88,7 +89,24 @@ class Allocation:
         used = prompt.spent + len(prompt.asked) + len(prompt.dropped)
         if prompt.accepted >= config.accept or prompt.quarantined or prompt.rounds >= config.max_rounds:
             return 0
-        return max(0, config.sample_budget - used)
+        budget = config.sample_budget if prompt.cap is None else min(prompt.cap, config.sample_budget)
+        return max(0, budget - used)
+
+    def last_round_end(self) -> int:
+        """Samples a prompt that never passes has asked once its last round is planned."""
+        return min(self.config.k * self.config.max_rounds, self.config.sample_budget)
+
+    def restore(self, prompt: PromptState) -> None:
+        """After a restart, `prompt.rounds` counts rounds with a committed sample. A run killed during a
+        prompt's last round committed only part of it; counted as done, the rest would never be asked
+        (an undisturbed run has them). Such a prompt gets its last round again, capped where that
+        round ends, so exactly its missing samples are asked (same indices, same seeds)."""
+        config = self.config
+        if prompt.rounds < config.max_rounds or prompt.accepted >= config.accept or prompt.quarantined:
+            return
+        end = self.last_round_end()
+        if prompt.spent < end:
+            prompt.rounds, prompt.cap = config.max_rounds - 1, end
 
     def round_size(self, prompt: PromptState, prior: PassRatePrior | None = None) -> int:
         raise NotImplementedError
@@ -121,6 +139,11 @@ class Adaptive(Allocation):
         expected = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), left)
         wanted = min(math.ceil(expected / rounds_left), config.round_cap)
         return max(1, min(wanted, left))
+
+    def last_round_end(self) -> int:
+        # The only round is `k`; a last round of several asks all that is left of the budget.
+        config = self.config
+        return min(config.k, config.sample_budget) if config.max_rounds == 1 else config.sample_budget
 
 
 def allocation(config: GenerateConfig) -> Allocation:

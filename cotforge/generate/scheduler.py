@@ -166,6 +166,7 @@ class Scheduler:
 
     def _keep_or_count(self, prompt_id: str, prompt: PromptState, finished: list[str]) -> None:
         """A prompt's state as a resume rebuilt it: kept if it goes on, else counted as finished."""
+        self.policy.restore(prompt)  # a last round the kill cut short is asked to its end
         if self.done(prompt):
             self._count_finished(prompt)
             finished.append(prompt_id)
