@@ -129,8 +129,10 @@ def test_fleet_dispatches_to_the_least_loaded_server(tmp_path):
         generate(prompts, tmp_path / "run", sim_config(concurrency=16), engine=engine)
         counts = small.stats()["requests"], big.stats()["requests"]
         engine.close()
-    # Round-robin would split evenly; the 2-slot server holds its calls longer, so it gets fewer.
-    assert counts[1] > 2 * counts[0] > 0, counts
+    # Round-robin would split evenly; the 2-slot server holds its calls longer, so it gets fewer. (Not 2x:
+    # with the check workers forking warm, verdicts come sooner and more of this short run is ramp and
+    # tail, where few calls are out and both servers look alike: 1.6-1.9x measured.)
+    assert counts[1] > 1.4 * counts[0] > 0, counts
 
 
 def _run_with_failure(tmp_path, fail: str) -> None:

@@ -240,3 +240,51 @@ def test_spent_siblings_are_cancelled_counted_and_never_exported(tmp_path):
 
     page = TestClient(ViewApp([tmp_path / "run"]).asgi(allowed_hosts=["testserver"])).get("/run/0").text
     assert "Where the tokens went" in page and f"{tokens['cancelled']['samples']}</td>" in page
+
+
+# -- the tail fill asks for the hardest prompts first -------------------------------------------------------
+class _Inflight:
+    fills_tail = True
+
+    def __init__(self, inflight: int) -> None:
+        self.inflight = inflight
+
+
+def test_tail_fill_gives_free_slots_to_the_hardest_prompts_first():
+    """A prompt that keeps failing spends its budget whatever the order, and its waves are what a run's end
+    waits for; an easy prompt's extra samples are likely cancelled siblings (scheduler._fill_tail)."""
+    from cotforge.generate.allocation import Adaptive, PassRatePrior, PromptState
+    from cotforge.generate.config import GenerateConfig
+    from cotforge.generate.scheduler import Scheduler
+
+    config = GenerateConfig(accept=1)
+    scheduler = object.__new__(Scheduler)  # only the tail fill's own state: no run folder, no engine
+    scheduler.config, scheduler.policy, scheduler.prior = config, Adaptive(config), PassRatePrior()
+    scheduler.state = {
+        "easy": PromptState(spent=0, asked={0}),  # nothing judged yet: the prior's rate
+        "hard": PromptState(spent=6, judged=set(range(6)), asked={6, 7, 8}),  # six failures, three in flight
+        "harder": PromptState(spent=8, judged=set(range(8)), asked={8}),  # eight failures
+    }
+    in_flight = {key: Request(key, [], first_index=min(p.asked)) for key, p in scheduler.state.items()}
+    scheduler._asked = {id(r): (r, 0) for r in in_flight.values()}
+    scheduler._inflight_of = {key: {id(r): r} for key, r in in_flight.items()}
+    engine = _Inflight(inflight=5)
+    scheduler._engine = engine
+    asked = []
+
+    def ask(prompt_id, indices):
+        asked.append((prompt_id, indices))
+        scheduler.state[prompt_id].asked.update(indices)
+        engine.inflight += len(indices)
+
+    scheduler._ask = ask
+    scheduler._fill_tail(max_inflight=8)  # three free slots
+    assert [prompt for prompt, _ in asked] == ["harder", "harder", "harder"]
+    assert asked[0][1] == [9]  # its next free sample index
+
+    engine.inflight = 5
+    asked.clear()
+    scheduler.state["harder"].accepted = 1  # done: no more for it
+    scheduler.state["hard"].spent, scheduler.state["easy"].spent = 6, 0
+    scheduler._fill_tail(max_inflight=7)
+    assert [prompt for prompt, _ in asked] == ["hard", "hard"]

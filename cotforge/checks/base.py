@@ -113,6 +113,10 @@ class Check:
     # (module, pip package) pairs the check imports when it runs: a chain refuses to start, in one
     # line, where one is missing, instead of every worker dying on its first row.
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Modules the chain's fork server imports once, before it forks any worker: a check whose workers
+    # warm up at start (imports, first parses) names a module that does it, so every worker, and every
+    # replacement of a killed one, forks warm instead of each paying the warm-up itself.
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def check(self, sample: dict) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError

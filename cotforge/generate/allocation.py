@@ -74,6 +74,12 @@ class PassRatePrior:
         return (self.accepted + RUN_PRIOR_STRENGTH * PRIOR_RATE) / (self.judged + RUN_PRIOR_STRENGTH)
 
 
+def pass_rate(prompt: PromptState, prior: PassRatePrior | None = None) -> float:
+    """The prompt's pass rate so far, smoothed towards the run's prior by PRIOR_STRENGTH pseudo-samples."""
+    prior_rate = prior.rate if prior is not None else PRIOR_RATE
+    return (prompt.accepted + PRIOR_STRENGTH * prior_rate) / (prompt.spent + PRIOR_STRENGTH)
+
+
 class Allocation:
     """The interface the scheduler plans through (see the module docstring)."""
 
@@ -134,8 +140,7 @@ class Adaptive(Allocation):
         if rounds_left <= 1:
             return left  # the last round: all that is left, so a prompt that never passes spends its budget
         needed = config.accept - prompt.accepted
-        prior_rate = prior.rate if prior is not None else PRIOR_RATE
-        rate = (prompt.accepted + PRIOR_STRENGTH * prior_rate) / (prompt.spent + PRIOR_STRENGTH)
+        rate = pass_rate(prompt, prior)
         expected = min(math.ceil(needed / max(rate, MIN_PASS_RATE)), left)
         wanted = min(math.ceil(expected / rounds_left), config.round_cap)
         return max(1, min(wanted, left))

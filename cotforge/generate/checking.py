@@ -28,6 +28,7 @@ class Checker:
         self.chain = None
         self._built = threading.Event()
         self.pending = 0  # rounds submitted and not yet handed back
+        self.judged = False  # the chain has handed back verdicts (its pool has started)
         self._in: queue.Queue = queue.Queue()
         self._out: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="checks", daemon=True)
@@ -67,6 +68,7 @@ class Checker:
         except queue.Empty:
             pass
         self.pending -= len(out)
+        self.judged = self.judged or bool(out)
         return out
 
     def _loop(self) -> None:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from cotforge.checks.chain import Chain, parse_specs, preset_options
 from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
 from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, format_accounting, token_accounting
-from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation
+from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation, pass_rate
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
 from cotforge.generate.prompts import FreshPrompts, PromptFile
@@ -52,6 +52,7 @@ from cotforge.schema import PROMPT_COPIED, QUARANTINE_SCHEMA, SAMPLE_SCHEMA, to_
 ENGINE_REASON = "engine: "  # quarantine reasons of prompts the engine could not serve start with this
 COPIED = PROMPT_COPIED  # every prompt field the checks may read travels with its samples
 TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler._fill_tail)
+WARMING_BACKLOG = 4  # rows waiting for verdicts while the check pool starts, in max_inflights (run_all)
 
 
 class Scheduler:
@@ -138,28 +139,40 @@ class Scheduler:
         self.spent = keys.num_rows
         self.accepted = pc.sum(keys.column("accepted")).as_py() or 0
         self.prior.judged, self.prior.accepted = self.spent, self.accepted
-        per_prompt = keys.group_by("prompt_id").aggregate(
-            [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
-        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
-                "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
-            self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, rounds=waves)
-        del per_prompt
+        refused = set()  # prompts the engine could not serve
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
                 if reason and reason.startswith(ENGINE_REASON):
-                    self.state.setdefault(json.loads(raw)["id"], PromptState()).quarantined = True
-        for prompt in self.state.values():  # a last round the kill cut short is asked to its end
-            self.policy.restore(prompt)
-        finished = [pid for pid, prompt in self.state.items() if self.done(prompt)]
-        for prompt_id in finished:
-            self._retire(prompt_id)
+                    refused.add(json.loads(raw)["id"])
+        per_prompt = keys.group_by("prompt_id").aggregate(
+            [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
+        # A finished prompt is counted and dropped at once: holding a state for each of 1M prompts
+        # before retiring them was most of a resume's peak RSS (benchmarks/generate_scale.py).
+        finished = []
+        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
+                "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
+            self._keep_or_count(prompt_id, PromptState(spent=spent, accepted=accepted or 0, rounds=waves,
+                                                       quarantined=prompt_id in refused), finished)
+            refused.discard(prompt_id)
+        del per_prompt
+        for prompt_id in refused:  # refused before any sample of it was committed
+            self._keep_or_count(prompt_id, PromptState(quarantined=True), finished)
         self._finished_before = pa.array(finished, pa.string())
         if self.state:  # the unfinished ones go on: which sample indices they have judged
             open_keys = keys.filter(pc.is_in(keys.column("prompt_id"), value_set=pa.array(list(self.state))))
             for prompt_id, index in zip(open_keys.column("prompt_id").to_pylist(),
                                         open_keys.column("sample_idx").to_pylist()):
                 self.state[prompt_id].judged.add(index)
+
+    def _keep_or_count(self, prompt_id: str, prompt: PromptState, finished: list[str]) -> None:
+        """A prompt's state as a resume rebuilt it: kept if it goes on, else counted as finished."""
+        self.policy.restore(prompt)  # a last round the kill cut short is asked to its end
+        if self.done(prompt):
+            self._count_finished(prompt)
+            finished.append(prompt_id)
+        else:
+            self.state[prompt_id] = prompt
 
     def _start(self, prompt_id: str, row: dict) -> None:
         """A prompt is being worked on: hold its row, and its state from now on."""
@@ -171,6 +184,9 @@ class Scheduler:
         prompt = self.state.pop(prompt_id)
         self.prompts.pop(prompt_id, None)
         self._row_base.pop(prompt_id, None)
+        self._count_finished(prompt)
+
+    def _count_finished(self, prompt: PromptState) -> None:
         self.prompts_finished += 1
         self.prompts_done += prompt.accepted >= self.config.accept
 
@@ -188,6 +204,12 @@ class Scheduler:
         self._finished_before = None
         follow_ups = FollowUps()
         checker = Checker(self._build_chain)
+
+        def backlog(checker: Checker) -> int:
+            """Samples that may wait for verdicts before no more are asked. Until the chain's first
+            verdicts its pool is still starting (imports and warm-up: seconds), not slow: the engine
+            is kept fed meanwhile, up to WARMING_BACKLOG x max_inflight rows held."""
+            return max_inflight * (1 if checker.judged else WARMING_BACKLOG)
         with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
@@ -209,7 +231,7 @@ class Scheduler:
                     # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
-                    while (engine.inflight < max_inflight and checker.pending < max_inflight
+                    while (engine.inflight < max_inflight and checker.pending < backlog(checker)
                            and (follow_ups or fresh)):
                         source = follow_ups or fresh
                         prompt_id = source.popleft()
@@ -225,7 +247,8 @@ class Scheduler:
                             break
                         prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
-                    if self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups:
+                    if (self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups
+                            and checker.pending < backlog(checker)):
                         self._fill_tail(max_inflight)
                     # Wait briefly when the checker may have verdicts: they plan the next waves. With
                     # nothing at the engine, only verdicts move the run on: wait for those instead.
@@ -280,15 +303,19 @@ class Scheduler:
             self.outstanding += 1
 
     def _fill_tail(self, max_inflight: int) -> None:
-        """No prompt waits to start: give free slots to extra samples of the unfinished prompts, those
-        with the fewest in flight first (a lone sample of the run's last prompt would leave the engine
-        nearly empty while it decodes)."""
+        """No prompt waits to start: give free slots to extra samples of the unfinished prompts (a lone
+        sample of the run's last prompt would leave the engine nearly empty while it decodes).
+
+        The hardest first (lowest pass rate so far, then fewest in flight): a prompt that keeps failing
+        spends its whole budget whatever the order, so asking its samples early costs no tokens, and
+        its waves, run one after another, are what the run's end waits for; an easy prompt's extra
+        samples are likely cancelled siblings."""
         engine = self.engine
         if engine.inflight >= max_inflight * TAIL_FILL:
             return
         open_prompts = [pid for pid in self._inflight_of if self.policy.left(self.state[pid]) > 0]
         while open_prompts and engine.inflight < max_inflight * TAIL_FILL:
-            open_prompts.sort(key=lambda pid: len(self.state[pid].asked))
+            open_prompts.sort(key=lambda pid: (pass_rate(self.state[pid], self.prior), len(self.state[pid].asked)))
             prompt_id = open_prompts[0]
             prompt = self.state[prompt_id]
             indices = prompt.free_indices(self.config.sample_budget, 1)

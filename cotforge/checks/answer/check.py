@@ -39,6 +39,7 @@ class AnswerCheck(Check):
     verifies = True
     timeout_s = 5.0  # sympy on a hostile answer; the chain kills the worker past this
     requires = MATH_REQUIRES
+    preload = ("cotforge.checks.answer.warm",)  # workers fork with sympy and the parser warm (base.Check)
     match_types: str = "latex,expr"  # math-verify extraction targets, comma-separated
     precision: int = 6  # math-verify's default float_rounding
     strict: bool = True  # math-verify default: f(x) != f(y)
@@ -56,7 +57,8 @@ class AnswerCheck(Check):
             raise ValueError(f"check 'answer': match_types {self.match_types!r}: a comma list of "
                              f"{', '.join(symbolic.MATCH_TYPES)}")
         if multiprocessing.parent_process() is not None:  # a pool worker: warm up before any item's
-            symbolic.warm_up()  # time limit starts; the main process imports sympy on first use
+            symbolic.warm_up()  # time limit starts (a no-op where the fork server did it: answer/warm.py);
+            # the main process imports sympy on first use
 
     def check(self, sample: dict) -> Verdict:
         answer_type = (sample.get("answer_type") or ("code" if sample.get("domain") == "code" else "math")).lower()
