@@ -20,6 +20,9 @@ within 30 s; the driver keeps up with 5,000 finished samples/s (CPU per sample <
     python benchmarks/generate_scale.py --sizes 20000   # any sizes; the ratio is last / first
     python benchmarks/generate_scale.py --written 1000000   # steps 2-3 only, on a run folder written
         # directly with the rows step 1 commits (when step 1 at 1M is too slow for the machine)
+    python benchmarks/generate_scale.py --written 1000000 --keep DIR   # the same, the folder kept
+    python benchmarks/generate_scale.py --first-request DIR/prompts-1000000.jsonl DIR/run-1000000
+        # step 3's first request only, on a kept folder (stops there: no end-of-run statistics)
 
 The LAST line: `peak RSS ... ratio X` = peak RSS of the largest run / the smallest (target < 3).
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,6 +46,7 @@ from cotforge.engines.base import Completion, Engine, Finished, Request, Samplin
 
 K = 4
 LOST = 2000  # samples the killed run of step 3 had not committed
+STOP_AT_FIRST = "COTFORGE_BENCH_STOP_AT_FIRST"  # the child reports at the first request and exits
 INFLIGHT = 4096  # sequences in flight: a fleet of a few dozen busy servers
 
 
@@ -54,6 +59,7 @@ class InstantEngine(Engine):
 
     def __init__(self) -> None:
         self.first_request_at: float | None = None
+        self.stop_at_first: Figures | None = None  # set: report and exit at the first request
         self.requests = 0
         self._done: list[Finished] = []
         self._inflight = 0
@@ -65,6 +71,9 @@ class InstantEngine(Engine):
     def submit(self, request: Request, params: SamplingParams) -> None:
         if self.first_request_at is None:
             self.first_request_at = time.perf_counter()
+            if self.stop_at_first is not None:  # --first-request: the figures so far, then exit as a kill would
+                self.stop_at_first.report(first_request_s=self.first_request_at - self.stop_at_first.start)
+                os._exit(0)
         self.requests += 1
         self._inflight += request.n
         text = f"<think>Add the numbers for {request.key}.</think> The answer is \\boxed{{{len(request.key)}}}."
@@ -158,6 +167,8 @@ def child(prompts: str, out: str) -> None:
 
     Scheduler.finish = timed_finish
     figures = Figures()
+    if os.environ.get(STOP_AT_FIRST):
+        engine.stop_at_first = figures
     summary = generate(prompts, out, config, engine=engine)
     figures.report(
         requests=engine.requests, samples_total=summary["samples"],
@@ -232,17 +243,39 @@ def written(workdir: Path, count: int) -> None:
           f"{resumed['first_request_s'] / 30:.2f}")
 
 
+def first_request(prompts: Path, out: Path) -> None:
+    """On a complete run folder (from `--written N --keep DIR`): lose the newest LOST samples, then
+    time the resume's first request only (the child stops there, as a kill would)."""
+    lost = lose_tail(out, LOST)
+    os.environ[STOP_AT_FIRST] = "1"
+    resumed = run_child(prompts, out)
+    print(f"resume after losing {lost:,} samples: first request {resumed['first_request_s']:.2f} s "
+          f"(CPU {resumed['cpu_s']:.1f} s, peak RSS {resumed['peak_rss_mb']:.0f} MB)")
+    print(f"resume first request {resumed['first_request_s']:.2f} s / target 30 s: ratio "
+          f"{resumed['first_request_s'] / 30:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10K and 100K prompts instead of 100K and 1M")
     parser.add_argument("--sizes", type=int, nargs="+", help="prompt counts (smallest first)")
     parser.add_argument("--written", type=int, metavar="N", help="resume figures only, on a written run")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="with --written: write the run under DIR, keep it")
+    parser.add_argument("--first-request", type=Path, nargs=2, metavar=("PROMPTS", "RUN"),
+                        help="on a kept complete run: time a resume's first request after losing the newest samples")
     parser.add_argument("--child", nargs=2, metavar=("PROMPTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
+    if args.first_request:
+        first_request(*args.first_request)
+        return
     if args.written:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            written(args.keep, args.written)
+            return
         with tempfile.TemporaryDirectory(prefix="cotforge-generate-scale-") as tmp:
             written(Path(tmp), args.written)
         return

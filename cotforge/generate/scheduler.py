@@ -139,28 +139,40 @@ class Scheduler:
         self.spent = keys.num_rows
         self.accepted = pc.sum(keys.column("accepted")).as_py() or 0
         self.prior.judged, self.prior.accepted = self.spent, self.accepted
-        per_prompt = keys.group_by("prompt_id").aggregate(
-            [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
-        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
-                "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
-            self.state[prompt_id] = PromptState(spent=spent, accepted=accepted or 0, rounds=waves)
-        del per_prompt
+        refused = set()  # prompts the engine could not serve
         for shard in self.run.shards("quarantine"):
             table = pq.read_table(shard, columns=["reason", "raw"])
             for reason, raw in zip(table.column("reason").to_pylist(), table.column("raw").to_pylist()):
                 if reason and reason.startswith(ENGINE_REASON):
-                    self.state.setdefault(json.loads(raw)["id"], PromptState()).quarantined = True
-        for prompt in self.state.values():  # a last round the kill cut short is asked to its end
-            self.policy.restore(prompt)
-        finished = [pid for pid, prompt in self.state.items() if self.done(prompt)]
-        for prompt_id in finished:
-            self._retire(prompt_id)
+                    refused.add(json.loads(raw)["id"])
+        per_prompt = keys.group_by("prompt_id").aggregate(
+            [("prompt_id", "count"), ("accepted", "sum"), ("round", "count_distinct")])
+        # A finished prompt is counted and dropped at once: holding a state for each of 1M prompts
+        # before retiring them was most of a resume's peak RSS (benchmarks/generate_scale.py).
+        finished = []
+        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
+                "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
+            self._keep_or_count(prompt_id, PromptState(spent=spent, accepted=accepted or 0, rounds=waves,
+                                                       quarantined=prompt_id in refused), finished)
+            refused.discard(prompt_id)
+        del per_prompt
+        for prompt_id in refused:  # refused before any sample of it was committed
+            self._keep_or_count(prompt_id, PromptState(quarantined=True), finished)
         self._finished_before = pa.array(finished, pa.string())
         if self.state:  # the unfinished ones go on: which sample indices they have judged
             open_keys = keys.filter(pc.is_in(keys.column("prompt_id"), value_set=pa.array(list(self.state))))
             for prompt_id, index in zip(open_keys.column("prompt_id").to_pylist(),
                                         open_keys.column("sample_idx").to_pylist()):
                 self.state[prompt_id].judged.add(index)
+
+    def _keep_or_count(self, prompt_id: str, prompt: PromptState, finished: list[str]) -> None:
+        """A prompt's state as a resume rebuilt it: kept if it goes on, else counted as finished."""
+        self.policy.restore(prompt)  # a last round the kill cut short is asked to its end
+        if self.done(prompt):
+            self._count_finished(prompt)
+            finished.append(prompt_id)
+        else:
+            self.state[prompt_id] = prompt
 
     def _start(self, prompt_id: str, row: dict) -> None:
         """A prompt is being worked on: hold its row, and its state from now on."""
@@ -172,6 +184,9 @@ class Scheduler:
         prompt = self.state.pop(prompt_id)
         self.prompts.pop(prompt_id, None)
         self._row_base.pop(prompt_id, None)
+        self._count_finished(prompt)
+
+    def _count_finished(self, prompt: PromptState) -> None:
         self.prompts_finished += 1
         self.prompts_done += prompt.accepted >= self.config.accept
 
