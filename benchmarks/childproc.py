@@ -8,6 +8,7 @@ child and returns that line as a dict, or exits with the child's stderr tail.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -38,3 +39,15 @@ def run_child(script: str, args: list[str], what: str) -> dict:
     if result.returncode != 0:
         sys.exit(f"{what} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def size_arguments(description: str, child_names: tuple[str, str]) -> argparse.Namespace:
+    """The scale benchmarks' options: `--quick`, `--sizes SMALL LARGE` (resolved into `args.sizes`, a
+    pair of row counts), and the hidden `--child` that `run_child` calls them back with."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="20K and 200K rows instead of 100K and 1M")
+    parser.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="any two row counts")
+    parser.add_argument("--child", nargs=2, metavar=child_names, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.sizes = tuple(args.sizes) if args.sizes else (20_000, 200_000) if args.quick else (100_000, 1_000_000)
+    return args

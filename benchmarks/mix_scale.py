@@ -13,7 +13,6 @@ The LAST line is `ratio X`: peak RSS of the small run / peak RSS of the large ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -25,7 +24,7 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from childproc import Figures, run_child  # noqa: E402
+from childproc import Figures, run_child, size_arguments  # noqa: E402
 
 from cotforge.io.rundir import RunDir
 from cotforge.schema import SAMPLE_SCHEMA
@@ -95,15 +94,11 @@ decontaminate: {{against: [eval.jsonl], ngram: 13}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20K and 200K rows instead of 100K and 1M")
-    parser.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="any two row counts")
-    parser.add_argument("--child", nargs=2, metavar=("RECIPE", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = size_arguments(__doc__.splitlines()[0], ("RECIPE", "OUT"))
     if args.child:
         child(*args.child)
         return
-    sizes = tuple(args.sizes) if args.sizes else (20_000, 200_000) if args.quick else (100_000, 1_000_000)
+    sizes = args.sizes
     results = {}
     with tempfile.TemporaryDirectory(prefix="cotforge-mix-bench-") as tmp:
         for rows in sizes:
