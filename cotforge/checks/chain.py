@@ -312,9 +312,8 @@ def short_socket_folder() -> str:
     import multiprocessing.util
     import tempfile
 
-    if len(tempfile.gettempdir().encode()) + SOCKET_NAME_LEN <= SOCKET_PATH_MAX:
-        return multiprocessing.util.get_temp_dir()
-    if mp.current_process()._config.get("tempdir"):  # made already (by us or the caller): it is what binds
+    fits = len(tempfile.gettempdir().encode()) + SOCKET_NAME_LEN <= SOCKET_PATH_MAX
+    if fits or mp.current_process()._config.get("tempdir"):  # made already (by us or the caller): it binds
         return multiprocessing.util.get_temp_dir()
     for folder in SHORT_FOLDERS:
         if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
@@ -411,7 +410,7 @@ class Chain:
         # Import every check module (sympy, the LaTeX parser, ...) once in the fork server, and run the
         # checks' warm-ups there (`Check.preload`), so new and replacement workers start with them loaded
         # and warm. Two workers warming up each on their own took 8-12 s on a loaded 2-core machine,
-        # and a generate run's first verdicts (its next waves) waited for them. The fork server is
+        # and a generate run's first verdicts (its next rounds) waited for them. The fork server is
         # started once per process: a chain started later reuses it (its workers then warm themselves).
         warm = sorted({module for check in self.checks for module in type(check).preload})
         self._ctx.set_forkserver_preload(["cotforge.checks.chain", *check_modules(), *warm])
