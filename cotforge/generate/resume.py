@@ -1,7 +1,7 @@
 """What a resumed generate run knows from its committed samples, read in seconds at any run size.
 
 A resume rebuilds every prompt's state from the keys of its committed samples (prompt id, sample
-index, wave, verdict). A run of 1M prompts at k=4 commits ~16K shards of 256; opening each one costs
+index, round, verdict). A run of 1M prompts at k=4 commits ~16K shards of 256; opening each one costs
 ~2 ms of CPU (footer, column chunks), so reading the keys shard by shard would take over 30 s before
 the first request. So the scheduler also writes the keys of every `INDEX_EVERY` consecutive shards
 into one file, `resume/keys-FIRST-LAST.parquet` (atomic, like every file of the run), and a resume

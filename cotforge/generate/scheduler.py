@@ -3,8 +3,8 @@
 Up to `max_inflight` sequences are outstanding at the engine (default: `engine.max_inflight`, what
 saturates it), topped up as each sample finishes. Every sample is its own request (n=1), so each is
 judged as soon as it ends (the check chain runs in its own thread, `checking.Checker`) and each can be
-cancelled alone. A prompt asks in waves planned by the allocation policy (`allocation.py`): when the
-last sample of a wave is judged, the next wave is planned from the prompt's verdicts and the run's
+cancelled alone. A prompt asks in rounds planned by the allocation policy (`allocation.py`): when the
+last sample of a round is judged, the next round is planned from the prompt's verdicts and the run's
 pass-rate prior, and goes ahead of new prompts. Once a prompt has its `accept` accepted, its samples
 still in flight are cancelled (`Engine.cancel`); they come back `cancelled`, are recorded in
 `RUN/cancelled/` for the token accounting, and are never judged or exported. With no prompt left to
@@ -12,10 +12,10 @@ start, free slots go to extra samples of unfinished prompts (the tail fill). Jud
 committed as one atomic shard once `shard_size` of them wait or the oldest has waited `shard_age_s`.
 
 Crash safety (kill -9 at any instant, then the same command): sample i of a prompt is always
-generated with seed(run seed, prompt) + i, whatever wave it lands in. A restart rebuilds each
+generated with seed(run seed, prompt) + i, whatever round it lands in. A restart rebuilds each
 prompt's judged indices and verdicts from the committed shards; indices not committed (in flight,
 being judged, or planned) are free again and asked with their seeds; committed indices are never
-asked again; committed shards are never rewritten. Wave sizes depend on the run-wide prior (on what
+asked again; committed shards are never rewritten. Round sizes depend on the run-wide prior (on what
 finished first), so they may differ from the killed run's; which samples exist differs only by
 cancelled siblings of prompts that reached accept (tests/runcheck.py states it as a test).
 The recorded `seed` is the seed the sample was generated with (`Completion.seed` where the engine
@@ -115,7 +115,7 @@ class Scheduler:
         self._buffer_since = 0.0
         self._quarantine: list[dict] = []  # prompts the engine refused, committed with the next shard
         self._cancelled_rows: list[dict] = []  # cancelled samples, for the token accounting only
-        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, wave index)
+        self._asked: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, round index)
         # The requests in flight per prompt (id(request) -> request): a cancel or the tail fill looks
         # at one prompt's, not at every request in flight (thousands, at each accepted sample).
         self._inflight_of: dict[str, dict[int, Request]] = {}
@@ -150,9 +150,9 @@ class Scheduler:
         # A finished prompt is counted and dropped at once: holding a state for each of 1M prompts
         # before retiring them was most of a resume's peak RSS (benchmarks/generate_scale.py).
         finished = []
-        for prompt_id, spent, accepted, waves in zip(*(per_prompt.column(c).to_pylist() for c in (
+        for prompt_id, spent, accepted, rounds in zip(*(per_prompt.column(c).to_pylist() for c in (
                 "prompt_id", "prompt_id_count", "accepted_sum", "round_count_distinct"))):
-            self._keep_or_count(prompt_id, PromptState(spent=spent, accepted=accepted or 0, rounds=waves,
+            self._keep_or_count(prompt_id, PromptState(spent=spent, accepted=accepted or 0, rounds=rounds,
                                                        quarantined=prompt_id in refused), finished)
             refused.discard(prompt_id)
         del per_prompt
@@ -215,10 +215,10 @@ class Scheduler:
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
 
             def settle(prompt_id: str) -> None:
-                """After a verdict or a cancel: plan the prompt's next wave, or count it done."""
+                """After a verdict or a cancel: plan the prompt's next round, or count it done."""
                 prompt = self.state.get(prompt_id)
                 if prompt is None or prompt.asked:
-                    return  # done already; or its wave is still out: the next one is planned from all its verdicts
+                    return  # done already; or its round is still out: the next one is planned from all its verdicts
                 if self.done(prompt):
                     self._retire(prompt_id)
                     progress.advance(1, samples=self.spent, accepted=self.accepted,
@@ -228,7 +228,7 @@ class Scheduler:
 
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
-                    # Top up: follow-up waves first, then new prompts, until the engine holds max_inflight;
+                    # Top up: follow-up rounds first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
                     while (engine.inflight < max_inflight and checker.pending < backlog(checker)
@@ -243,20 +243,20 @@ class Scheduler:
                             settle(prompt_id)
                             continue
                         if engine.inflight + n > max_inflight and engine.inflight > 0:
-                            source.appendleft(prompt_id)  # whole waves only: it goes at the next top-up
+                            source.appendleft(prompt_id)  # whole rounds only: it goes at the next top-up
                             break
                         prompt.rounds += 1
                         self._ask(prompt_id, prompt.free_indices(self.config.sample_budget, n))
                     if (self.policy.fills_tail and self.engine.fills_tail and not fresh and not follow_ups
                             and checker.pending < backlog(checker)):
                         self._fill_tail(max_inflight)
-                    # Wait briefly when the checker may have verdicts: they plan the next waves. With
+                    # Wait briefly when the checker may have verdicts: they plan the next rounds. With
                     # nothing at the engine, only verdicts move the run on: wait for those instead.
                     judge: list[list[dict]] = []  # this poll's samples, handed to the checker at once
                     polled = engine.poll(0.005 if checker.pending else 0.05) if self.outstanding or not checker.pending \
                         else []
                     for finished in polled:
-                        request, wave = self._asked.pop(id(finished.request))
+                        request, round_index = self._asked.pop(id(finished.request))
                         self._landed(request)
                         self.outstanding -= 1
                         prompt = self.state[request.key]
@@ -267,10 +267,10 @@ class Scheduler:
                             settle(request.key)
                             continue
                         if finished.completions and finished.completions[0].finish_reason == CANCELLED:
-                            self._record_cancelled(finished, wave)
+                            self._record_cancelled(finished, round_index)
                             settle(request.key)
                             continue
-                        judge.append(self._rows(finished, wave))
+                        judge.append(self._rows(finished, round_index))
                     checker.submit(judge)
                     for rows in checker.results(wait_s=0.05 if checker.pending and not self.outstanding else 0.0):
                         for row in rows:
@@ -293,7 +293,7 @@ class Scheduler:
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
         for index in indices:
-            # Sample i of a prompt is generated with seed(prompt) + i, however its waves are cut.
+            # Sample i of a prompt is generated with seed(prompt) + i, however its rounds are cut.
             request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
                               seed=sample_seed(self.config.seed, prompt_id, index))
             prompt.asked.add(index)
@@ -308,7 +308,7 @@ class Scheduler:
 
         The hardest first (lowest pass rate so far, then fewest in flight): a prompt that keeps failing
         spends its whole budget whatever the order, so asking its samples early costs no tokens, and
-        its waves, run one after another, are what the run's end waits for; an easy prompt's extra
+        its rounds, run one after another, are what the run's end waits for; an easy prompt's extra
         samples are likely cancelled siblings."""
         engine = self.engine
         if engine.inflight >= max_inflight * TAIL_FILL:
@@ -335,7 +335,7 @@ class Scheduler:
         if requests:
             self.engine.cancel(requests)
 
-    def _record_cancelled(self, finished: Finished, wave: int) -> None:
+    def _record_cancelled(self, finished: Finished, round_index: int) -> None:
         request = finished.request
         prompt = self.state[request.key]
         prompt.asked.discard(request.first_index)
@@ -343,10 +343,10 @@ class Scheduler:
         self.cancelled += 1
         tokens = sum(c.completion_tokens or 0 for c in finished.completions)
         self.tokens += tokens
-        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": wave,
+        self._cancelled_rows.append({"prompt_id": request.key, "sample_idx": request.first_index, "round": round_index,
                                      "seed": request.seed, "completion_tokens": tokens})
 
-    def _rows(self, finished: Finished, wave: int) -> list[dict]:
+    def _rows(self, finished: Finished, round_index: int) -> list[dict]:
         request, completions = finished.request, finished.completions
         if len(completions) != request.n:
             raise CotforgeError(f"engine returned {len(completions)} completions for {request.key}, "
@@ -371,7 +371,7 @@ class Scheduler:
             index = request.first_index + offset
             parsed = split_completion(completion.text, opened=opened)
             rows.append({
-                **base, "id": f"{request.key}-{index}", "sample_idx": index, "round": wave,
+                **base, "id": f"{request.key}-{index}", "sample_idx": index, "round": round_index,
                 "seed": completion.seed if completion.seed is not None else request.seed + offset,
                 "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
                 "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
@@ -380,7 +380,7 @@ class Scheduler:
         return rows
 
     def _take(self, row: dict) -> None:
-        """One judged sample: into its prompt's state (plans its next wave) and the commit buffer."""
+        """One judged sample: into its prompt's state (plans its next round) and the commit buffer."""
         prompt = self.state[row["prompt_id"]]
         prompt.spent += 1
         prompt.accepted += bool(row["accepted"])
@@ -521,7 +521,7 @@ FAULT_NAMES = {"connection": "connection errors", "timeout": "timeouts", "probe"
 
 
 class FollowUps:
-    """Prompts whose next wave is planned, in order: a deque with a set beside it, so that asking
+    """Prompts whose next round is planned, in order: a deque with a set beside it, so that asking
     whether a prompt already waits costs O(1), not a scan of every waiting prompt."""
 
     def __init__(self) -> None:
