@@ -7,7 +7,9 @@ Split by concern:
 - `calls`: one HTTP call and what its answer means (commit, retry with backoff, move, fail), the request
   body and the parsing of choices;
 - `fleet`: the servers, which one gets the next call, which are down, and the probe that finds a server
-  that stopped answering.
+  that stopped answering;
+- `stream`: an answer read as server-sent events (`stream: true`): the same completion as a plain answer,
+  and what a cancelled or stopped sample had received.
 
 Streaming with asynchronous HTTP (aiohttp: with hundreds of connections open, httpx's async pool spent
 the client's CPU on bookkeeping: 491 vs 8,841 calls in 15 s against the simulated server, 256 in
