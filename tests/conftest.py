@@ -3,7 +3,7 @@ digests, the session's vLLM server and Ray cluster.
 
 Markers (declared in pyproject.toml): a test that loads a model, starts a vLLM server, a Ray cluster or
 a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`) and, through
-`pytest_collection_modifyitems` below, `slow` too; one that builds a venv or runs for long is marked
+`pytest_itemcollected` below, `slow` too; one that builds a venv or runs for long is marked
 `slow` by itself. A test using a fixture that starts one of those things is marked by the fixture
 (FIXTURE_MARKS), so a new test is caught without remembering. `pytest -m "not slow"` is the quick loop.
 """
@@ -44,17 +44,19 @@ UNMARKED_LIMIT_S = 10.0
 XDIST_GROUPS = {"vllm": "vllm", "ray": "ray"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        for fixture, mark in FIXTURE_MARKS.items():
-            if fixture in item.fixturenames and mark not in item.keywords:
-                item.add_marker(mark)
-        if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
-            item.add_marker("slow")
-        for mark, group in XDIST_GROUPS.items():
-            if mark in item.keywords and not item.get_closest_marker("xdist_group"):
-                item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item) -> None:
+    """Marks each test as it is collected, so the marks exist before any `pytest_collection_modifyitems`
+    (`-m` deselection; xdist's, which turns `xdist_group` into the `@group` suffix loadgroup schedules
+    by). tests/test_xdist_groups.py checks that the groups reach the workers: with pytest 9.2 they did
+    not (pytest-dev/pytest-xdist#1386; pyproject pins pytest<9.2), and each worker started its own vLLM."""
+    for fixture, mark in FIXTURE_MARKS.items():
+        if fixture in item.fixturenames and mark not in item.keywords:
+            item.add_marker(mark)
+    if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
+        item.add_marker("slow")
+    for mark, group in XDIST_GROUPS.items():
+        if mark in item.keywords and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 _unmarked_slow: list[tuple[float, str]] = []

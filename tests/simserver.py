@@ -316,12 +316,21 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
 
 async def stream(sim: Simulator, body: dict, writer: asyncio.StreamWriter) -> None:
     """Server-sent events, one chunk per stream_interval tokens of each sequence, vLLM's chunk shape;
-    a write that fails (the client closed) aborts the request."""
+    a write that fails (the client closed) aborts the request. As vLLM: the request's usage in a last
+    chunk only with `stream_options.include_usage`, each choice's tokens so far in every chunk with
+    `continuous_usage_stats` as well."""
     text, draws, seqs = sim.admit(body)
+    options = body.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage"))
+    continuous = include_usage and bool(options.get("continuous_usage_stats"))
+    prompt_tokens = len(text.split())
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
     sent = [0] * len(seqs)  # characters of each completion already sent
 
-    def event(payload: dict) -> bytes:
+    def event(payload: dict, tokens: int | None = None) -> bytes:
+        if continuous and tokens is not None:
+            payload["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                                "total_tokens": prompt_tokens + tokens}
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
     try:
@@ -338,16 +347,17 @@ async def stream(sim: Simulator, body: dict, writer: asyncio.StreamWriter) -> No
                     continue  # its last chunk goes below, with its finish reason
                 so_far = sim.content(text, draw, upto=seq.decoded)
                 writer.write(event({"choices": [{"index": j, "delta": {"content": so_far[sent[j]:]},
-                                                 "finish_reason": None}]}))
+                                                 "finish_reason": None}]}, seq.decoded))
                 sent[j] = len(so_far)
             await writer.drain()
         sim.last_step = sim.steps
         for j, draw in enumerate(draws):
             full = sim.content(text, draw)
             writer.write(event({"choices": [{"index": j, "delta": {"content": full[sent[j]:]},
-                                             "finish_reason": draw.finish}]}))
-        writer.write(event({"choices": [], "usage": {"prompt_tokens": len(text.split()),
-                                                     "completion_tokens": sum(s.length for s in seqs)}}))
+                                             "finish_reason": draw.finish}]}, seqs[j].length))
+        if include_usage:
+            writer.write(event({"choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                         "completion_tokens": sum(s.length for s in seqs)}}))
         writer.write(b"data: [DONE]\n\n")
         await writer.drain()
     except (ConnectionError, RuntimeError):

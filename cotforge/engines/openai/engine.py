@@ -62,7 +62,7 @@ class OpenAIEngine(Engine):
                  concurrency: int | None = None, timeout_s: float = 3600, connect_timeout_s: float = 10,
                  max_retries: int = 5, n_per_request: bool | None = False, backoff_s: float = 1.0,
                  backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0,
-                 outage_s: float = 120.0) -> None:
+                 outage_s: float = 120.0, stream: bool | None = None) -> None:
         self.base_urls = self.validate_options({"base_url": base_url})
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -75,6 +75,7 @@ class OpenAIEngine(Engine):
         self.backoff_max_s = backoff_max_s
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
+        self.stream = stream  # None: stream only the calls whose samples cotforge watches (calls.Calls.streams)
         self.outage_s = outage_s  # how long a call rides out its servers' outage (refusals, 5xx) before giving up
         connect_s = min(connect_timeout_s, timeout_s)
         self._call_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_s)
@@ -130,6 +131,11 @@ class OpenAIEngine(Engine):
         return self.inflight_ledger.total
 
     @property
+    def stream_events(self) -> int:
+        """Server-sent events parsed this session (0 when no call streams)."""
+        return self._calls.stream_events
+
+    @property
     def moved(self) -> int:
         """Calls moved off a failed server (reported by tests and benchmarks)."""
         return self._calls.moved
@@ -179,7 +185,7 @@ class OpenAIEngine(Engine):
         self.wake = asyncio.Event()
         self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
         self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
-                            self.outage_s)
+                            self.outage_s, self.stream)
         now = time.monotonic()
         for server in servers:  # unreachable at the start: down until the probe finds it answering
             if any(down.url == server.url for down in self._unreachable):
