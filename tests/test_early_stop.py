@@ -50,14 +50,14 @@ def finished_verdicts(text: str, prompt: str) -> dict[str, bool]:
 
 
 def test_no_real_trace_that_passes_a_check_is_stopped_by_its_incremental_form():
-    """All 184 Sky-T1 traces (tests/data/real_traces), fed in 120-character deltas: a trace whose
+    """All 184 Sky-T1 traces (tests/data/real_traces), fed in 256-character deltas: a trace whose
     finished text passes `repetition` (every finished one does) is never stopped by it; most of the
     looping ones are, well before their end."""
     stops = EarlyStops({"repetition": {}, "language": {"min_share": 0.95}})
     caught = saved = 0
     for row in real_traces():
         stops.prepare(row["id"], row["prompt"], None)
-        stop = run(stops, row["id"], row["completion"], 120)
+        stop = run(stops, row["id"], row["completion"], 256)  # ~64 tokens a feed
         if row["finished"]:
             assert stop is None, f"{row['id']} (finished) stopped: {stop}"
         if stop is not None:
