@@ -18,7 +18,9 @@ Token economy (benchmarks/token_economy.py):
   `--refuse-unknown` answers 400 to that field instead (a server without vLLM's extension);
 - `stream: true` answers with server-sent events, one chunk per `--stream-interval` tokens;
 - a client that closes its connection aborts its sequences (vLLM does the same): their slots free at
-  once. `GET /stats` counts `aborted` sequences and `tokens` decoded.
+  once. `GET /stats` counts `aborted` sequences and `tokens` decoded;
+- `GET /metrics`: vLLM's `vllm:num_requests_running` / `vllm:num_requests_waiting` gauges in its
+  Prometheus text format (`--no-metrics`: 404, a server without them).
 
 Time is counted in decode steps: `GET /stats` gives the steps run since the last `POST /stats/reset`
 and the slot-steps that decoded a token, so utilization = busy / (slots * steps) does not depend on
@@ -99,6 +101,19 @@ class Simulator:
         # Nth completion answered with nothing generated, a 200 body that is not JSON, a 200 without choices.
         self.faults = {"blank_every": 0, "bad_json_every": 0, "no_choices_every": 0}
         self.answers = 0  # completion answers sent (what the faults count)
+        self.no_metrics = False  # --no-metrics: GET /metrics answers 404 (a server without them)
+
+    def metrics(self) -> str:
+        """vLLM's two scheduler gauges in its Prometheus text format (vllm/v1/metrics/loggers.py names):
+        requests decoding and requests waiting for a slot (one sequence per request here, as cotforge's
+        n=1 calls)."""
+        running = sum(not seq.aborted for seq in self.active)
+        waiting = sum(not seq.aborted for seq in self.waiting)
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        return (f"# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+                f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {float(running)}\n"
+                f"# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(waiting)}\n")
 
     def reset(self) -> None:
         self.steps = self.busy = self.requests = self.outstanding = self.peak = self.aborted = 0
@@ -257,6 +272,12 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
                 await asyncio.Event().wait()  # never answers
             if method == "POST" and path == "/freeze":
                 sim.frozen = True
+            elif method == "GET" and path == "/metrics" and not sim.no_metrics:
+                data = sim.metrics().encode()  # Prometheus text, as vLLM's /metrics (not JSON)
+                writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: "
+                             f"{len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+                continue
             elif method == "GET" and path.endswith("/models"):
                 answer = {"object": "list", "data": [{"id": sim.model, "object": "model"}]}
             elif method == "GET" and path == "/stats":
@@ -377,6 +398,7 @@ async def serve(args: argparse.Namespace) -> None:
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma,
                     loop_share=args.loop_share, loop_onset=args.loop_onset, stream_interval=args.stream_interval,
                     refuse_unknown=args.refuse_unknown)
+    sim.no_metrics = args.no_metrics
     sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
                        "no_choices_every": args.no_choices_every})
     server = await asyncio.start_server(lambda r, w: handle(sim, r, w), "127.0.0.1", args.port, backlog=4096)
@@ -398,6 +420,7 @@ def main() -> None:
     parser.add_argument("--loop-onset", type=float, default=0.5,
                         help="a loop starts within this share of the sample's own length")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per streamed chunk")
+    parser.add_argument("--no-metrics", action="store_true", help="answer 404 to GET /metrics")
     parser.add_argument("--refuse-unknown", action="store_true", help="answer 400 to repetition_detection")
     parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")
     parser.add_argument("--bad-json-every", type=int, default=0, help="every Nth answer a cut 200 body")

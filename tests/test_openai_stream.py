@@ -246,3 +246,53 @@ def test_a_server_that_refuses_stream_options_is_counted_by_its_chunks():
     assert len(server.bodies) == 4 and "stream_options" not in server.bodies[-1]  # refused once, then left out
     assert [o[0].completion_tokens for o in outputs] == [10, 10, 10]  # one token per chunk: the stream's own count
     assert all(o[0].finish_reason == "length" for o in outputs)
+
+
+# -- a server's batch from its /metrics: calls capped near it -------------------------------------------
+def test_scheduler_gauges_read_vllms_prometheus_text():
+    from cotforge.engines.openai.fleet import scheduler_gauges
+
+    # the lines vLLM 0.32 prints (vllm/v1/metrics/loggers.py), two data-parallel engines summed
+    text = ('# HELP vllm:num_requests_running Number of requests in model execution batches.\n'
+            '# TYPE vllm:num_requests_running gauge\n'
+            'vllm:num_requests_running{engine="0",model_name="m"} 60.0\n'
+            'vllm:num_requests_running{engine="1",model_name="m"} 4.0\n'
+            'vllm:num_requests_waiting{engine="0",model_name="m"} 12.0\n'
+            'vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 99.0\n'
+            'vllm:num_requests_waiting{engine="1",model_name="m"} 0.0\n')
+    assert scheduler_gauges(text) == (64.0, 12.0)
+    assert scheduler_gauges("vllm:num_requests_running 3.0\n") is None  # no waiting gauge: not usable
+    assert scheduler_gauges("<html>not found</html>") is None
+
+
+def test_calls_to_a_full_server_are_capped_near_its_batch(tmp_path):
+    """A 4-slot server that reports its gauges: once it is seen full with requests waiting, the engine
+    holds at most its batch x 1.25 (at least 4 more) there and keeps the rest queued on its side, where
+    the scheduler's follow-up rounds can go first; a server without /metrics gets the plain concurrency."""
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    long = SamplingParams(max_tokens=6000)  # nothing answers during the test: 5000-token samples
+    for extra, capped in (((), True), (("--no-metrics",), False)):
+        with sim_server(slots=4, step_ms=2, prompts=prompts, median_tokens=5000, sigma=0.01, extra=extra) as sim:
+            engine = get_engine("openai", base_url=sim.base_url, concurrency=64, metrics_interval_s=0.02)
+            server = engine._fleet.servers[0]
+            first = [ask(seed=s) for s in range(5)]  # 4 decoding, 1 waiting: the server is full
+            for request in first:
+                engine.submit(request, long)
+            while server.metrics is None or (capped and server.batch is None):
+                pass  # bounded: a reading comes every 20 ms, and the server fills at once
+            later = [ask(seed=s) for s in range(5, 25)]
+            for request in later:
+                engine.submit(request, long)
+            expected = 8 if capped else 25  # max(4 x 1.25, 4 + 4)
+            while sim.stats()["held"] < expected or engine.inflight < 25:
+                pass  # bounded: the calls that may go out reach the server in milliseconds
+            assert server.inflight == sim.stats()["held"] == expected
+            assert engine.max_inflight == (8 if capped else 64) and server.metrics is capped
+            engine.cancel(first + later)  # queued and in flight alike come back cancelled, each once
+            finished = []
+            while len(finished) < 25:
+                got = engine.poll(10)
+                assert got, "cancelled requests did not come back"
+                finished += got
+            engine.close()
+            assert {f.completions[0].finish_reason for f in finished} == {CANCELLED} and engine.inflight == 0
