@@ -13,6 +13,8 @@ Token economy (benchmarks/token_economy.py):
   s..s+3 are the same four samples;
 - `--loop-share` of samples loop: from an onset (drawn in the first `--loop-onset` share of the
   sample's own length) they repeat one sentence of `LOOP_PERIOD` tokens until `max_tokens`;
+- `--loop-kind paragraph|language`: loops vLLM's rule cannot see (a paragraph revisited with other text
+  in between; a switch into Russian), for cotforge's own early stop;
 - `repetition_detection` in the body (vLLM's field) stops a looping sample once `min_count` copies of
   its sentence are out (when `LOOP_PERIOD` lies within the pattern sizes): finish reason `repetition`;
   `--refuse-unknown` answers 400 to that field instead (a server without vLLM's extension);
@@ -50,6 +52,29 @@ from pathlib import Path
 
 LOOP_SENTENCE = "Wait, let me add the two numbers again to make sure the sum is right."
 LOOP_PERIOD = len(LOOP_SENTENCE.split())  # tokens (words) per copy
+# Loops a suffix n-gram rule (vLLM's repetition_detection) cannot see, for cotforge's own early stop
+# (`--loop-kind`): a paragraph revisited with other text in between (each copy followed by a different
+# sentence: no exact period), and a switch into another language (Russian sentences, each its own).
+REVISITED = "Let me add the units digits of both numbers again and carry the one over to the tens place."
+ASIDE = "Attempt {c} of the check gives nothing new yet."
+FOREIGN = "Теперь проверим шаг {c} ещё раз очень внимательно и спокойно."
+
+
+def loop_words(kind: str, count: int) -> list[str]:
+    """The first `count` tokens (words) of a loop of `kind`, from its onset."""
+    if kind == "sentence":
+        loop = LOOP_SENTENCE.split()
+        return [loop[k % LOOP_PERIOD] for k in range(count)]
+    words: list[str] = []
+    c = 0
+    while len(words) < count:
+        if kind == "paragraph":
+            words += REVISITED.split() + ASIDE.format(c=c).split()
+            words[-1] += "\n\n"
+        else:
+            words += FOREIGN.format(c=c).split()
+        c += 1
+    return words[:count]
 
 
 @dataclass(eq=False)
@@ -78,10 +103,11 @@ class Draw:
 class Simulator:
     def __init__(self, slots: int, step_s: float, prompts: dict[str, dict], median_tokens: float, sigma: float,
                  model: str = "sim", loop_share: float = 0.0, loop_onset: float = 0.5, stream_interval: int = 16,
-                 refuse_unknown: bool = False) -> None:
+                 refuse_unknown: bool = False, loop_kind: str = "sentence") -> None:
         self.slots, self.step_s, self.prompts = slots, step_s, prompts
         self.loop_share, self.loop_onset, self.stream_interval = loop_share, loop_onset, stream_interval
         self.refuse_unknown = refuse_unknown
+        self.loop_kind = loop_kind  # sentence (vLLM's repetition_detection sees it) | paragraph | language
         self.aborted = self.refused = 0
         self.mu, self.sigma, self.model = math.log(median_tokens), sigma, model
         self.active: list[Sequence] = []
@@ -166,7 +192,7 @@ class Simulator:
             return Draw(min(length, max_tokens), correct and length <= max_tokens, None,
                         "length" if length >= max_tokens else "stop")
         onset = min(onset, max_tokens)
-        caught = detection_point(onset, detection)
+        caught = detection_point(onset, detection) if self.loop_kind == "sentence" else None
         if caught is not None and caught < max_tokens:
             return Draw(caught, False, onset, "repetition")
         return Draw(max_tokens, False, onset, "length")
@@ -210,9 +236,7 @@ class Simulator:
             words = [f"w{k}" for k in range(max(0, draw.length - 12))]
             tail = [] if draw.finish == "length" else [f"so it is {answer}.</think> The answer is \\boxed{{{answer}}}."]
         else:
-            loop = LOOP_SENTENCE.split()
-            words = [f"w{k}" for k in range(draw.onset)] + [loop[k % LOOP_PERIOD]
-                                                              for k in range(draw.length - draw.onset)]
+            words = [f"w{k}" for k in range(draw.onset)] + loop_words(self.loop_kind, draw.length - draw.onset)
             tail = []
         words = words[:upto] if upto is not None else words
         body = " ".join(words + ([] if upto is not None and upto < draw.length else tail))
@@ -397,7 +421,7 @@ async def serve(args: argparse.Namespace) -> None:
             prompts[row["prompt"]] = row
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma,
                     loop_share=args.loop_share, loop_onset=args.loop_onset, stream_interval=args.stream_interval,
-                    refuse_unknown=args.refuse_unknown)
+                    refuse_unknown=args.refuse_unknown, loop_kind=args.loop_kind)
     sim.no_metrics = args.no_metrics
     sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
                        "no_choices_every": args.no_choices_every})
@@ -420,6 +444,8 @@ def main() -> None:
     parser.add_argument("--loop-onset", type=float, default=0.5,
                         help="a loop starts within this share of the sample's own length")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per streamed chunk")
+    parser.add_argument("--loop-kind", choices=["sentence", "paragraph", "language"], default="sentence",
+                        help="what a looping sample does from its onset")
     parser.add_argument("--no-metrics", action="store_true", help="answer 404 to GET /metrics")
     parser.add_argument("--refuse-unknown", action="store_true", help="answer 400 to repetition_detection")
     parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")

@@ -61,7 +61,7 @@ def test_a_stream_with_reasoning_deltas_makes_the_completion_a_plain_answer_make
                                                   "reasoning": "Add 2 and 2."}}
     (choice,) = stream.answer()["choices"]
     assert choice_text(choice) == choice_text(plain) == "<think>\nAdd 2 and 2.\n</think>\n\nThe answer is 4."
-    assert "".join(d for _, d in deltas) == choice_text(plain)  # the deltas a watcher reads add up to the text
+    assert "".join(d for _, d, _ in deltas) == choice_text(plain)  # the deltas a watcher reads add up to the text
     assert stream.answer()["usage"]["completion_tokens"] == 9
     # older vLLM builds name the field reasoning_content
     old, _ = parsed(REASONING_STREAM.replace(b'"reasoning"', b'"reasoning_content"'))
@@ -81,7 +81,7 @@ def test_the_parse_does_not_depend_on_where_the_bytes_are_cut(seed):
     cuts = rng.sample(range(1, len(data)), rng.randint(1, 40))
     whole, whole_deltas = parsed(data)
     cut, cut_deltas = parsed(data, cuts=cuts)
-    assert cut.answer() == whole.answer() and "".join(d for _, d in cut_deltas) == "".join(d for _, d in whole_deltas)
+    assert cut.answer() == whole.answer() and "".join(d for _, d, _ in cut_deltas) == "".join(d for _, d, _ in whole_deltas)
     bytewise, _ = parsed(data, cuts=range(1, len(data)))
     assert bytewise.answer() == whole.answer()
 
@@ -296,3 +296,44 @@ def test_calls_to_a_full_server_are_capped_near_its_batch(tmp_path):
                 finished += got
             engine.close()
             assert {f.completions[0].finish_reason for f in finished} == {CANCELLED} and engine.inflight == 0
+
+
+# -- cotforge's own early stop over the stream --------------------------------------------------------
+@pytest.mark.parametrize(("kind", "check"), [("paragraph", "repetition"), ("language", "language")])
+def test_a_loop_the_server_cannot_see_is_stopped_by_closing_its_stream(tmp_path, kind, check):
+    """Samples that revisit a paragraph with other text in between, or switch into Russian, from an onset
+    (vLLM's suffix rule cannot see either: the simulated server lets them run to max_tokens) are stopped
+    by the watchers of `cotforge.checks.early`: `early_stop` with the text and tokens they had, the server
+    aborts them; clean samples come back exactly as without watchers. Every stopped sample's unstopped
+    twin (same seed) is rejected by the same check: a stop only anticipates the verdict."""
+    from cotforge.checks.early import EarlyStops
+    from cotforge.checks.language import LanguageCheck
+    from cotforge.checks.repetition import RepetitionCheck
+    from cotforge.engines.base import EARLY_STOP
+
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    stops = EarlyStops({"repetition": {}, "language": {}})
+    stops.prepare("q0", "what is 0 + 0?", "en")
+    plain, watched = SamplingParams(max_tokens=1500), SamplingParams(max_tokens=1500, early_stop=stops)
+    with sim_server(slots=16, step_ms=0.5, prompts=prompts, median_tokens=300,
+                    extra=("--loop-share", "0.5", "--loop-kind", kind)) as sim:
+        engine = get_engine("openai", base_url=sim.base_url)
+        free = [out[0] for out in engine.generate([ask(seed=s) for s in range(12)], plain)]
+        sim.reset()
+        cut = [out[0] for out in engine.generate([ask(seed=s) for s in range(12)], watched)]
+        aborted, stopped_count = sim.stats()["aborted"], engine.early_stopped
+        engine.close()
+    judge = {"repetition": RepetitionCheck(), "language": LanguageCheck()}[check]
+    loops = [k for k, c in enumerate(free) if c.finish_reason == "length"]
+    assert 2 <= len(loops) < 12  # both kinds of sample are in the draw
+    for k, (whole, part) in enumerate(zip(free, cut)):
+        if k not in loops:
+            assert (part.text, part.finish_reason, part.completion_tokens) == \
+                   (whole.text, whole.finish_reason, whole.completion_tokens)  # never stopped
+            continue
+        assert part.finish_reason == EARLY_STOP and part.extra["check"] == check
+        assert part.extra["token"] <= part.completion_tokens < whole.completion_tokens == 1500
+        assert whole.text.startswith(part.text)  # the same sample, cut where the watcher saw the loop
+        # judged as the chain would, the prompt's language (the one the watchers were prepared with) carried
+        assert not judge.check({"completion": whole.text, "finish_reason": "stop", "language": "en"}).passed
+    assert aborted == stopped_count == len(loops)

@@ -140,6 +140,11 @@ class OpenAIEngine(Engine):
         return self.inflight_ledger.total
 
     @property
+    def early_stopped(self) -> int:
+        """Samples cotforge's early stop ended this session (their streams closed)."""
+        return self._calls.early_stopped
+
+    @property
     def stream_events(self) -> int:
         """Server-sent events parsed this session (0 when no call streams)."""
         return self._calls.stream_events
@@ -237,7 +242,8 @@ class OpenAIEngine(Engine):
 
     def _enqueue_request(self, pending: Pending) -> None:
         self._pending[id(pending)] = pending
-        singles = all(s.n_per_request is False for s in self._fleet.servers)
+        # Watched samples go one per call: closing a stream stops every sample in it.
+        singles = all(s.n_per_request is False for s in self._fleet.servers) or pending.params.early_stop is not None
         if pending.request.n == 0:
             self.finish(pending)
         elif singles and pending.request.n > 1:
