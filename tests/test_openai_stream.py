@@ -337,3 +337,35 @@ def test_a_loop_the_server_cannot_see_is_stopped_by_closing_its_stream(tmp_path,
         # judged as the chain would, the prompt's language (the one the watchers were prepared with) carried
         assert not judge.check({"completion": whole.text, "finish_reason": "stop", "language": "en"}).passed
     assert aborted == stopped_count == len(loops)
+
+
+@pytest.mark.slow  # a whole generate run against the simulated server: ~10-20 s on 2 loaded cores
+def test_generate_streams_stops_early_and_counts_real_tokens(tmp_path):
+    """`cotforge generate` with its default early stop over the openai engine: the chain holds
+    `repetition`, so calls stream; samples that revisit a paragraph are stopped (the server aborts them)
+    and rejected by `repetition` at the token they stopped; cancelled siblings count the tokens their
+    streams had; the accounting never claims more than the server decoded."""
+    import pyarrow.parquet as pq
+
+    from cotforge.generate import GenerateConfig, generate
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"what is {i} + {i}?", "gold": str(2 * i),
+                                           "pass_rate": 0.3, "language": "en"}) + "\n" for i in range(10)))
+    with sim_server(slots=64, step_ms=1, prompts=prompts, median_tokens=200, sigma=0.8,
+                    extra=("--loop-share", "0.4", "--loop-kind", "paragraph")) as sim:
+        engine = get_engine("openai", base_url=sim.base_url)
+        config = GenerateConfig(engine="openai", k=4, accept=1, max_tokens=1500, checks="format,repetition,answer",
+                                jobs=0)
+        summary = generate(prompts, tmp_path / "run", config, engine=engine)
+        stats, stopped_here = sim.stats(), engine.early_stopped
+        engine.close()
+    tokens = summary["tokens"]
+    stopped = tokens["stopped_early"].get("repetition", {"samples": 0})
+    assert stopped["samples"] == stopped_here >= 1 and stats["aborted"] >= stopped_here
+    rows = pq.read_table(tmp_path / "run" / "samples").to_pylist()
+    cut = [r for r in rows if r["finish_reason"] == "stopped:repetition"]
+    assert len(cut) == stopped["samples"] and not any(r["accepted"] for r in cut)
+    assert all(r["completion_tokens"] < 1500 for r in cut)
+    assert tokens["cancelled"]["samples"] == 0 or tokens["cancelled"]["tokens"] > 0  # streamed: real counts
+    assert tokens["total"] <= stats["tokens"]
