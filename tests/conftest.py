@@ -33,7 +33,7 @@ sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K so
 # Markers that imply `slow`: each names the heavy thing the test starts.
 HEAVY_MARKS = ("vllm", "ray", "browser", "model")
 # Fixtures that start a heavy thing, and the marker a test using them gets.
-FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
+FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_local_run": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
                  "ray_cluster": "ray", "embedded_engine": "model"}
 # An unmarked test slower than this is named at the end of the run (it belongs marked, or made faster).
 UNMARKED_LIMIT_S = 10.0
@@ -193,6 +193,18 @@ def vllm_ray_cluster(vllm_python):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def vllm_local_run(vllm_python, tmp_path_factory):
+    """tests/vllm_runs.py's command, run once for the session: (prompts file, run folder, the CLI's result)."""
+    from vllm_runs import SETTINGS, write_prompts
+
+    folder = tmp_path_factory.mktemp("vllm_local")
+    prompts = write_prompts(folder / "prompts.jsonl")
+    result = in_vllm_venv(vllm_python, "generate", prompts, "--out", folder / "run", *SETTINGS)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+    return prompts, folder / "run", result
 
 
 REAL_TRACES = Path(__file__).parent / "data" / "real_traces"

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CONFTEST = Path(__file__).with_name("conftest.py")
 
 INNER_CONFTEST = f'''
@@ -44,6 +46,7 @@ def test_vllm_3(vllm_python, request): record(request)
 '''
 
 
+@pytest.mark.slow  # an inner pytest -n 2 session: two worker starts, ~5 s quiet
 def test_tests_using_a_vllm_fixture_share_one_xdist_worker(tmp_path):
     (tmp_path / "conftest.py").write_text(INNER_CONFTEST)
     (tmp_path / "test_inner.py").write_text(INNER_TESTS)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
+from cotforge.engines.base import CANCELLED, Completion, Request, SampleWatch, SamplingParams, Stop, stopped_completion
 from cotforge.engines.openai.stream import STREAM_OPTIONS, EventStream
 from cotforge.errors import CotforgeError
 
@@ -108,6 +108,7 @@ class Calls:
         self.faults = dict.fromkeys(FAULTS, 0)  # failed attempts by kind, this session
         self.faults["budget_restarts"] = 0
         self.stream_events = 0  # SSE data events parsed, this session (tests and benchmarks read it)
+        self.early_stopped = 0  # samples a watcher stopped (their streams closed), this session
 
     def streams(self, params: SamplingParams) -> bool:
         """Whether calls with `params` stream (see the engine's docstring for why this is the default:
@@ -194,6 +195,13 @@ class Calls:
         url = server.url + path
         ledger = self.host.inflight_ledger
         stream = EventStream(job.n, "messages" in body) if body.get("stream") else None
+        # cotforge's own early stop: one watcher per sample, fed as its stream comes (a retried call
+        # starts a new one: its text starts again). Only single-sample calls are watched (the engine
+        # sends singles when params.early_stop is set): closing a stream stops all of its samples.
+        early_stop = job.pending.params.early_stop
+        watch = SampleWatch(early_stop, job.pending.request) if stream is not None and early_stop and job.n == 1 \
+            else None
+        stopped: Stop | None = None
         try:
             try:
                 async with server.client.post(url, json=body) as response:
@@ -202,8 +210,13 @@ class Calls:
                         text = ""
                         async for data in response.content.iter_any():
                             before = stream.events
-                            stream.feed(data)
+                            deltas = stream.feed(data)
                             self.stream_events += stream.events - before
+                            if watch is not None and watch.active and deltas:
+                                stopped = self.watched(watch, stream, deltas)
+                                if stopped is not None:
+                                    response.close()  # the connection goes: vLLM aborts the request
+                                    break
                     else:
                         text = await response.text()
             finally:
@@ -245,6 +258,9 @@ class Calls:
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
                 self.host.fail(CotforgeError(f"{url}: {last}"))
             return
+        if stopped is not None:
+            self.stopped(job, server, stream, stopped)
+            return
         if stream is not None:
             self.streamed(job, server, url, stream)
             return
@@ -257,6 +273,28 @@ class Calls:
                          self.backoff(job.attempts))
             return
         self.take(job, server, url, answer)
+
+    @staticmethod
+    def watched(watch: SampleWatch, stream: EventStream, deltas: list[tuple[int, str, int]]) -> Stop | None:
+        """Feed a single-sample stream's new deltas to its watcher; the stop it found, if any. A sample
+        whose finish reason came in these same bytes is whole: the checks judge it, nothing to stop."""
+        for _, delta, tokens in deltas:
+            stop = watch.add(delta, tokens)
+            if stop is not None:
+                return None if stream.choices[0].finish_reason is not None else stop
+        return None
+
+    def stopped(self, job: Job, server: Server, stream: EventStream, stop: Stop) -> None:
+        """A sample its watcher stopped: its stream is closed; it comes back `early_stop` with the text
+        and tokens it had."""
+        server.last_ok = time.monotonic()  # the server answered: a real answer, cut by us
+        so_far = stream.choices[0]
+        self.early_stopped += 1
+        job.pending.slots[job.first] = stopped_completion(so_far.text(), stream.prompt_tokens,
+                                                          so_far.completion_tokens, stop)
+        self.host.inflight_ledger.answered(1)
+        if all(slot is not None for slot in job.pending.slots):
+            self.host.finish(job.pending)
 
     def streamed(self, job: Job, server: Server, url: str, stream: EventStream) -> None:
         """A stream that ended: the whole answer (taken as a plain one is), or a stream broken mid-way
