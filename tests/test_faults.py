@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import REPO, write_jsonl
+from held_check import DRIVER, held_chain
 
 from cotforge.checks.base import Check, Verdict, register
 from cotforge.checks.chain import Chain, CheckSpec
@@ -70,11 +71,9 @@ def held_filter_command(tmp_path):
             for i in range(ROWS)]
     data = write_jsonl(tmp_path / "in.jsonl", rows)
     marker = tmp_path / "held.pid"
-    checks = tmp_path / "checks.yaml"
-    checks.write_text(f"checks:\n  - check: format\n  - check: language\n  - check: test_hold\n"
-                      f"    marker: {marker}\n")
+    checks = held_chain(tmp_path / "checks.yaml", marker, "format", "language")
     run = tmp_path / "run"
-    command = [sys.executable, "-c", HELD_DRIVER, "filter", str(data), "--out", str(run), "--checks", str(checks),
+    command = [sys.executable, "-c", DRIVER, "filter", str(data), "--out", str(run), "--checks", str(checks),
                "--jobs", "2", "--chunk-rows", "100"]
     return data, run, marker, command
 
@@ -233,9 +232,6 @@ def descendants(pid: int) -> list[int]:
         frontier = children
     return found
 
-
-HELD_DRIVER = f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); import held_check; " \
-              "from cotforge.cli import main; main()"
 
 
 def test_cli_filter_survives_a_worker_killed_mid_item_and_counts_it_apart(tmp_path):
