@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test reaches a hub; the in-process CLI runs see this too
 # Ray binds to the machine's eth0 address by default; the test clusters stay on loopback (127.0.0.1):
 # with this switch off, ray_constants.ENABLE_RAY_CLUSTER is False and Ray uses its localhost IP. Set before
 # any Ray import, and inherited by every Ray node and driver the tests start.

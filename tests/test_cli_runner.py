@@ -17,21 +17,32 @@ ROWS = [{"id": "a", "prompt": "2+2?", "completion": "<think>2+2 is 4, so the ans
         {"id": "b", "prompt": "3+3?", "completion": "no reasoning here"}]
 
 
-def imported_by(*commands: list[str]) -> set[str]:
+def imported_by(*commands: list[str], status: int = 0) -> set[str]:
     """The modules of HEAVY that a fresh process has imported once it ran each of `commands` (argument
-    lists) through cotforge.cli.run, one after the other."""
+    lists) through cotforge.cli.run, one after the other, each exiting with `status`."""
     script = ("import json, sys\nfrom cotforge.cli import run\n"
-              "for args in json.loads(sys.argv[1]):\n    assert run(args) == 0, args\n"
+              "print(json.dumps([run(args) for args in json.loads(sys.argv[1])]))\n"
               f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
     argv = json.dumps([[str(arg) for arg in args] for args in commands])
     result = subprocess.run([sys.executable, "-c", script, argv], capture_output=True, text=True, cwd=REPO,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+    statuses, modules = result.stdout.strip().splitlines()[-2:]
+    assert json.loads(statuses) == [status] * len(commands), result.stderr
+    return set(json.loads(modules))
 
 
 def test_help_imports_none_of_the_heavy_libraries():
     assert imported_by(["--help"], ["filter", "--help"], ["generate", "--help"], ["--version"]) == set()
+
+
+def test_a_wrong_engine_option_is_found_before_the_engine_is_imported(tmp_path):
+    """The embedded engine's options are checked against its signature: without torch or transformers
+    (~4 s of CPU), as a wrong option of any engine is refused before anything heavy starts."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "1+1?", "gold": "2"}])
+    loaded = imported_by(["generate", prompts, "--out", tmp_path / "run", "--engine", "embedded",
+                          "--engine-option", "warp=9"], status=1)
+    assert not loaded & {"torch", "transformers"}, loaded
 
 
 def test_query_imports_duckdb_and_pyarrow_but_not_pandas(tmp_path):
