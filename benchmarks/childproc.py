@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -21,15 +23,62 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class DescendantCPU:
+    """CPU seconds of every process below this one (a check pool's forkserver workers are children
+    of the forkserver, so RUSAGE_CHILDREN never sees them): /proc read every `every` seconds on a
+    thread, each process's last reading kept (a worker's last fraction of a second can be missed)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._loop, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.sample()
+
+    def sample(self) -> None:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as handle:
+                        fields = handle.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # ended meanwhile
+                stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick)
+        mine = {os.getpid()}
+        grew = True
+        while grew:  # descendants: parents first, whatever order /proc lists them in
+            grew = False
+            for pid, (ppid, _) in stats.items():
+                if ppid in mine and pid not in mine:
+                    mine.add(pid)
+                    grew = True
+        for pid in mine - {os.getpid()}:
+            self._seen[pid] = stats[pid][1]
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return sum(self._seen.values())
+
+
 class Figures:
-    """Started when made: wall and CPU clocks of the step the child measures."""
+    """Started when made: wall and CPU clocks of the step the child measures. `children_cpu_s`: of
+    the processes below it (filter's check pool), which `cpu_s` does not include."""
 
     def __init__(self) -> None:
         self.cpu0, self.start = time.process_time(), time.perf_counter()
+        self.children = DescendantCPU()
 
     def report(self, **more) -> None:
         print(json.dumps({"seconds": time.perf_counter() - self.start, "cpu_s": time.process_time() - self.cpu0,
-                          "peak_rss_mb": peak_rss_mb(), **more}), flush=True)
+                          "children_cpu_s": self.children.stop(), "peak_rss_mb": peak_rss_mb(),
+                          **more}), flush=True)
 
 
 def run_child(script: str, args: list[str], what: str) -> dict:

@@ -19,7 +19,8 @@ within 30 s; the driver keeps up with 5,000 finished samples/s (CPU per sample <
     python benchmarks/generate_scale.py --quick         # 10K and 100K
     python benchmarks/generate_scale.py --sizes 20000   # any sizes; the ratio is last / first
     python benchmarks/generate_scale.py --written 1000000   # steps 2-3 only, on a run folder written
-        # directly with the rows step 1 commits (when step 1 at 1M is too slow for the machine)
+        # directly with the rows step 1 commits (when step 1 at 1M is too slow for the machine);
+        # between them, step 2 again with the tally files removed (a run written before tallies)
     python benchmarks/generate_scale.py --written 1000000 --keep DIR   # the same, the folder kept
     python benchmarks/generate_scale.py --first-request DIR/prompts-1000000.jsonl DIR/run-1000000
         # step 3's first request only, on a kept folder (stops there: no end-of-run statistics)
@@ -115,12 +116,13 @@ def write_complete_run(prompts: Path, out: Path) -> int:
     from cotforge.generate.scheduler import Scheduler
     from cotforge.io.rundir import RunDir
     from cotforge.schema import SAMPLE_SCHEMA
+    from cotforge.tally import TallyIndex
 
     config = bench_config()
     Scheduler(prompts, out, config, engine=InstantEngine()).close()
     run = RunDir(out)
     (out / "samples").mkdir(exist_ok=True)
-    index, shard = KeyIndex(run, 0, []), 0
+    index, tallies, shard = KeyIndex(run, 0, []), TallyIndex(run), 0
     verdict = [{"check": "format", "passed": True, "score": 1.0, "reason": "ok", "status": "passed", "code": None}]
     for batch in pq.ParquetFile(run.shard_path("prompts", 0)).iter_batches(batch_size=config.shard_size * 64):
         ids = batch.column("id").to_pylist()
@@ -148,7 +150,9 @@ def write_complete_run(prompts: Path, out: Path) -> int:
             part = table.slice(offset, config.shard_size)
             pq.write_table(part, run.shard_path("samples", shard), compression="zstd")
             index.record_table(shard, part)
+            tallies.record("samples", shard, part)
             shard += 1
+    tallies.flush()
     return shard
 
 
@@ -198,6 +202,17 @@ def lose_tail(run: Path, samples: int) -> int:
     return removed
 
 
+def forget_tallies(run: Path) -> int:
+    """Remove the run's tally files and mark it running, as a run written before tallies would be."""
+    from cotforge.io.rundir import RunDir
+
+    files = sorted((run / "resume").glob("tally-*.parquet"))
+    for path in files:
+        path.unlink()
+    RunDir(run).update_manifest(status="running")
+    return len(files)
+
+
 def measure(workdir: Path, count: int) -> dict:
     prompts = workdir / f"prompts-{count}.jsonl"
     write_prompts(prompts, count)
@@ -233,12 +248,21 @@ def written(workdir: Path, count: int) -> None:
     print(f"{count:>9,} prompts: run folder of {count * K:,} samples in {shards:,} shards written in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     complete = run_child(prompts, out)
+    print(f"{'':>9}  resume, all committed: done in {complete['seconds']:.1f} s (CPU {complete['cpu_s']:.1f} s, "
+          f"peak RSS {complete['peak_rss_mb']:.0f} MB), of which end-of-run statistics from the tallies "
+          f"{complete['finish_s']:.1f} s (CPU {complete['cpu_s'] - complete['loop_cpu_s']:.1f} s)", flush=True)
+    untallied = forget_tallies(out)  # a run written before tallies: each shard tallied once, at its end
+    rebuilt = run_child(prompts, out)
+    print(f"{'':>9}  the same with no tallies ({untallied} files removed): done in {rebuilt['seconds']:.1f} s "
+          f"(CPU {rebuilt['cpu_s']:.1f} s, peak RSS {rebuilt['peak_rss_mb']:.0f} MB), of which tallying every "
+          f"shard {rebuilt['finish_s']:.1f} s (CPU {rebuilt['cpu_s'] - rebuilt['loop_cpu_s']:.1f} s)", flush=True)
     lost = lose_tail(out, LOST)
     resumed = run_child(prompts, out)
-    print(f"{'':>9}  resume, all committed: done in {complete['seconds']:.1f} s (peak RSS "
-          f"{complete['peak_rss_mb']:.0f} MB); resume after losing {lost:,} samples: first request "
-          f"{resumed['first_request_s']:.2f} s, done in {resumed['seconds']:.1f} s (peak RSS "
-          f"{resumed['peak_rss_mb']:.0f} MB)", flush=True)
+    print(f"{'':>9}  resume after losing {lost:,} samples: first request "
+          f"{resumed['first_request_s']:.2f} s, done in {resumed['seconds']:.1f} s (CPU {resumed['cpu_s']:.1f} s, "
+          f"peak RSS {resumed['peak_rss_mb']:.0f} MB), of which end-of-run statistics {resumed['finish_s']:.1f} s "
+          f"(CPU {resumed['cpu_s'] - resumed['loop_cpu_s']:.1f} s)",
+          flush=True)
     print(f"resume first request {resumed['first_request_s']:.2f} s / target 30 s: ratio "
           f"{resumed['first_request_s'] / 30:.2f}")
 

@@ -14,7 +14,6 @@ The LAST line is `ratio X`: peak RSS of the small run / peak RSS of the large ru
 from __future__ import annotations
 
 import json
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -29,44 +28,59 @@ from childproc import Figures, run_child, size_arguments  # noqa: E402
 from cotforge.io.rundir import RunDir
 from cotforge.schema import SAMPLE_SCHEMA
 
-WORDS = [f"w{i}" for i in range(5000)]
 EVAL = "a train leaves the station at noon and travels at sixty miles per hour toward a city far away"
 DOMAINS = ("math", "code", "science", "logic")
 CHUNK = 50_000
-
-
-def _prompt(rng: random.Random, p: int) -> str:
-    if p % 5000 == 7:
-        return f"Question {p}: {EVAL} and then what?"
-    return f"Question {p}: " + " ".join(rng.choice(WORDS) for _ in range(25))
+SUMMARY_PHRASES = 6  # 60 words, as before; a near duplicate changes word 30 (phrase 3's first word)
 
 
 def write_run(path: Path, rows: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
+    """Rows as the Python writer made them (2 samples per prompt, ~2% exact and ~2% near duplicates
+    of the previous row's prompt and summary, every 5000th prompt contaminated), built as Arrow
+    columns (benchmarks/synthetic.py): 1M rows in about a minute."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from synthetic import Phrases, join, numbered
+
+    rng = np.random.default_rng(seed)
+    phrases = Phrases(seed)
+    # Prompts: both samples of prompt p share its text ("Question p: " + 25 words ~ 3 phrases).
+    prompt_count = (rows + 1) // 2
+    prompt_words, _ = phrases.fixed(prompt_count, 3)
+    prompt_text = join(numbered("Question ", np.arange(prompt_count)), ": ", prompt_words)
+    contaminated = np.arange(prompt_count) % 5000 == 7
+    prompt_text = pc.if_else(pa.array(contaminated),
+                             join(numbered("Question ", np.arange(prompt_count)), f": {EVAL} and then what?"),
+                             prompt_text)
+    p = np.arange(rows) // 2
+    summary, picks = phrases.fixed(rows, SUMMARY_PHRASES)
+    roll = rng.random(rows)
+    roll[0] = 1.0  # the first row has no previous one to copy
+    # A planted row copies the previous row's prompt and summary (as that row ended up: a chain of
+    # planted rows goes back to its first unplanted one); a near one has word 30 changed too.
+    source, near = np.arange(rows), roll < 0.04
+    for i in np.flatnonzero(roll < 0.04):
+        source[i] = source[i - 1]
+        near[i] = roll[i] >= 0.02 or near[i - 1]
+    near &= roll < 0.04
+    changed = pa.array([" ".join(["changed"] + text.split()[1:]) for text in phrases.pool.to_pylist()])
+    near_summary = pc.binary_join_element_wise(
+        *[(changed if j == 3 else phrases.pool).take(pa.array(picks[source, j])) for j in range(SUMMARY_PHRASES)], " ")
+    summary = pc.if_else(pa.array(near), near_summary, summary.take(pa.array(source)))
+    prompt = prompt_text.take(pa.array(p[source]))
+    reasoning = phrases.texts(rng.integers(5, 31, rows))  # 50-300 words
+    prompt_id = pc.if_else(pa.array(roll >= 0.04), numbered("p", p), numbered("d", np.arange(rows)))
+    columns = {"id": numbered("s", np.arange(rows)), "prompt_id": prompt_id, "sample_idx": pa.array(np.arange(rows) % 2),
+               "prompt": prompt, "domain": pa.array(np.array(DOMAINS)[p % 4]), "source": pa.array(["synthetic"] * rows),
+               "reasoning": reasoning, "summary": summary,
+               "completion": join("<think>", reasoning, "</think>", summary), "accepted": pa.array(np.ones(rows, bool))}
+    table = pa.table({name: columns[name].cast(SAMPLE_SCHEMA.field(name).type) if name in columns
+                      else pa.nulls(rows, SAMPLE_SCHEMA.field(name).type) for name in SAMPLE_SCHEMA.names},
+                     schema=SAMPLE_SCHEMA)
     run = RunDir.open(path, "filter", {"synthetic": rows}, [])
-    buffer: dict[str, list] = {name: [] for name in SAMPLE_SCHEMA.names}
-    prev_prompt = last_summary = ""
-    for i in range(rows):
-        p = i // 2
-        prompt = _prompt(random.Random(p), p)
-        summary = " ".join(rng.choice(WORDS) for _ in range(60))
-        roll = rng.random()
-        if roll < 0.02 and last_summary:  # exact duplicate of the previous prompt's answer, same prompt text
-            prompt, summary = prev_prompt, last_summary
-        elif roll < 0.04 and last_summary:  # near duplicate: one word changed
-            words = last_summary.split()
-            words[30] = "changed"
-            prompt, summary = prev_prompt, " ".join(words)
-        reasoning = " ".join(rng.choice(WORDS) for _ in range(rng.randint(50, 300)))
-        values = {"id": f"s{i}", "prompt_id": f"p{p}" if roll >= 0.04 else f"d{i}", "sample_idx": i % 2,
-                  "prompt": prompt, "domain": DOMAINS[p % 4], "source": "synthetic", "reasoning": reasoning,
-                  "summary": summary, "completion": f"<think>{reasoning}</think>{summary}", "accepted": True}
-        for name in SAMPLE_SCHEMA.names:
-            buffer[name].append(values.get(name))
-        prev_prompt, last_summary = prompt, summary
-        if len(buffer["id"]) == CHUNK or i == rows - 1:
-            run.write_shard("samples", i // CHUNK, pa.table(buffer, schema=SAMPLE_SCHEMA))
-            buffer = {name: [] for name in SAMPLE_SCHEMA.names}
+    for index, start in enumerate(range(0, rows, CHUNK)):
+        run.write_shard("samples", index, table.slice(start, CHUNK))
     run.update_manifest(status="complete")
 
 

@@ -88,6 +88,9 @@ def generate(
     = False,
     repetition_detection: Annotated[str | None, typer.Option(
         "--repetition-detection", help="stop looping samples in the engine: default | off | MAX,MIN,COUNT")] = None,
+    early_stop: Annotated[str | None, typer.Option(
+        "--early-stop", help="cotforge's own early stop (the chain's repetition / language / length rules "
+                             "run on each sample as it is generated): default | off")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
@@ -110,7 +113,7 @@ def generate(
         shard_age_s=shard_age, concurrency=concurrency, checks=checks, template=template, seed=seed, jobs=jobs,
         adaptive=False if fixed else None, engine_options=parse_engine_options(engine_option or []),
         base_url=base_url, executor=executor, address=address, replicas=replicas,
-        repetition_detection=repetition_detection)
+        repetition_detection=repetition_detection, early_stop=early_stop)
     job = dataclasses.replace(job, prompts=_hub_options(job.prompts, split, config))
     summary = run_job(job, overwrite=overwrite, bad_rows=bad_rows, fields=parse_field_overrides(field or []),
                       argv=sys.argv[1:])

@@ -12,9 +12,12 @@ be queried: it shows the shards committed so far.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -115,6 +118,29 @@ def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:
                    sum(completion_tokens) AS completion_tokens
             FROM samples GROUP BY prompt_id""")
     return con
+
+
+# A scan of every shard by an end-of-run statistic (filter, rewrite): bounded, so that on a head node
+# shared with engines and checks it takes neither every core nor memory that grows with the run (an
+# uncapped scan of a 1M-prompt run's 15,625 shards reached 1.8 GB). What exceeds the limit spills to
+# a temporary folder of its own, not to `.tmp` in the user's working directory.
+SCAN_THREADS = 2
+SCAN_MEMORY = os.environ.get("COTFORGE_DUCKDB_MEMORY", "1GB")
+
+
+@contextlib.contextmanager
+def capped(run_path: str | Path, threads: int = SCAN_THREADS, memory_limit: str = SCAN_MEMORY):
+    """`connect`, with DuckDB's threads and memory capped and its spill folder temporary."""
+    with tempfile.TemporaryDirectory(prefix="cotforge-duckdb-") as spill:
+        con = connect(run_path)
+        try:
+            con.execute(f"SET threads = {int(threads)}")
+            con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+            con.execute(f"SET temp_directory = {sql_literal(spill)}")
+            con.execute("SET preserve_insertion_order = false")  # aggregates only: order is not needed
+            yield con
+        finally:
+            con.close()
 
 
 def _verdict_fields(con: duckdb.DuckDBPyConnection) -> set[str]:

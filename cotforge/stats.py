@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cotforge.checks.base import MISSING, NOT_MATH, PASSED, VERIFIED, WORKER_DIED
-from cotforge.query import connect
 
 
-def run_counts(run_path: str | Path, check_order: list[str] | None = None, con=None) -> dict:
-    """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel.
-    `con`: a `query.connect` connection to the run to reuse (its views are built once)."""
-    con = con if con is not None else connect(run_path)
+@dataclasses.dataclass
+class Totals:
+    """What the end-of-run statistics are made of, however they were counted: by DuckDB over every
+    shard (`sql_totals`) or from per-shard tallies kept at commit (`cotforge.tally`)."""
+
+    accepted: int = 0
+    rejected: int = 0
+    tokens: int = 0  # completion tokens of every judged sample (null counts 0)
+    quarantined: int = 0
+    by_check: dict = dataclasses.field(default_factory=dict)  # check -> failed verdicts
+    first_fail: dict = dataclasses.field(default_factory=dict)  # check -> rejected samples it failed first
+    unverified: list = dataclasses.field(default_factory=list)  # (missing, rejected, allowed), by missing
+    worker_died: int = 0  # samples with a failed `worker_died` verdict
+    # The check with the most failed verdicts (ties: by name), with its most common reason (ties: the
+    # first by sort order; null reasons only where it has no other): deterministic, so both ways agree.
+    top: tuple | None = None
+
+
+def missing_of(code: str | None) -> str | None:
+    """The group a verification stage's code falls in: `missing:gold,tests` -> `gold or tests`."""
+    if code is None or code == NOT_MATH:
+        return code
+    return code[len(MISSING):].replace(",", " or ")
+
+
+def sql_totals(con) -> Totals:
+    """DuckDB over every committed shard (`con`: a `query.connect` connection)."""
     accepted, rejected, tokens = con.execute(
         "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted), "
         "coalesce(sum(completion_tokens), 0) FROM samples").fetchone()
     quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     by_check = dict(con.execute(
-        'SELECT "check", count(*) FROM verdicts WHERE NOT passed GROUP BY "check"').fetchall())
+        'SELECT "check", count(*) FROM verdicts WHERE NOT passed GROUP BY "check" ORDER BY "check"').fetchall())
     first_fail = dict(con.execute("""
         SELECT first_check, count(*) FROM (
           SELECT list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check FROM samples WHERE NOT accepted)
@@ -32,23 +55,46 @@ def run_counts(run_path: str | Path, check_order: list[str] | None = None, con=N
     worker_died = con.execute("SELECT count(DISTINCT id) FROM verdicts WHERE NOT passed AND code = ?",
                               [WORKER_DIED]).fetchone()[0]
     top = con.execute("""
-        SELECT "check", count(*) AS n, mode(reason) FROM verdicts WHERE NOT passed
-        GROUP BY "check" ORDER BY n DESC, "check" LIMIT 1""").fetchone()
-    order = check_order or sorted(by_check)
+        WITH failed AS (SELECT "check", reason, count(*) AS n FROM verdicts WHERE NOT passed GROUP BY ALL),
+             worst AS (SELECT "check", sum(n) AS n FROM failed GROUP BY "check" ORDER BY n DESC, "check" LIMIT 1)
+        SELECT worst."check", worst.n, (SELECT reason FROM failed WHERE failed."check" = worst."check"
+                                        ORDER BY reason IS NULL, n DESC, reason LIMIT 1) FROM worst""").fetchone()
+    return Totals(accepted, rejected, int(tokens), quarantined, by_check, first_fail,
+                  [tuple(group) for group in unverified], worker_died,
+                  (top[0], int(top[1]), top[2]) if top else None)
+
+
+def counts_of(totals: Totals, check_order: list[str] | None = None) -> dict:
+    """rows read = accepted + rejected + quarantined; per-check rejections; sequential funnel."""
+    accepted, rejected, quarantined = totals.accepted, totals.rejected, totals.quarantined
+    order = check_order or sorted(totals.by_check)
     remaining = accepted + rejected
     funnel = [{"stage": "rows in", "rows": accepted + rejected + quarantined},
               {"stage": "quarantined", "rows": quarantined}]
     for name in order:
-        dropped = first_fail.get(name, 0)
+        dropped = totals.first_fail.get(name, 0)
         remaining -= dropped
-        funnel.append({"stage": name, "rejected": dropped, "rejected_total": by_check.get(name, 0),
+        funnel.append({"stage": name, "rejected": dropped, "rejected_total": totals.by_check.get(name, 0),
                        "remaining": remaining})
+    top = totals.top
     return {"rows_read": accepted + rejected + quarantined, "accepted": accepted, "rejected": rejected,
-            "quarantined": quarantined, "completion_tokens": int(tokens), "rejected_by_check": by_check,
-            "rejected_worker_died": worker_died,
+            "quarantined": quarantined, "completion_tokens": totals.tokens, "rejected_by_check": totals.by_check,
+            "rejected_worker_died": totals.worker_died,
             "top_rejection": {"check": top[0], "rows": top[1], "reason": top[2]} if top else None,
             "funnel": funnel,
-            "unverified": [{"missing": m, "rejected": r, "allowed": a} for m, r, a in unverified]}
+            "unverified": [{"missing": m, "rejected": r, "allowed": a} for m, r, a in totals.unverified]}
+
+
+def run_counts(run_path: str | Path, check_order: list[str] | None = None, con=None) -> dict:
+    """The run's counts and funnel by DuckDB over every shard. `con`: a `query.connect` connection
+    to reuse (its views are built once); without one, a connection capped in threads and memory
+    (`query.capped`: on a shared head node, a scan of thousands of shards must not take it all)."""
+    if con is not None:
+        return counts_of(sql_totals(con), check_order)
+    from cotforge.query import capped
+
+    with capped(run_path) as own:
+        return counts_of(sql_totals(own), check_order)
 
 
 # Input columns read as each field a verifying check needs (io/normalize.py ALIASES), for the summary.

@@ -3,7 +3,7 @@ digests, the session's vLLM server and Ray cluster.
 
 Markers (declared in pyproject.toml): a test that loads a model, starts a vLLM server, a Ray cluster or
 a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`) and, through
-`pytest_collection_modifyitems` below, `slow` too; one that builds a venv or runs for long is marked
+`pytest_itemcollected` below, `slow` too; one that builds a venv or runs for long is marked
 `slow` by itself. A test using a fixture that starts one of those things is marked by the fixture
 (FIXTURE_MARKS), so a new test is caught without remembering. `pytest -m "not slow"` is the quick loop.
 """
@@ -40,7 +40,7 @@ sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K so
 # Markers that imply `slow`: each names the heavy thing the test starts.
 HEAVY_MARKS = ("vllm", "ray", "browser", "model")
 # Fixtures that start a heavy thing, and the marker a test using them gets.
-FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
+FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_local_run": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
                  "ray_cluster": "ray", "embedded_engine": "model"}
 # An unmarked test slower than this is named at the end of the run (it belongs marked, or made faster).
 UNMARKED_LIMIT_S = 10.0
@@ -51,17 +51,19 @@ UNMARKED_LIMIT_S = 10.0
 XDIST_GROUPS = {"vllm": "vllm", "ray": "ray"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        for fixture, mark in FIXTURE_MARKS.items():
-            if fixture in item.fixturenames and mark not in item.keywords:
-                item.add_marker(mark)
-        if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
-            item.add_marker("slow")
-        for mark, group in XDIST_GROUPS.items():
-            if mark in item.keywords and not item.get_closest_marker("xdist_group"):
-                item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item) -> None:
+    """Marks each test as it is collected, so the marks exist before any `pytest_collection_modifyitems`
+    (`-m` deselection; xdist's, which turns `xdist_group` into the `@group` suffix loadgroup schedules
+    by). tests/test_xdist_groups.py checks that the groups reach the workers: with pytest 9.2 they did
+    not (pytest-dev/pytest-xdist#1386; pyproject pins pytest<9.2), and each worker started its own vLLM."""
+    for fixture, mark in FIXTURE_MARKS.items():
+        if fixture in item.fixturenames and mark not in item.keywords:
+            item.add_marker(mark)
+    if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
+        item.add_marker("slow")
+    for mark, group in XDIST_GROUPS.items():
+        if mark in item.keywords and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 _unmarked_slow: list[tuple[float, str]] = []
@@ -262,6 +264,18 @@ def vllm_ray_cluster(vllm_python):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def vllm_local_run(vllm_python, tmp_path_factory):
+    """tests/vllm_runs.py's command, run once for the session: (prompts file, run folder, the CLI's result)."""
+    from vllm_runs import SETTINGS, write_prompts
+
+    folder = tmp_path_factory.mktemp("vllm_local")
+    prompts = write_prompts(folder / "prompts.jsonl")
+    result = in_vllm_venv(vllm_python, "generate", prompts, "--out", folder / "run", *SETTINGS)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+    return prompts, folder / "run", result
 
 
 REAL_TRACES = Path(__file__).parent / "data" / "real_traces"

@@ -13,12 +13,16 @@ Token economy (benchmarks/token_economy.py):
   s..s+3 are the same four samples;
 - `--loop-share` of samples loop: from an onset (drawn in the first `--loop-onset` share of the
   sample's own length) they repeat one sentence of `LOOP_PERIOD` tokens until `max_tokens`;
+- `--loop-kind paragraph|language`: loops vLLM's rule cannot see (a paragraph revisited with other text
+  in between; a switch into Russian), for cotforge's own early stop;
 - `repetition_detection` in the body (vLLM's field) stops a looping sample once `min_count` copies of
   its sentence are out (when `LOOP_PERIOD` lies within the pattern sizes): finish reason `repetition`;
   `--refuse-unknown` answers 400 to that field instead (a server without vLLM's extension);
 - `stream: true` answers with server-sent events, one chunk per `--stream-interval` tokens;
 - a client that closes its connection aborts its sequences (vLLM does the same): their slots free at
-  once. `GET /stats` counts `aborted` sequences and `tokens` decoded.
+  once. `GET /stats` counts `aborted` sequences and `tokens` decoded;
+- `GET /metrics`: vLLM's `vllm:num_requests_running` / `vllm:num_requests_waiting` gauges in its
+  Prometheus text format (`--no-metrics`: 404, a server without them).
 
 Time is counted in decode steps: `GET /stats` gives the steps run since the last `POST /stats/reset`
 and the slot-steps that decoded a token, so utilization = busy / (slots * steps) does not depend on
@@ -48,6 +52,29 @@ from pathlib import Path
 
 LOOP_SENTENCE = "Wait, let me add the two numbers again to make sure the sum is right."
 LOOP_PERIOD = len(LOOP_SENTENCE.split())  # tokens (words) per copy
+# Loops a suffix n-gram rule (vLLM's repetition_detection) cannot see, for cotforge's own early stop
+# (`--loop-kind`): a paragraph revisited with other text in between (each copy followed by a different
+# sentence: no exact period), and a switch into another language (Russian sentences, each its own).
+REVISITED = "Let me add the units digits of both numbers again and carry the one over to the tens place."
+ASIDE = "Attempt {c} of the check gives nothing new yet."
+FOREIGN = "Теперь проверим шаг {c} ещё раз очень внимательно и спокойно."
+
+
+def loop_words(kind: str, count: int) -> list[str]:
+    """The first `count` tokens (words) of a loop of `kind`, from its onset."""
+    if kind == "sentence":
+        loop = LOOP_SENTENCE.split()
+        return [loop[k % LOOP_PERIOD] for k in range(count)]
+    words: list[str] = []
+    c = 0
+    while len(words) < count:
+        if kind == "paragraph":
+            words += REVISITED.split() + ASIDE.format(c=c).split()
+            words[-1] += "\n\n"
+        else:
+            words += FOREIGN.format(c=c).split()
+        c += 1
+    return words[:count]
 
 
 @dataclass(eq=False)
@@ -76,10 +103,11 @@ class Draw:
 class Simulator:
     def __init__(self, slots: int, step_s: float, prompts: dict[str, dict], median_tokens: float, sigma: float,
                  model: str = "sim", loop_share: float = 0.0, loop_onset: float = 0.5, stream_interval: int = 16,
-                 refuse_unknown: bool = False) -> None:
+                 refuse_unknown: bool = False, loop_kind: str = "sentence") -> None:
         self.slots, self.step_s, self.prompts = slots, step_s, prompts
         self.loop_share, self.loop_onset, self.stream_interval = loop_share, loop_onset, stream_interval
         self.refuse_unknown = refuse_unknown
+        self.loop_kind = loop_kind  # sentence (vLLM's repetition_detection sees it) | paragraph | language
         self.aborted = self.refused = 0
         self.mu, self.sigma, self.model = math.log(median_tokens), sigma, model
         self.active: list[Sequence] = []
@@ -101,6 +129,19 @@ class Simulator:
         # Nth completion answered with nothing generated, a 200 body that is not JSON, a 200 without choices.
         self.faults = {"blank_every": 0, "bad_json_every": 0, "no_choices_every": 0}
         self.answers = 0  # completion answers sent (what the faults count)
+        self.no_metrics = False  # --no-metrics: GET /metrics answers 404 (a server without them)
+
+    def metrics(self) -> str:
+        """vLLM's two scheduler gauges in its Prometheus text format (vllm/v1/metrics/loggers.py names):
+        requests decoding and requests waiting for a slot (one sequence per request here, as cotforge's
+        n=1 calls)."""
+        running = sum(not seq.aborted for seq in self.active)
+        waiting = sum(not seq.aborted for seq in self.waiting)
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        return (f"# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+                f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {float(running)}\n"
+                f"# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(waiting)}\n")
 
     def reset(self) -> None:
         self.steps = self.busy = self.requests = self.outstanding = self.peak = self.aborted = 0
@@ -176,7 +217,7 @@ class Simulator:
             return Draw(min(length, max_tokens), correct and length <= max_tokens, None,
                         "length" if length >= max_tokens else "stop")
         onset = min(onset, max_tokens)
-        caught = detection_point(onset, detection)
+        caught = detection_point(onset, detection) if self.loop_kind == "sentence" else None
         if caught is not None and caught < max_tokens:
             return Draw(caught, False, onset, "repetition")
         return Draw(max_tokens, False, onset, "length")
@@ -222,9 +263,7 @@ class Simulator:
             words = [f"w{k}" for k in range(max(0, draw.length - 12))]
             tail = [] if draw.finish == "length" else [f"so it is {answer}.</think> The answer is \\boxed{{{answer}}}."]
         else:
-            loop = LOOP_SENTENCE.split()
-            words = [f"w{k}" for k in range(draw.onset)] + [loop[k % LOOP_PERIOD]
-                                                              for k in range(draw.length - draw.onset)]
+            words = [f"w{k}" for k in range(draw.onset)] + loop_words(self.loop_kind, draw.length - draw.onset)
             tail = []
         words = words[:upto] if upto is not None else words
         body = " ".join(words + ([] if upto is not None and upto < draw.length else tail))
@@ -284,6 +323,12 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
                 await asyncio.Event().wait()  # never answers
             if method == "POST" and path == "/freeze":
                 sim.frozen = True
+            elif method == "GET" and path == "/metrics" and not sim.no_metrics:
+                data = sim.metrics().encode()  # Prometheus text, as vLLM's /metrics (not JSON)
+                writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: "
+                             f"{len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+                continue
             elif method == "GET" and path.endswith("/models"):
                 answer = {"object": "list", "data": [{"id": sim.model, "object": "model"}]}
             elif method == "GET" and path == "/stats":
@@ -344,12 +389,21 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
 
 async def stream(sim: Simulator, body: dict, writer: asyncio.StreamWriter) -> None:
     """Server-sent events, one chunk per stream_interval tokens of each sequence, vLLM's chunk shape;
-    a write that fails (the client closed) aborts the request."""
+    a write that fails (the client closed) aborts the request. As vLLM: the request's usage in a last
+    chunk only with `stream_options.include_usage`, each choice's tokens so far in every chunk with
+    `continuous_usage_stats` as well."""
     text, draws, seqs = sim.admit(body)
+    options = body.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage"))
+    continuous = include_usage and bool(options.get("continuous_usage_stats"))
+    prompt_tokens = len(text.split())
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
     sent = [0] * len(seqs)  # characters of each completion already sent
 
-    def event(payload: dict) -> bytes:
+    def event(payload: dict, tokens: int | None = None) -> bytes:
+        if continuous and tokens is not None:
+            payload["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                                "total_tokens": prompt_tokens + tokens}
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
     try:
@@ -366,16 +420,17 @@ async def stream(sim: Simulator, body: dict, writer: asyncio.StreamWriter) -> No
                     continue  # its last chunk goes below, with its finish reason
                 so_far = sim.content(text, draw, upto=seq.decoded)
                 writer.write(event({"choices": [{"index": j, "delta": {"content": so_far[sent[j]:]},
-                                                 "finish_reason": None}]}))
+                                                 "finish_reason": None}]}, seq.decoded))
                 sent[j] = len(so_far)
             await writer.drain()
         sim.last_step = sim.steps
         for j, draw in enumerate(draws):
             full = sim.content(text, draw)
             writer.write(event({"choices": [{"index": j, "delta": {"content": full[sent[j]:]},
-                                             "finish_reason": draw.finish}]}))
-        writer.write(event({"choices": [], "usage": {"prompt_tokens": len(text.split()),
-                                                     "completion_tokens": sum(s.length for s in seqs)}}))
+                                             "finish_reason": draw.finish}]}, seqs[j].length))
+        if include_usage:
+            writer.write(event({"choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                         "completion_tokens": sum(s.length for s in seqs)}}))
         writer.write(b"data: [DONE]\n\n")
         await writer.drain()
     except (ConnectionError, RuntimeError):
@@ -394,7 +449,8 @@ async def serve(args: argparse.Namespace) -> None:
             prompts[row["prompt"]] = row
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma,
                     loop_share=args.loop_share, loop_onset=args.loop_onset, stream_interval=args.stream_interval,
-                    refuse_unknown=args.refuse_unknown)
+                    refuse_unknown=args.refuse_unknown, loop_kind=args.loop_kind)
+    sim.no_metrics = args.no_metrics
     sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
                        "no_choices_every": args.no_choices_every})
     server = await asyncio.start_server(lambda r, w: handle(sim, r, w), "127.0.0.1", args.port, backlog=4096)
@@ -416,6 +472,9 @@ def main() -> None:
     parser.add_argument("--loop-onset", type=float, default=0.5,
                         help="a loop starts within this share of the sample's own length")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per streamed chunk")
+    parser.add_argument("--loop-kind", choices=["sentence", "paragraph", "language"], default="sentence",
+                        help="what a looping sample does from its onset")
+    parser.add_argument("--no-metrics", action="store_true", help="answer 404 to GET /metrics")
     parser.add_argument("--refuse-unknown", action="store_true", help="answer 400 to repetition_detection")
     parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")
     parser.add_argument("--bad-json-every", type=int, default=0, help="every Nth answer a cut 200 body")

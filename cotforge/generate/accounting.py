@@ -34,16 +34,29 @@ def stop_reason(finish_reason: str | None) -> str | None:
 def token_accounting(run: RunDir, check_order: list[str] | None = None, con=None) -> dict:
     """One DuckDB aggregate over the committed shards (`con`: a `query.connect` connection to reuse),
     grouped by verdict, first failed check and finish reason: Python sees a handful of groups, not
-    every row (a row loop took minutes at 1M prompts' 4M samples)."""
+    every row (a row loop took minutes at 1M prompts' 4M samples). A generate run's end reads the
+    same groups from its per-shard tallies instead (`cotforge.tally`)."""
     from cotforge.query import connect, sql_literal
 
     con = con if con is not None else connect(run.path)
-    accepted = {"samples": 0, "tokens": 0}
-    rejected: dict[str, dict] = {}
-    stopped: dict[str, dict] = {}
     groups = con.execute("""
         SELECT accepted, list_filter(verdicts, lambda v: NOT v.passed)[1].check AS first_check, finish_reason,
                count(*), sum(coalesce(completion_tokens, 0)) FROM samples GROUP BY ALL""").fetchall()
+    cancelled = (0, 0)
+    shards = run.shards(CANCELLED_TABLE)
+    if shards:
+        files = ", ".join(sql_literal(shard) for shard in shards)
+        cancelled = con.execute(f"SELECT count(*), sum(coalesce(completion_tokens, 0)) "
+                                f"FROM read_parquet([{files}])").fetchone()
+    return accounting_of(groups, cancelled, check_order)
+
+
+def accounting_of(groups, cancelled: tuple, check_order: list[str] | None = None) -> dict:
+    """The accounting from (accepted, first failed check, finish reason, samples, tokens) groups and
+    the cancelled samples' (samples, tokens)."""
+    accepted = {"samples": 0, "tokens": 0}
+    rejected: dict[str, dict] = {}
+    stopped: dict[str, dict] = {}
     for ok, check, finish, samples, tokens in groups:
         tokens = int(tokens or 0)
         if ok:
@@ -57,13 +70,8 @@ def token_accounting(run: RunDir, check_order: list[str] | None = None, con=None
             bucket = stopped.setdefault(why, {"samples": 0, "tokens": 0})
             bucket["samples"] += samples
             bucket["tokens"] += tokens
-    cancelled = {"samples": 0, "tokens": 0}
-    shards = run.shards(CANCELLED_TABLE)
-    if shards:
-        files = ", ".join(sql_literal(shard) for shard in shards)
-        rows, tokens = con.execute(f"SELECT count(*), sum(coalesce(completion_tokens, 0)) "
-                                   f"FROM read_parquet([{files}])").fetchone()
-        cancelled = {"samples": rows, "tokens": int(tokens or 0)}
+    stopped = dict(sorted(stopped.items()))
+    cancelled = {"samples": int(cancelled[0] or 0), "tokens": int(cancelled[1] or 0)}
     order = {name: i for i, name in enumerate(check_order or [])}
     rejected = dict(sorted(rejected.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     total = accepted["tokens"] + sum(b["tokens"] for b in rejected.values()) + cancelled["tokens"]

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
+from cotforge.engines.base import CANCELLED, Completion, Request, SampleWatch, SamplingParams, Stop, stopped_completion
+from cotforge.engines.openai.stream import STREAM_OPTIONS, EventStream
 from cotforge.errors import CotforgeError
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 TOO_LONG = ("maximum context length", "max_model_len", "context length", "too long", "longer than")
 REPETITION_FIELD = "repetition_detection"  # vLLM's extension of the completions body
-OPTIONAL_FIELDS = (REPETITION_FIELD,)  # fields a call may drop when a server refuses them
+STREAM_OPTIONS_FIELD = "stream_options"  # usage in the stream (OpenAI's and vLLM's; some servers refuse it)
+OPTIONAL_FIELDS = (REPETITION_FIELD, STREAM_OPTIONS_FIELD)  # fields a call may drop when a server refuses them
 REFUSAL_STATUSES = (400, 422)
 
 
@@ -93,8 +95,9 @@ class Calls:
     """Sends jobs to servers; a failed call goes back to the front of the host's queue (or ends the run)."""
 
     def __init__(self, host: Host, fleet: Fleet, model: str, max_retries: int, backoff_s: float,
-                 backoff_max_s: float, outage_s: float) -> None:
+                 backoff_max_s: float, outage_s: float, stream: bool | None = None) -> None:
         self.host = host
+        self.stream = stream  # None: stream only where it pays (`streams`)
         self.fleet = fleet
         self.model = model
         self.max_retries = max_retries
@@ -104,6 +107,16 @@ class Calls:
         self.moved = 0  # calls moved off a failed server (reported by tests and benchmarks)
         self.faults = dict.fromkeys(FAULTS, 0)  # failed attempts by kind, this session
         self.faults["budget_restarts"] = 0
+        self.stream_events = 0  # SSE data events parsed, this session (tests and benchmarks read it)
+        self.early_stopped = 0  # samples a watcher stopped (their streams closed), this session
+
+    def streams(self, params: SamplingParams) -> bool:
+        """Whether calls with `params` stream (see the engine's docstring for why this is the default:
+        streaming costs the client CPU per token, so only calls whose samples cotforge itself watches
+        stream, unless the engine was told `stream=True/False`)."""
+        if self.stream is not None:
+            return self.stream
+        return getattr(params, "early_stop", None) is not None
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** attempt))  # full jitter
@@ -117,6 +130,10 @@ class Calls:
             body[REPETITION_FIELD] = params.repetition_detection.as_dict()  # vLLM's server takes it
         if job.n > 1:
             body["n"] = job.n
+        if self.streams(params):
+            body["stream"] = True
+            if not (server and STREAM_OPTIONS_FIELD in server.refused):
+                body[STREAM_OPTIONS_FIELD] = dict(STREAM_OPTIONS)  # tokens per chunk, and the usage at the end
         if request.raw_prompt is not None:
             path, body["prompt"] = "/completions", request.raw_prompt
         else:
@@ -177,15 +194,36 @@ class Calls:
         path, body = self.body(job, server)
         url = server.url + path
         ledger = self.host.inflight_ledger
+        stream = EventStream(job.n, "messages" in body) if body.get("stream") else None
+        # cotforge's own early stop: one watcher per sample, fed as its stream comes (a retried call
+        # starts a new one: its text starts again). Only single-sample calls are watched (the engine
+        # sends singles when params.early_stop is set): closing a stream stops all of its samples.
+        early_stop = job.pending.params.early_stop
+        watch = SampleWatch(early_stop, job.pending.request) if stream is not None and early_stop and job.n == 1 \
+            else None
+        stopped: Stop | None = None
         try:
             try:
                 async with server.client.post(url, json=body) as response:
-                    status, text, headers = response.status, await response.text(), response.headers
+                    status, headers = response.status, response.headers
+                    if stream is not None and status == 200:
+                        text = ""
+                        async for data in response.content.iter_any():
+                            before = stream.events
+                            deltas = stream.feed(data)
+                            self.stream_events += stream.events - before
+                            if watch is not None and watch.active and deltas:
+                                stopped = self.watched(watch, stream, deltas)
+                                if stopped is not None:
+                                    response.close()  # the connection goes: vLLM aborts the request
+                                    break
+                    else:
+                        text = await response.text()
             finally:
                 ledger.returned(server, job.n)  # the server no longer holds these, whatever came back
         except asyncio.CancelledError:
             if job.cancelled:  # Engine.cancel: the connection is closed, the server aborts the request
-                self.cancelled(job)
+                self.cancelled(job, stream)  # with what the stream had received
             elif job.moved:  # the probe found the server dead: move the call
                 job.moved = False
                 self.moved += 1
@@ -220,6 +258,12 @@ class Calls:
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
                 self.host.fail(CotforgeError(f"{url}: {last}"))
             return
+        if stopped is not None:
+            self.stopped(job, server, stream, stopped)
+            return
+        if stream is not None:
+            self.streamed(job, server, url, stream)
+            return
         try:
             answer = json.loads(text)
             if not isinstance(answer, dict):
@@ -230,16 +274,58 @@ class Calls:
             return
         self.take(job, server, url, answer)
 
-    def cancelled(self, job: Job, tokens: int = 0) -> None:
-        """A job stopped by Engine.cancel (queued or in flight): its samples end as `cancelled`."""
+    @staticmethod
+    def watched(watch: SampleWatch, stream: EventStream, deltas: list[tuple[int, str, int]]) -> Stop | None:
+        """Feed a single-sample stream's new deltas to its watcher; the stop it found, if any. A sample
+        whose finish reason came in these same bytes is whole: the checks judge it, nothing to stop."""
+        for _, delta, tokens in deltas:
+            stop = watch.add(delta, tokens)
+            if stop is not None:
+                return None if stream.choices[0].finish_reason is not None else stop
+        return None
+
+    def stopped(self, job: Job, server: Server, stream: EventStream, stop: Stop) -> None:
+        """A sample its watcher stopped: its stream is closed; it comes back `early_stop` with the text
+        and tokens it had."""
+        server.last_ok = time.monotonic()  # the server answered: a real answer, cut by us
+        so_far = stream.choices[0]
+        self.early_stopped += 1
+        job.pending.slots[job.first] = stopped_completion(so_far.text(), stream.prompt_tokens,
+                                                          so_far.completion_tokens, stop)
+        self.host.inflight_ledger.answered(1)
+        if all(slot is not None for slot in job.pending.slots):
+            self.host.finish(job.pending)
+
+    def streamed(self, job: Job, server: Server, url: str, stream: EventStream) -> None:
+        """A stream that ended: the whole answer (taken as a plain one is), or a stream broken mid-way
+        (a retry of those samples with their seeds, as a dropped connection is)."""
+        if stream.finished:
+            self.take(job, server, url, stream.answer(), stream.per_choice_tokens())
+        elif stream.bad is not None:
+            self.requeue(job, server, "bad_json", f"HTTP 200 stream with a data line that is not a JSON object: "
+                         f"{stream.bad!r}", url, self.backoff(job.attempts))
+        else:  # the server (or a proxy) closed the stream before every finish reason: a transport fault
+            self.fleet.mark_down(server)
+            self.moved += len(self.fleet.servers) > 1
+            self.requeue(job, server, "connection", f"stream ended after {stream.events} events without a finish "
+                         f"reason", url)
+
+    def cancelled(self, job: Job, stream: EventStream | None = None) -> None:
+        """A job stopped by Engine.cancel (queued or in flight): its samples end as `cancelled`, with the
+        text and tokens a stream had received (a plain call received nothing: 0)."""
         slots = job.pending.slots
         self.host.inflight_ledger.answered(job.n)
-        for j in range(job.first, job.first + job.n):
-            slots[j] = Completion("", CANCELLED, 0, tokens if j == job.first else 0)
+        for k, j in enumerate(range(job.first, job.first + job.n)):
+            if stream is None:
+                slots[j] = Completion("", CANCELLED, 0, 0)
+            else:
+                so_far = stream.choices[k]
+                slots[j] = Completion(so_far.text(), CANCELLED, stream.prompt_tokens, so_far.completion_tokens)
         if all(slot is not None for slot in slots):
             self.host.finish(job.pending)
 
-    def take(self, job: Job, server: Server, url: str, answer: dict) -> None:
+    def take(self, job: Job, server: Server, url: str, answer: dict, tokens: list[int] | None = None) -> None:
+        """`tokens`: each choice's completion tokens where known (a stream with continuous usage)."""
         choices = answer.get("choices")
         if not isinstance(choices, list) or not choices:  # nothing to take: like a 5xx, never a sample
             self.requeue(job, server, "no_choices", f"HTTP 200 without choices: {json.dumps(answer)[:300]}", url,
@@ -257,8 +343,9 @@ class Calls:
         empty = []  # sample indices the server answered without generating anything
         for k, choice in enumerate(choices):
             index = job.first + k
+            own = tokens[k] if tokens is not None and k < len(tokens) else total // count + (k < total % count)
             completion = Completion(choice_text(choice), choice.get("finish_reason") or "unknown", prompt_tokens,
-                                    total // count + (k < total % count), choice_extra(choice))
+                                    own, choice_extra(choice))
             if blank(completion, usage):
                 empty.append(index)
             else:
