@@ -398,3 +398,12 @@ def test_streaming_against_vllms_own_server(vllm_server_url):
     engine.close()
     (cut,) = finished.completions
     assert cut.finish_reason == CANCELLED and 4 <= cut.completion_tokens < 900 and cut.text
+
+
+def test_a_fleet_streaming_a_chunk_per_token_gets_one_note():
+    from cotforge.engines.openai.calls import chunk_note
+
+    assert "--stream-interval 16" in chunk_note(8, tokens=6000, events=6000)
+    assert chunk_note(8, tokens=6000 * 16, events=6000) is None  # coarse chunks: cheap enough
+    assert chunk_note(2, tokens=6000, events=6000) is None  # one or two servers: one core keeps up
+    assert chunk_note(8, tokens=100, events=100) is None  # too early to say

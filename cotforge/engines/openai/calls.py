@@ -6,13 +6,15 @@ import asyncio
 import email.utils
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import CANCELLED, Completion, Request, SampleWatch, SamplingParams, Stop, stopped_completion
+from cotforge.engines.base import (CANCELLED, Completion, Request, SampleWatch, SamplingParams, Stop,
+                                   stopped_completion)
 from cotforge.engines.openai.stream import STREAM_OPTIONS, EventStream
 from cotforge.errors import CotforgeError
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 TOO_LONG = ("maximum context length", "max_model_len", "context length", "too long", "longer than")
 REPETITION_FIELD = "repetition_detection"  # vLLM's extension of the completions body
 STREAM_OPTIONS_FIELD = "stream_options"  # usage in the stream (OpenAI's and vLLM's; some servers refuse it)
-OPTIONAL_FIELDS = (REPETITION_FIELD, STREAM_OPTIONS_FIELD)  # fields a call may drop when a server refuses them
+OPTIONAL_FIELDS = (REPETITION_FIELD, STREAM_OPTIONS_FIELD)  # a call may drop these when a server refuses them
 REFUSAL_STATUSES = (400, 422)
 
 
@@ -109,6 +111,8 @@ class Calls:
         self.faults["budget_restarts"] = 0
         self.stream_events = 0  # SSE data events parsed, this session (tests and benchmarks read it)
         self.early_stopped = 0  # samples a watcher stopped (their streams closed), this session
+        self.streamed_tokens = 0  # completion tokens of the streams read to their end, this session
+        self.chunk_noted = False  # the one-time note about fine-grained streams (chunk_note) was printed
 
     def streams(self, params: SamplingParams) -> bool:
         """Whether calls with `params` stream (see the engine's docstring for why this is the default:
@@ -133,7 +137,7 @@ class Calls:
         if self.streams(params):
             body["stream"] = True
             if not (server and STREAM_OPTIONS_FIELD in server.refused):
-                body[STREAM_OPTIONS_FIELD] = dict(STREAM_OPTIONS)  # tokens per chunk, and the usage at the end
+                body[STREAM_OPTIONS_FIELD] = dict(STREAM_OPTIONS)  # tokens per chunk, the usage at the end
         if request.raw_prompt is not None:
             path, body["prompt"] = "/completions", request.raw_prompt
         else:
@@ -199,8 +203,8 @@ class Calls:
         # starts a new one: its text starts again). Only single-sample calls are watched (the engine
         # sends singles when params.early_stop is set): closing a stream stops all of its samples.
         early_stop = job.pending.params.early_stop
-        watch = SampleWatch(early_stop, job.pending.request) if stream is not None and early_stop and job.n == 1 \
-            else None
+        watched = stream is not None and early_stop is not None and job.n == 1
+        watch = SampleWatch(early_stop, job.pending.request) if watched else None
         stopped: Stop | None = None
         try:
             try:
@@ -300,10 +304,16 @@ class Calls:
         """A stream that ended: the whole answer (taken as a plain one is), or a stream broken mid-way
         (a retry of those samples with their seeds, as a dropped connection is)."""
         if stream.finished:
+            self.streamed_tokens += sum(c.completion_tokens for c in stream.choices)
+            note = None if self.chunk_noted else chunk_note(len(self.fleet.servers), self.streamed_tokens,
+                                                             self.stream_events)
+            if note:
+                self.chunk_noted = True
+                print(f"cotforge: note: {note}", file=sys.stderr, flush=True)
             self.take(job, server, url, stream.answer(), stream.per_choice_tokens())
         elif stream.bad is not None:
-            self.requeue(job, server, "bad_json", f"HTTP 200 stream with a data line that is not a JSON object: "
-                         f"{stream.bad!r}", url, self.backoff(job.attempts))
+            self.requeue(job, server, "bad_json", f"HTTP 200 stream with a data line that is not a JSON "
+                         f"object: {stream.bad!r}", url, self.backoff(job.attempts))
         else:  # the server (or a proxy) closed the stream before every finish reason: a transport fault
             self.fleet.mark_down(server)
             self.moved += len(self.fleet.servers) > 1
@@ -362,6 +372,20 @@ class Calls:
         self.host.queue_front([Job(job.pending, j, 1) for j in missing])
         if all(slot is not None for slot in slots):
             self.host.finish(job.pending)
+
+
+FLEET_NOTE_SERVERS = 4  # a fleet this large streaming a chunk per token can saturate one client core
+FLEET_NOTE_EVENTS = 5000  # ... judged once this many events were read (the ratio is settled by then)
+
+
+def chunk_note(servers: int, tokens: int, events: int) -> str | None:
+    """One line for a fleet whose servers stream about a chunk per token (vLLM's default): each chunk
+    costs this client ~0.1 ms of CPU (benchmarks/stream_cost.py), so a busy fleet outruns one core."""
+    if servers < FLEET_NOTE_SERVERS or events < FLEET_NOTE_EVENTS or tokens >= 2 * events:
+        return None
+    return (f"the {servers} servers stream about {tokens / events:.1f} tokens a chunk; each chunk costs this client "
+            f"~0.1 ms of CPU: start them with `vllm serve --stream-interval 16` (or run with --early-stop off, "
+            f"or --engine-option stream=false, to read answers whole)")
 
 
 def blank(completion: Completion, usage: dict) -> bool:
