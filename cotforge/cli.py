@@ -408,24 +408,43 @@ def _on_signal(signum: int, _frame) -> None:
     raise Interrupted(signum)
 
 
-def main() -> None:
-    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+def run(args: list[str] | None = None) -> int:
+    """The command line without the process around it: runs one command (`args`, default sys.argv[1:])
+    and returns its exit status; errors are one line on stderr. Tests call this in-process."""
     try:
-        app()
+        app(args=args, prog_name="cotforge")
+    except SystemExit as done:  # click ends every command this way, the usage errors (2) too
+        return _exit_status(done.code)
     except CotforgeError as err:
         print(str(err), file=sys.stderr)
-        sys.exit(1)
+        return 1
     except Interrupted as stop:
         print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+        return 128 + stop.signum
     except Exception as err:  # an environment fault (disk full, read-only) from any library: one line
         fault = environment_fault(err)
         if fault is None:
             raise
         print(str(fault), file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
+
+
+def _exit_status(code) -> int:
+    """What the process would exit with for sys.exit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

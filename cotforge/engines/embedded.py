@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+# torch and transformers (~4 s of CPU to import) are imported where a model is loaded or run, not
+# here: checking an embedded run's options (engines.base.check_options) imports this module.
+if TYPE_CHECKING:
+    import torch
 
 from cotforge.engines.base import (CANCELLED, EARLY_STOP, REPETITION, Completion, Engine, Request, SampleWatch,
                                    SamplingParams, stopped_completion)
@@ -47,6 +50,9 @@ class EmbeddedEngine(Engine):
 
     def __init__(self, model: str | None = None, batch_size: int = 8, device: str = "cpu",
                  dtype: str = "float32", threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         folder, gguf_file = split_model_path(model if model is not None else shipped_gguf())
@@ -77,6 +83,8 @@ class EmbeddedEngine(Engine):
 
     def build_batches(self, requests: list[Request]) -> list[Batch]:
         """Expand each request into `n` rows and cut them into left-padded batches of `batch_size`."""
+        import torch
+
         ids = [self.prompt_ids(request) for request in requests]
         rows = [(i, j) for i, request in enumerate(requests) for j in range(request.n)]
         batches = []
@@ -93,8 +101,11 @@ class EmbeddedEngine(Engine):
             batches.append(Batch(chunk, input_ids, attention_mask, [len(ids[i]) for i, _ in chunk], seed))
         return batches
 
-    def generate_ids(self, batch: Batch, params: SamplingParams, stops: StoppingCriteria | None = None) -> torch.Tensor:
+    def generate_ids(self, batch: Batch, params: SamplingParams, stops: _Stops | None = None) -> torch.Tensor:
         """The raw engine call: `model.generate` on one batch; returns only the new token ids."""
+        import torch
+        from transformers import StoppingCriteriaList
+
         sampling = ({"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
                     if params.temperature > 0 else {"do_sample": False})
         # fork_rng: seed this batch without disturbing the caller's global torch RNG.
@@ -141,8 +152,11 @@ class EmbeddedEngine(Engine):
         self.tokenizer = None
 
 
-class _Stops(StoppingCriteria):
-    """Per row: stop when its request was cancelled or its tokens loop; remembers why and where."""
+class _Stops:
+    """Per row: stop when its request was cancelled or its tokens loop; remembers why and where.
+
+    A transformers stopping criterion by its call (StoppingCriteriaList calls each member with the ids
+    and scores); not a StoppingCriteria subclass, so that this module imports without transformers."""
 
     def __init__(self, engine: EmbeddedEngine, requests: list[Request], prompt_width: int,
                  params: SamplingParams) -> None:
@@ -157,6 +171,8 @@ class _Stops(StoppingCriteria):
         self.interval = max(1, getattr(early, "interval_tokens", 1) or 1)
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
+        import torch
+
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
         length = input_ids.shape[1] - self.width
         for row, request in enumerate(self.requests):

@@ -208,6 +208,9 @@ class Scheduler:
         start = time.monotonic()
         engine = self.engine
         max_inflight = self.config.concurrency or engine.max_inflight
+        # Verdicts may lag by what the engine could hold at first (its nominal concurrency), also once an
+        # openai engine has lowered max_inflight to its servers' batches: the checks keep their pace.
+        held = max_inflight
         # Prompts not started yet, read from the prompts shard as slots free up (generate/prompts.py).
         fresh = FreshPrompts(self.prompt_file, self._start, self.prompts.pop, skip=self._finished_before)
         self._finished_before = None
@@ -218,7 +221,7 @@ class Scheduler:
             """Samples that may wait for verdicts before no more are asked. Until the chain's first
             verdicts its pool is still starting (imports and warm-up: seconds), not slow: the engine
             is kept fed meanwhile, up to WARMING_BACKLOG x max_inflight rows held."""
-            return max_inflight * (1 if checker.judged else WARMING_BACKLOG)
+            return held * (1 if checker.judged else WARMING_BACKLOG)
         with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
@@ -237,6 +240,8 @@ class Scheduler:
 
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
+                    # Read each round: an openai engine lowers it once its servers' /metrics tell their batches.
+                    max_inflight = self.config.concurrency or engine.max_inflight
                     # Top up: follow-up rounds first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
