@@ -110,7 +110,8 @@ def run(name: str, prompts: Path, folder: Path, config: GenerateConfig, policy, 
             "utilization": stats["busy"] / (stats["slots"] * stats["steps"]),
             # between the first request and the last answer: without the client's start-up and summary
             "busy_window": stats["busy"] / (stats["slots"] * max(1, stats["last_step"] - stats["first_step"])),
-            "per_solved": stats["tokens"] / max(solved, 1), "accounting": summary["tokens"]}
+            "per_solved": stats["tokens"] / max(solved, 1), "accounting": summary["tokens"],
+            "first_step": stats["first_step"], "steps": stats["steps"]}
 
 
 def main() -> None:
@@ -141,7 +142,8 @@ def main() -> None:
             print(f"{name:>9}: {result['tokens']} tokens, {result['solved']}/{len(rows)} solved, "
                   f"{result['per_solved']:.0f} tokens per solved prompt ({result['per_solved'] / best['per_solved']:.2f}x "
                   f"the oracle), utilization {result['utilization']:.3f} (first request to last answer "
-                  f"{result['busy_window']:.3f}), {result['aborted']} sequences aborted",
+                  f"{result['busy_window']:.3f}), {result['aborted']} sequences aborted, first request at step "
+                  f"{result['first_step']} of {result['steps']}",
                   flush=True)
             acc = result["accounting"]
             print(f"           client accounting: accepted {acc['accepted']}, rejected {acc['rejected']}, "

@@ -88,6 +88,9 @@ def generate(
     = False,
     repetition_detection: Annotated[str | None, typer.Option(
         "--repetition-detection", help="stop looping samples in the engine: default | off | MAX,MIN,COUNT")] = None,
+    early_stop: Annotated[str | None, typer.Option(
+        "--early-stop", help="cotforge's own early stop (the chain's repetition / language / length rules "
+                             "run on each sample as it is generated): default | off")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", help="check worker processes (0: in-process; default: 1 beside the embedded CPU model, else up to 8 cores)")] = None,
     bad_rows: BadRows = "fail", field: Fields = None, overwrite: Overwrite = False,
@@ -110,7 +113,7 @@ def generate(
         shard_age_s=shard_age, concurrency=concurrency, checks=checks, template=template, seed=seed, jobs=jobs,
         adaptive=False if fixed else None, engine_options=parse_engine_options(engine_option or []),
         base_url=base_url, executor=executor, address=address, replicas=replicas,
-        repetition_detection=repetition_detection)
+        repetition_detection=repetition_detection, early_stop=early_stop)
     job = dataclasses.replace(job, prompts=_hub_options(job.prompts, split, config))
     summary = run_job(job, overwrite=overwrite, bad_rows=bad_rows, fields=parse_field_overrides(field or []),
                       argv=sys.argv[1:])
@@ -405,24 +408,43 @@ def _on_signal(signum: int, _frame) -> None:
     raise Interrupted(signum)
 
 
-def main() -> None:
-    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+def run(args: list[str] | None = None) -> int:
+    """The command line without the process around it: runs one command (`args`, default sys.argv[1:])
+    and returns its exit status; errors are one line on stderr. Tests call this in-process."""
     try:
-        app()
+        app(args=args, prog_name="cotforge")
+    except SystemExit as done:  # click ends every command this way, the usage errors (2) too
+        return _exit_status(done.code)
     except CotforgeError as err:
         print(str(err), file=sys.stderr)
-        sys.exit(1)
+        return 1
     except Interrupted as stop:
         print("cotforge: interrupted; rerun the same command to resume", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+        return 128 + stop.signum
     except Exception as err:  # an environment fault (disk full, read-only) from any library: one line
         fault = environment_fault(err)
         if fault is None:
             raise
         print(str(fault), file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
+
+
+def _exit_status(code) -> int:
+    """What the process would exit with for sys.exit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+    # Ctrl-C and SIGTERM raise Interrupted, not KeyboardInterrupt: click would turn that into "Aborted!".
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

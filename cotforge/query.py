@@ -43,9 +43,34 @@ def _table_view(con: duckdb.DuckDBPyConnection, run: RunDir, name: str, schema: 
         files = ", ".join(sql_literal(s) for s in shards)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name=true)")
         return True
-    con.register(f"_empty_{name}", schema.empty_table())
-    con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    # Typed NULLs in SQL, not a registered empty Arrow table: DuckDB imports pandas (~0.5 s) to inspect any
+    # Python object it is given, and every `cotforge query` would pay for it.
+    columns = ", ".join(f"NULL::{sql_type(field.type)} AS {sql_identifier(field.name)}" for field in schema)
+    con.execute(f"CREATE VIEW {name} AS SELECT * FROM (SELECT {columns}) WHERE false")
     return False
+
+
+def sql_identifier(name: str) -> str:
+    """A quoted SQL identifier (a column may be named like a keyword: `check`, `round`)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# Arrow types the record schemas use, as DuckDB names them (what DuckDB makes of the same Arrow table).
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.bool_(): "BOOLEAN",
+              pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+              pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.binary(): "BLOB"}
+
+
+def sql_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type of an Arrow type (lists and structs nest)."""
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return sql_type(arrow_type.value_type) + "[]"
+    if pa.types.is_struct(arrow_type):
+        members = ", ".join(f"{sql_identifier(f.name)} {sql_type(f.type)}" for f in arrow_type)
+        return f"STRUCT({members})"
+    if arrow_type in _SQL_TYPES:
+        return _SQL_TYPES[arrow_type]
+    raise TypeError(f"no DuckDB type for Arrow type {arrow_type}")
 
 
 def connect(run_path: str | Path) -> duckdb.DuckDBPyConnection:

@@ -10,11 +10,17 @@ a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`) and, thro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test reaches a hub; the in-process CLI runs see this too
 # Ray binds to the machine's eth0 address by default; the test clusters stay on loopback (127.0.0.1):
 # with this switch off, ray_constants.ENABLE_RAY_CLUSTER is False and Ray uses its localhost IP. Set before
 # any Ray import, and inherited by every Ray node and driver the tests start.
@@ -105,9 +112,73 @@ def cotforge(*args: str, check: bool = False, timeout: float = 600, **kwargs) ->
     return result
 
 
+# The interpreter's own warning filters, as a `cotforge` process starts with them (pytest adds its own
+# per test, and records the warnings instead of printing them).
+_PROCESS_WARNING_FILTERS = list(warnings.filters)
+
+
+def cotforge_in_process(*args: str, check: bool = False, cwd: str | Path = REPO, env: dict | None = None,
+                        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`cotforge ARGS` run in this process through `cotforge.cli.run`, with what a process would show:
+    its exit status, its stdout and its stderr (Python's and the file descriptors', so a C library's or
+    a worker's messages count too; warnings and log records printed as the interpreter prints them).
+    The commands' imports are then paid once per test worker, not once per call (~1-2 s of CPU each).
+
+    Falls back to a subprocess where the process is part of what is given: `env` (libraries read it at
+    import) or a `timeout`. Tests of the process itself (signals, kills, concurrent writers) call
+    `cotforge(...)`, the subprocess, directly."""
+    if env is not None or timeout is not None:
+        return cotforge(*args, check=check, cwd=cwd, env=env, **({"timeout": timeout} if timeout else {}))
+    from cotforge.cli import run
+
+    argv = [str(arg) for arg in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        os.dup2(fd_out.fileno(), 1)
+        os.dup2(fd_err.fileno(), 2)
+        sys.argv = ["cotforge", *argv]
+        os.chdir(cwd)
+        root.handlers, root.level = [], logging.WARNING  # no handler: logging's last resort prints to stderr
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                    warnings.catch_warnings(record=True) as shown:
+                warnings.filters[:] = _PROCESS_WARNING_FILTERS
+                try:
+                    returncode = run(argv)
+                except Exception:  # what an uncaught exception does to a process: a traceback, exit 1
+                    traceback.print_exc(file=err)
+                    returncode = 1
+                for message in shown:
+                    err.write(warnings.formatwarning(message.message, message.category, message.filename,
+                                                     message.lineno, message.line))
+        finally:
+            root.handlers, root.level = saved_handlers, saved_level
+            os.chdir(saved_cwd)
+            sys.argv = saved_argv
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout = out.getvalue() + fd_out.read().decode("utf-8", "replace")
+        stderr = err.getvalue() + fd_err.read().decode("utf-8", "replace")
+    result = subprocess.CompletedProcess(["cotforge", *argv], returncode, stdout, stderr)
+    if check and returncode != 0:
+        raise AssertionError(f"cotforge {' '.join(argv)} failed ({returncode}):\n{stdout}\n{stderr}")
+    return result
+
+
 @pytest.fixture
 def cli():
-    return cotforge
+    """The `cotforge` command line, run in-process (cotforge_in_process)."""
+    return cotforge_in_process
 
 
 @pytest.fixture(scope="session")

@@ -31,3 +31,15 @@ class HoldCheck(Check):
             temp.rename(marker)  # the test sees the pid whole or not at all
             time.sleep(self.hold_s)  # the test kills this worker well before
         return Verdict.ok()
+
+
+# `python -c DRIVER ARGS...` is `cotforge ARGS...` with this check registered: a test's real process.
+DRIVER = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import held_check; "
+          "from cotforge.cli import main; main()")
+
+
+def held_chain(path: Path, marker: Path, *checks: str) -> Path:
+    """A chain file (`--checks PATH`): `checks`, then test_hold writing `marker`."""
+    lines = "".join(f"  - check: {name}\n" for name in checks)
+    path.write_text(f"checks:\n{lines}  - check: test_hold\n    marker: {marker}\n")
+    return path

@@ -13,12 +13,16 @@ Token economy (benchmarks/token_economy.py):
   s..s+3 are the same four samples;
 - `--loop-share` of samples loop: from an onset (drawn in the first `--loop-onset` share of the
   sample's own length) they repeat one sentence of `LOOP_PERIOD` tokens until `max_tokens`;
+- `--loop-kind paragraph|language`: loops vLLM's rule cannot see (a paragraph revisited with other text
+  in between; a switch into Russian), for cotforge's own early stop;
 - `repetition_detection` in the body (vLLM's field) stops a looping sample once `min_count` copies of
   its sentence are out (when `LOOP_PERIOD` lies within the pattern sizes): finish reason `repetition`;
   `--refuse-unknown` answers 400 to that field instead (a server without vLLM's extension);
 - `stream: true` answers with server-sent events, one chunk per `--stream-interval` tokens;
 - a client that closes its connection aborts its sequences (vLLM does the same): their slots free at
-  once. `GET /stats` counts `aborted` sequences and `tokens` decoded.
+  once. `GET /stats` counts `aborted` sequences and `tokens` decoded;
+- `GET /metrics`: vLLM's `vllm:num_requests_running` / `vllm:num_requests_waiting` gauges in its
+  Prometheus text format (`--no-metrics`: 404, a server without them).
 
 Time is counted in decode steps: `GET /stats` gives the steps run since the last `POST /stats/reset`
 and the slot-steps that decoded a token, so utilization = busy / (slots * steps) does not depend on
@@ -48,6 +52,29 @@ from pathlib import Path
 
 LOOP_SENTENCE = "Wait, let me add the two numbers again to make sure the sum is right."
 LOOP_PERIOD = len(LOOP_SENTENCE.split())  # tokens (words) per copy
+# Loops a suffix n-gram rule (vLLM's repetition_detection) cannot see, for cotforge's own early stop
+# (`--loop-kind`): a paragraph revisited with other text in between (each copy followed by a different
+# sentence: no exact period), and a switch into another language (Russian sentences, each its own).
+REVISITED = "Let me add the units digits of both numbers again and carry the one over to the tens place."
+ASIDE = "Attempt {c} of the check gives nothing new yet."
+FOREIGN = "Теперь проверим шаг {c} ещё раз очень внимательно и спокойно."
+
+
+def loop_words(kind: str, count: int) -> list[str]:
+    """The first `count` tokens (words) of a loop of `kind`, from its onset."""
+    if kind == "sentence":
+        loop = LOOP_SENTENCE.split()
+        return [loop[k % LOOP_PERIOD] for k in range(count)]
+    words: list[str] = []
+    c = 0
+    while len(words) < count:
+        if kind == "paragraph":
+            words += REVISITED.split() + ASIDE.format(c=c).split()
+            words[-1] += "\n\n"
+        else:
+            words += FOREIGN.format(c=c).split()
+        c += 1
+    return words[:count]
 
 
 @dataclass(eq=False)
@@ -76,10 +103,11 @@ class Draw:
 class Simulator:
     def __init__(self, slots: int, step_s: float, prompts: dict[str, dict], median_tokens: float, sigma: float,
                  model: str = "sim", loop_share: float = 0.0, loop_onset: float = 0.5, stream_interval: int = 16,
-                 refuse_unknown: bool = False) -> None:
+                 refuse_unknown: bool = False, loop_kind: str = "sentence") -> None:
         self.slots, self.step_s, self.prompts = slots, step_s, prompts
         self.loop_share, self.loop_onset, self.stream_interval = loop_share, loop_onset, stream_interval
         self.refuse_unknown = refuse_unknown
+        self.loop_kind = loop_kind  # sentence (vLLM's repetition_detection sees it) | paragraph | language
         self.aborted = self.refused = 0
         self.mu, self.sigma, self.model = math.log(median_tokens), sigma, model
         self.active: list[Sequence] = []
@@ -95,15 +123,32 @@ class Simulator:
         # POST /hold {"on": true}: requests are taken in but no step decodes until {"on": false} (lets a
         # test act while it knows which sequences a server holds, instead of guessing a moment).
         self.holding = False
+        self.arrived = asyncio.Event()  # set when a sequence is queued: an idle server sleeps until then
+        self.idle_since: float | None = None  # while the loop sleeps idle: when its uncounted idle steps began
         # Faults a broken server makes (POST /faults {"blank_every": 3, ...}, or --blank-every ...): every
         # Nth completion answered with nothing generated, a 200 body that is not JSON, a 200 without choices.
         self.faults = {"blank_every": 0, "bad_json_every": 0, "no_choices_every": 0}
         self.answers = 0  # completion answers sent (what the faults count)
+        self.no_metrics = False  # --no-metrics: GET /metrics answers 404 (a server without them)
+
+    def metrics(self) -> str:
+        """vLLM's two scheduler gauges in its Prometheus text format (vllm/v1/metrics/loggers.py names):
+        requests decoding and requests waiting for a slot (one sequence per request here, as cotforge's
+        n=1 calls)."""
+        running = sum(not seq.aborted for seq in self.active)
+        waiting = sum(not seq.aborted for seq in self.waiting)
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        return (f"# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+                f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {float(running)}\n"
+                f"# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(waiting)}\n")
 
     def reset(self) -> None:
         self.steps = self.busy = self.requests = self.outstanding = self.peak = self.aborted = 0
         self.first_step = self.last_step = None  # steps at the first request and the last answer
         self.timeline = []
+        if self.idle_since is not None:  # idle steps before a reset are not counted
+            self.idle_since = time.monotonic()
 
     async def run(self) -> None:
         next_at = time.monotonic()
@@ -112,6 +157,15 @@ class Simulator:
                 await asyncio.sleep(self.step_s)
                 next_at = time.monotonic()
                 continue
+            if not self.active and not self.waiting:
+                # Idle: sleep until a request queues a sequence (an idle loop stepping every few ms cost
+                # ~8% of a core per server), then count the steps slept as the idle steps they were.
+                self.arrived.clear()
+                self.idle_since = next_at
+                await self.arrived.wait()
+                self.catch_up()
+                self.idle_since = None
+                next_at = time.monotonic()
             while self.waiting and len(self.active) < self.slots:
                 self.active.append(self.waiting.popleft())
             if self.steps % 100 == 0:
@@ -139,6 +193,18 @@ class Simulator:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - self.step_s)  # late steps are not made up
 
+    def catch_up(self) -> None:
+        """Count the steps the idle loop slept so far as the idle steps it would have run (nothing held:
+        timeline bins, no busy slots); called before anything reads or stamps the step count."""
+        if self.idle_since is None:
+            return
+        slept = max(0, int((time.monotonic() - self.idle_since) / self.step_s))
+        self.idle_since += slept * self.step_s
+        for _ in range(slept):
+            if self.steps % 100 == 0:
+                self.timeline.append(0)
+            self.steps += 1
+
     def draw(self, text: str, seed: int, max_tokens: int, detection: dict | None = None) -> Draw:
         """The sample (text, seed): the same whatever else the request asked (n, other seeds)."""
         digest = hashlib.blake2b(f"{text}\x00{seed}".encode(), digest_size=8).digest()
@@ -151,7 +217,7 @@ class Simulator:
             return Draw(min(length, max_tokens), correct and length <= max_tokens, None,
                         "length" if length >= max_tokens else "stop")
         onset = min(onset, max_tokens)
-        caught = detection_point(onset, detection)
+        caught = detection_point(onset, detection) if self.loop_kind == "sentence" else None
         if caught is not None and caught < max_tokens:
             return Draw(caught, False, onset, "repetition")
         return Draw(max_tokens, False, onset, "length")
@@ -166,6 +232,7 @@ class Simulator:
         return None
 
     def admit(self, body: dict) -> tuple[str, list[Draw], list[Sequence]]:
+        self.catch_up()
         self.requests += 1
         if self.first_step is None:
             self.first_step = self.steps
@@ -175,6 +242,7 @@ class Simulator:
         draws = [self.draw(text, seed + j, max_tokens, body.get("repetition_detection")) for j in range(n)]
         seqs = [Sequence(d.length, d.length) for d in draws]
         self.waiting.extend(seqs)
+        self.arrived.set()
         return text, draws, seqs
 
     def abort(self, seqs: list[Sequence]) -> None:
@@ -195,9 +263,7 @@ class Simulator:
             words = [f"w{k}" for k in range(max(0, draw.length - 12))]
             tail = [] if draw.finish == "length" else [f"so it is {answer}.</think> The answer is \\boxed{{{answer}}}."]
         else:
-            loop = LOOP_SENTENCE.split()
-            words = [f"w{k}" for k in range(draw.onset)] + [loop[k % LOOP_PERIOD]
-                                                              for k in range(draw.length - draw.onset)]
+            words = [f"w{k}" for k in range(draw.onset)] + loop_words(self.loop_kind, draw.length - draw.onset)
             tail = []
         words = words[:upto] if upto is not None else words
         body = " ".join(words + ([] if upto is not None and upto < draw.length else tail))
@@ -257,9 +323,16 @@ async def handle(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.S
                 await asyncio.Event().wait()  # never answers
             if method == "POST" and path == "/freeze":
                 sim.frozen = True
+            elif method == "GET" and path == "/metrics" and not sim.no_metrics:
+                data = sim.metrics().encode()  # Prometheus text, as vLLM's /metrics (not JSON)
+                writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: "
+                             f"{len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+                continue
             elif method == "GET" and path.endswith("/models"):
                 answer = {"object": "list", "data": [{"id": sim.model, "object": "model"}]}
             elif method == "GET" and path == "/stats":
+                sim.catch_up()
                 answer = {"steps": sim.steps, "busy": sim.busy, "tokens": sim.busy, "aborted": sim.aborted, "refused": sim.refused,
                           "slots": sim.slots, "requests": sim.requests,
                           "held": sum(not seq.aborted for seq in (*sim.active, *sim.waiting)),
@@ -376,7 +449,8 @@ async def serve(args: argparse.Namespace) -> None:
             prompts[row["prompt"]] = row
     sim = Simulator(args.slots, args.step_ms / 1000, prompts, args.median_tokens, args.sigma,
                     loop_share=args.loop_share, loop_onset=args.loop_onset, stream_interval=args.stream_interval,
-                    refuse_unknown=args.refuse_unknown)
+                    refuse_unknown=args.refuse_unknown, loop_kind=args.loop_kind)
+    sim.no_metrics = args.no_metrics
     sim.faults.update({"blank_every": args.blank_every, "bad_json_every": args.bad_json_every,
                        "no_choices_every": args.no_choices_every})
     server = await asyncio.start_server(lambda r, w: handle(sim, r, w), "127.0.0.1", args.port, backlog=4096)
@@ -398,6 +472,9 @@ def main() -> None:
     parser.add_argument("--loop-onset", type=float, default=0.5,
                         help="a loop starts within this share of the sample's own length")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per streamed chunk")
+    parser.add_argument("--loop-kind", choices=["sentence", "paragraph", "language"], default="sentence",
+                        help="what a looping sample does from its onset")
+    parser.add_argument("--no-metrics", action="store_true", help="answer 404 to GET /metrics")
     parser.add_argument("--refuse-unknown", action="store_true", help="answer 400 to repetition_detection")
     parser.add_argument("--blank-every", type=int, default=0, help="every Nth answer empty (a server fault)")
     parser.add_argument("--bad-json-every", type=int, default=0, help="every Nth answer a cut 200 body")

@@ -10,8 +10,6 @@ import json
 import os
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cotforge.engines.convert import THINK_TOKENS, converted_model
 from cotforge.engines.gguf import shipped_gguf
@@ -27,6 +25,8 @@ def think_folder(tmp_path_factory):
 
 
 def test_think_variant_is_a_plain_folder_with_think_tokens(think_folder):
+    from transformers import AutoTokenizer  # in the tests: collecting this module must stay light
+
     cache, folder = think_folder
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config  # a plain checkpoint, not GGUF blocks
@@ -47,6 +47,9 @@ def test_think_variant_is_a_plain_folder_with_think_tokens(think_folder):
 def test_converted_weights_generate_what_the_gguf_does(think_folder):
     """Greedy decoding from the folder equals greedy decoding from the GGUF (same dtype): the conversion
     kept the weights, and `</think>`, whose logit ties with the newline's, never wins the tie."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     _, folder = think_folder
     gguf = shipped_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)

@@ -8,13 +8,15 @@ import random
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from cotforge.checks.early import EarlyStops, early_stops
 from cotforge.checks.language import LanguageCheck
 from cotforge.checks.readability import LengthCheck
 from cotforge.checks.repetition import RepetitionCheck
-from cotforge.engines.base import EARLY_STOP, Request, SampleWatch, Stop, stopped_completion
+from cotforge.checks.base import STOPPED_EARLY
+from cotforge.engines.base import EARLY_STOP, Completion, Engine, Request, SampleWatch, Stop, stopped_completion
 from cotforge.errors import CotforgeError
 
 TRACES = Path(__file__).parent / "data" / "real_traces" / "sky_t1_math.jsonl"
@@ -48,14 +50,14 @@ def finished_verdicts(text: str, prompt: str) -> dict[str, bool]:
 
 
 def test_no_real_trace_that_passes_a_check_is_stopped_by_its_incremental_form():
-    """All 184 Sky-T1 traces (tests/data/real_traces), fed in 120-character deltas: a trace whose
+    """All 184 Sky-T1 traces (tests/data/real_traces), fed in 256-character deltas: a trace whose
     finished text passes `repetition` (every finished one does) is never stopped by it; most of the
     looping ones are, well before their end."""
     stops = EarlyStops({"repetition": {}, "language": {"min_share": 0.95}})
     caught = saved = 0
     for row in real_traces():
         stops.prepare(row["id"], row["prompt"], None)
-        stop = run(stops, row["id"], row["completion"], 120)
+        stop = run(stops, row["id"], row["completion"], 256)  # ~64 tokens a feed
         if row["finished"]:
             assert stop is None, f"{row['id']} (finished) stopped: {stop}"
         if stop is not None:
@@ -268,3 +270,76 @@ def test_cost_per_delta_is_amortised_linear_on_a_32k_token_trace():
     small, large = cpu(short), cpu(text)
     assert large < 20 * small, (small, large)
     assert large < 10.0  # ~1-3 s here (loaded 2-core machine); a quadratic detector takes minutes
+
+
+# -- generate records a stopped sample as rejected by its check ---------------------------------------------
+class ScriptedEngine(Engine):
+    """Each prompt's completion is fixed text, "generated" 4 characters a token and fed to the sample's
+    watcher as an engine does (SampleWatch): the engine side of the interface without a model."""
+
+    name = "scripted"
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self.texts = texts
+        self.fed = 0  # characters the watchers were fed
+
+    def generate(self, requests, params):
+        out = []
+        for request in requests:
+            text, completions = self.texts[request.key], []
+            for _ in range(request.n):
+                watch = SampleWatch(params.early_stop, request)
+                stop = None
+                for token in range(0, len(text), 4):
+                    stop = watch.add(text[token:token + 4], token // 4 + 1)
+                    self.fed += 4
+                    if stop is not None:
+                        break
+                completions.append(stopped_completion(text[:token + 4], 3, stop.token, stop) if stop
+                                   else Completion(text, "stop", 3, len(text) // 4 + 1))
+            out.append(completions)
+        return out
+
+
+def test_generate_records_a_stopped_sample_as_rejected_by_its_check(tmp_path):
+    from cotforge.generate import GenerateConfig, generate
+
+    loop = "<think>\n" + "".join(
+        "We need to check whether the remaining amount of the sum is divisible by seven or by eleven here.\n"
+        f"Let me try another value, number {i}, and see.\n" for i in range(40)) + "</think>\nIt is 55."
+    switch = "<think>\nLet me add. 然后我们继续计算这个和，得到五十五。\n" + "".join(f"We add number {i} now. " for i in range(30)) + \
+        "\n</think>\nIt is 55."
+    clean = "<think>\nLet me add the numbers one by one, which gives 55.\n</think>\nThe sum is 55."
+    texts = {"loop": loop, "switch": switch, "clean": clean}
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": key, "prompt": "Compute the sum of the first ten positive integers."})
+                               + "\n" for key in texts))
+    engine = ScriptedEngine(texts)
+    config = GenerateConfig(engine="scripted", k=1, accept=1, max_rounds=1, checks="format,repetition,language",
+                            jobs=0)
+    summary = generate(prompts, tmp_path / "run", config, engine=engine)
+    rows = {r["prompt_id"]: r for r in pq.read_table(tmp_path / "run" / "samples").to_pylist()}
+    assert rows["clean"]["accepted"] and rows["clean"]["finish_reason"] == "stop"
+    for key, check in (("loop", "repetition"), ("switch", "language")):
+        row = rows[key]
+        verdicts = {v["check"]: v for v in row["verdicts"]}
+        assert row["finish_reason"] == f"stopped:{check}" and not row["accepted"]
+        assert not verdicts[check]["passed"] and verdicts[check]["code"] == STOPPED_EARLY
+        assert verdicts[check]["reason"].startswith(f"stopped early at token {row['completion_tokens']}: ")
+        assert all(v["status"] == "n/a" for name, v in verdicts.items() if name != check)
+        assert len(row["completion"]) < len(texts[key]) and row["completion_tokens"] < len(texts[key]) // 4
+    tokens = summary["tokens"]
+    assert set(tokens["stopped_early"]) == {"repetition", "language"}
+    assert tokens["rejected"]["repetition"]["tokens"] == rows["loop"]["completion_tokens"]
+    assert tokens["stopped_early"]["language"]["samples"] == 1
+    off = generate(prompts, tmp_path / "off", GenerateConfig(**{**config.__dict__, "early_stop": "off"}),
+                   engine=ScriptedEngine(texts))
+    assert not off["tokens"]["stopped_early"] and off["tokens"]["total"] > tokens["total"]
+
+
+def test_format_rejects_a_stored_stopped_sample_when_filtered_again():
+    from cotforge.checks.format import FormatCheck
+
+    verdict = FormatCheck().check({"completion": "<think>\npartial", "finish_reason": "stopped:language",
+                                   "completion_tokens": 80})
+    assert not verdict.passed and "stopped early by language at token 80" in verdict.reason

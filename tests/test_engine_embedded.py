@@ -88,3 +88,25 @@ def test_raw_path_left_pads_batches(engine):
     assert first.attention_mask[0, 0] == 0 and first.attention_mask[0, -1] == 1  # padding on the left
     new_ids = engine.generate_ids(first, SamplingParams(temperature=0, max_tokens=4))
     assert new_ids.shape[0] == 4 and new_ids.shape[1] <= 4
+
+
+def test_early_stop_watcher_stops_a_loop_with_its_partial_text(engine):
+    """cotforge's own early stop in the stopping criterion: greedy SmolLM2 continues a plain-text loop
+    (to max_tokens without a stop: tests/test_engine_vllm.py); the `repetition` detector (checks/early.py)
+    stops it with finish reason early_stop and its partial text, which the finished check rejects too.
+    The incremental decoder's deltas add up to the full decode."""
+    from cotforge.checks.early import EarlyStops
+    from cotforge.checks.repetition import RepetitionCheck
+    from cotforge.engines.base import EARLY_STOP
+    from cotforge.engines.embedded import _Decoder
+
+    loop = Request("loop", [], raw_prompt="red blue green, " * 12, seed=1)
+    stops = EarlyStops({"repetition": {}}, interval_tokens=8)
+    (stopped,), = engine.generate([loop], SamplingParams(temperature=0, max_tokens=200, early_stop=stops))
+    assert stopped.finish_reason == EARLY_STOP and stopped.extra["check"] == "repetition"
+    assert stopped.completion_tokens == stopped.extra["token"] < 200
+    assert not RepetitionCheck().check({"completion": stopped.text}).passed
+    ids = engine.tokenizer(stopped.text, add_special_tokens=False)["input_ids"]
+    decoder = _Decoder(engine.tokenizer)
+    pieces = [decoder.delta(ids[:end]) for end in range(3, len(ids) + 1, 3)] + [decoder.delta(ids)]
+    assert "".join(pieces) == engine.tokenizer.decode(ids, skip_special_tokens=True)

@@ -124,6 +124,30 @@ rule = DEFAULT  # cotforge's default (engines.repetition): patterns of 8..256 to
 out["loop"] = [completion.finish_reason, completion.completion_tokens, completion.text]
 (free,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160))
 out["free"] = [free.finish_reason, free.completion_tokens, free.text]
+# cotforge's own early stop (checks/early.py) on the same loop: DELTA outputs, the watcher, abort_request.
+from cotforge.checks.early import EarlyStops
+# A chain whose repetition check counts loops from 20 words (the detector then needs 40, the check's CJK
+# scale included: this loop has ~7 words a copy and max_model_len leaves ~200 tokens).
+rule = {"min_loop_words": 20}
+watching = SamplingParams(temperature=0.0, max_tokens=320, early_stop=EarlyStops({"repetition": rule}, interval_tokens=8))
+(early,), = engine.generate([loop], watching)
+from cotforge.checks.repetition import RepetitionCheck
+out["early"] = [early.finish_reason, early.completion_tokens, early.text, early.extra,
+                RepetitionCheck(**rule).check({"completion": early.text}).passed]
+# With DELTA outputs a cancelled request reports the tokens it had: cancel "long" once "short" is done.
+long = Request("long", [{"role": "user", "content": "Write a very long story about the sea."}], seed=2)
+short = Request("short", [{"role": "user", "content": "What is 2 + 3?"}], seed=3)
+nothing = SamplingParams(temperature=0.0, max_tokens=200, early_stop=EarlyStops({}))  # DELTA, no watcher
+engine.submit(long, nothing)
+engine.submit(short, nothing)
+done = {}
+while len(done) < 2:
+    for finished in engine.poll(1.0):
+        done[finished.request.key] = [finished.completions[0].finish_reason, finished.completions[0].completion_tokens,
+                                      finished.completions[0].text]
+    if "short" in done and "long" not in done:
+        engine.cancel([long])
+out["cancel_delta"] = done
 # Cancel: a long request stops at once and comes back cancelled; its neighbour is untouched.
 long = Request("long", [{"role": "user", "content": "Write a very long story about the sea."}], seed=2)
 short = Request("short", [{"role": "user", "content": "What is 2 + 3?"}], seed=3)
@@ -144,6 +168,8 @@ print("RESULT " + json.dumps(out))
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_stops_loops_with_finish_reason_repetition_and_aborts_cancelled_requests(vllm_python):
+    """vLLM's repetition_detection, cotforge's early stop (DELTA outputs + abort_request) and cancel,
+    on one engine start."""
     import os
     import subprocess
 
@@ -160,3 +186,12 @@ def test_vllm_stops_loops_with_finish_reason_repetition_and_aborts_cancelled_req
     assert out["free"][0] != "repetition" and out["free"][1] > tokens  # unstopped, the same loop runs on
     assert out["cancel"]["long"][0] == "cancelled"
     assert out["cancel"]["short"][0] in {"stop", "length"}
+    # cotforge's early stop: aborted by its watcher, partial text a prefix of the unstopped run's
+    reason, tokens, text, extra, passes = out["early"]
+    assert reason == "early_stop" and extra["check"] == "repetition" and extra["token"] == tokens, out["early"]
+    assert tokens < 200 and text and not passes  # the finished check rejects the partial text too
+    free_text = out["free"][2]
+    assert text.startswith(free_text) or free_text.startswith(text)  # the same greedy loop
+    long_reason, long_tokens, long_text = out["cancel_delta"]["long"]
+    assert long_reason == "cancelled" and 0 < long_tokens < 200 and long_text  # its real tokens, not 0
+    assert out["cancel_delta"]["short"][0] in {"stop", "length"}

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import REPO, write_jsonl
+from held_check import DRIVER, held_chain
 
 from cotforge.checks.base import Check, Verdict, register
 from cotforge.checks.chain import Chain, CheckSpec
@@ -60,17 +61,34 @@ def samples_file(path, n):
                               for i in range(n)))
 
 
-def interrupted_filter(tmp_path, signum: int, whole_group: bool):
-    """A real `cotforge filter` with a worker pool, stopped by `signum` once a few shards are committed."""
-    data = samples_file(tmp_path / "in.jsonl", 30000)
+ROWS = 600  # HOLD is row 250: shards 0 and 1 (rows 0-199) can commit, the run cannot finish
+
+
+def held_filter_command(tmp_path):
+    """A real `cotforge filter` with a worker pool whose check holds row 250 until that worker is killed
+    (tests/held_check.py); a rerun of the same command passes it at once (the marker exists)."""
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": f"<think>step {i}</think> {'HOLD' if i == 250 else i}"}
+            for i in range(ROWS)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    marker = tmp_path / "held.pid"
+    checks = held_chain(tmp_path / "checks.yaml", marker, "format", "language")
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "cotforge.cli", "filter", str(data), "--out", str(run), "--checks",
-               "format,language", "--jobs", "2", "--chunk-rows", "300"]
+    command = [sys.executable, "-c", DRIVER, "filter", str(data), "--out", str(run), "--checks", str(checks),
+               "--jobs", "2", "--chunk-rows", "100"]
+    return data, run, marker, command
+
+
+def interrupted_filter(tmp_path, signum: int, whole_group: bool):
+    """The held filter, stopped by `signum` once two shards are committed and a worker holds row 250: the
+    run is known to be mid-way (no race with its end, whatever the machine's load)."""
+    data, run, marker, command = held_filter_command(tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(list((run / "samples").glob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while (not marker.exists() or len(list((run / "samples").glob("part-*.parquet"))) < 2) \
+            and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the events waited on: the held row's marker and two committed shards
+    assert marker.exists() and process.poll() is None, process.communicate()
     if whole_group:
         os.killpg(process.pid, signum)  # what Ctrl-C in a terminal does
     else:
@@ -88,7 +106,7 @@ def test_signal_stops_quietly_and_the_rerun_resumes(tmp_path, cli, signum, whole
     assert lines == ["cotforge: interrupted; rerun the same command to resume"], err
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
-    assert "rows read 30000: accepted 30000" in resumed.stdout
+    assert f"rows read {ROWS}: accepted {ROWS}" in resumed.stdout
     assert "stale lock" not in resumed.stderr, "an interrupted writer releases its lock"
 
 
@@ -97,7 +115,7 @@ def test_unfinished_run_is_refused_by_export_and_mix_unless_allow_partial(tmp_pa
     assert returncode == 130
     committed = int(cli("query", run, "SELECT count(*) FROM samples", "--format", "csv", check=True)
                     .stdout.splitlines()[1])
-    assert 0 < committed < 30000
+    assert 0 < committed < ROWS
 
     refused = cli("export", run, "--out", tmp_path / "ds")
     assert refused.returncode == 1
@@ -215,21 +233,9 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-HELD_DRIVER = f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); import held_check; " \
-              "from cotforge.cli import main; main()"
-
 
 def test_cli_filter_survives_a_worker_killed_mid_item_and_counts_it_apart(tmp_path):
-    rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": f"<think>step {i}</think> {'HOLD' if i == 250 else i}"}
-            for i in range(600)]
-    data = write_jsonl(tmp_path / "in.jsonl", rows)
-    marker = tmp_path / "held.pid"
-    checks = tmp_path / "checks.yaml"
-    checks.write_text(f"checks:\n  - check: format\n  - check: language\n  - check: test_hold\n"
-                      f"    marker: {marker}\n")
-    run = tmp_path / "run"
-    command = [sys.executable, "-c", HELD_DRIVER, "filter", str(data), "--out", str(run), "--checks", str(checks),
-               "--jobs", "2", "--chunk-rows", "100"]
+    _, run, marker, command = held_filter_command(tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -240,7 +246,7 @@ def test_cli_filter_survives_a_worker_killed_mid_item_and_counts_it_apart(tmp_pa
     os.kill(held, signal.SIGKILL)  # what the OOM killer does, to a worker known to hold an item
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
-    assert "rows read 600: accepted 600, rejected 0" in out, out
+    assert f"rows read {ROWS}: accepted {ROWS}, rejected 0" in out, out
     # the held item went back to a fresh worker (which found the marker and passed it): one retry
     assert re.search(r"infrastructure: 1 check worker deaths this session, 1 items retried on a fresh "
                      r"worker; 0 rows rejected", out), out
@@ -253,11 +259,11 @@ def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
     assert returncode == -signal.SIGKILL
     resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
     assert "taking over a stale lock (filter pid" in resumed.stderr and "no longer running" in resumed.stderr
-    assert "rows read 30000: accepted 30000, rejected 0" in resumed.stdout
+    assert f"rows read {ROWS}: accepted {ROWS}, rejected 0" in resumed.stdout
     from cotforge.query import run_query
 
     _, rows = run_query(run, "SELECT count(*), count(DISTINCT id) FROM samples")
-    assert rows == [(30000, 30000)]
+    assert rows == [(ROWS, ROWS)]
 
 
 def fill(disk: Path) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import digest
+from conftest import cotforge_in_process, digest
 from runcheck import assert_same_up_to_cancellation
 from servers import ScriptedServer, chat_answer, sim_server
 
@@ -184,11 +184,12 @@ def test_fleet_server_hanging_mid_run_is_found_by_the_probe(tmp_path):
 
 
 def _cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+    """`cotforge generate ARGS`: in-process, or a real process to kill with background=True."""
+    if not kw.get("background"):
+        return cotforge_in_process("generate", *args)
     command = [sys.executable, "-m", "cotforge.cli", "generate", *map(str, args)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if kw.get("background"):
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
 
 
 def test_kill_9_then_resume_gives_the_same_samples_and_seeds(tmp_path):

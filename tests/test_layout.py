@@ -18,7 +18,7 @@ LAYERS = [
      "cotforge.resources", "cotforge.io"},
     {"cotforge.query", "cotforge.engines"},  # read any run; engines
     {"cotforge.checks"},
-    {"cotforge.judge", "cotforge.stats"},  # a model after the rule checks; a run's counts
+    {"cotforge.judge", "cotforge.stats", "cotforge.tally"},  # a model after the rule checks; a run's counts
     {"cotforge.executors", "cotforge.formatters", "cotforge.datacard"},
     {"cotforge.generate", "cotforge.filtering", "cotforge.rewrite", "cotforge.export", "cotforge.mix",
      "cotforge.evaluation", "cotforge.view", "cotforge.train"},  # the stages

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import REPO
+from conftest import REPO, write_jsonl
+from held_check import DRIVER, held_chain
 
 from cotforge.io.lock import LOCK_NAME
 from cotforge.query import run_query
@@ -62,23 +64,30 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(cli, tmp
 
 
 def test_two_real_filter_writers_one_is_refused(cli, tmp_path):
-    data = samples(tmp_path / "in.jsonl", 30000)
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "cotforge.cli", "filter", str(data), "--out", str(run), "--checks", "format",
-               "--jobs", "0", "--chunk-rows", "500"]
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": f"<think>step {i}</think> {'HOLD' if i == 250 else i}"}
+            for i in range(600)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    run, marker = tmp_path / "run", tmp_path / "held.pid"
+    # The first writer holds row 250 in a check worker (tests/held_check.py) until the test kills that
+    # worker: it is known to be mid-run when the second writer comes, whatever the machine's load.
+    command = [sys.executable, "-c", DRIVER, "filter", str(data), "--out", str(run), "--checks",
+               str(held_chain(tmp_path / "checks.yaml", marker, "format")), "--jobs", "1", "--chunk-rows", "100"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
-    while not list((run / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the event waited on: a worker of the first writer holds row 250
+    assert marker.exists(), first.communicate()
     second = cli("filter", data, "--out", run, "--checks", "format,language", "--overwrite")
     still_running = first.poll() is None
+    os.kill(int(marker.read_text()), signal.SIGKILL)  # the held row goes to a fresh worker, which passes it
     _, err = first.communicate(timeout=300)
-    assert still_running, "the first writer finished before the second started; enlarge the input"
+    assert still_running, "the first writer finished before the second started"
     assert second.returncode == 1 and "in use by another cotforge writer" in second.stderr
     assert "Traceback" not in second.stderr
     assert first.returncode == 0, err
-    _, rows = run_query(run, 'SELECT count(*), count(DISTINCT id), count(DISTINCT "check") FROM verdicts')
-    assert rows == [(30000, 30000, 1)], "only the first writer's verdicts are in the folder"
+    _, rows = run_query(run, 'SELECT count(*), count(DISTINCT id), list(DISTINCT "check" ORDER BY "check") '
+                             'FROM verdicts')
+    assert rows == [(1200, 600, ["format", "test_hold"])], "only the first writer's verdicts are in the folder"
 
 
 def test_export_folder_is_locked(cli, tmp_path):

@@ -67,12 +67,12 @@ def mix_report(cli, run, tmp_path) -> str:
     return cli("mix", recipe, "--out", tmp_path / "mix", check=True).stdout
 
 
-def test_non_reasoning_recipe_rules_first_then_the_judge_then_mix(cli, tmp_path):
+def test_non_reasoning_recipe_rules_first_then_the_judge_then_mix(cli, tmp_path, monkeypatch):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     recorded = write_jsonl(tmp_path / "recorded.jsonl", [{"prompt_id": key, "sample_idx": 0, "completion": text}
                                                          for key, text in RECORDED.items()])
     preset = yaml.safe_load((REPO / "filters" / "non-reasoning.yaml").read_text())
-    env = {**os.environ, "COTFORGE_CACHE": str(tmp_path / "cache")}  # the judge's verdict cache
+    monkeypatch.setenv("COTFORGE_CACHE", str(tmp_path / "cache"))  # the judge's verdict cache
     run = tmp_path / "non-reasoning"
     with ScriptedServer([scripted_judge]) as server:
         checks = tmp_path / "checks.yaml"
@@ -81,8 +81,7 @@ def test_non_reasoning_recipe_rules_first_then_the_judge_then_mix(cli, tmp_path)
         recipe = yaml.safe_load((REPO / "recipes" / "r1-non-reasoning.yaml").read_text())
         recipe.update(engine={"name": "replay", "model": str(recorded)}, checks=str(checks), max_rounds=1)
         (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-        cli("generate", prompts, "--recipe", tmp_path / "recipe.yaml", "--out", run, "--jobs", "0", env=env,
-            check=True)
+        cli("generate", prompts, "--recipe", tmp_path / "recipe.yaml", "--out", run, "--jobs", "0", check=True)
         asked = [body["messages"][-1]["content"] for _, _, body in server.received]
     rows = {row["prompt_id"]: row for row in query_rows(cli, run)}
     assert sorted(rows) == ["capital", "hello", "poem", "tides"]

@@ -126,7 +126,7 @@ def killed_run(tmp_path: Path, cli) -> Path:
     return tmp_path / "K"
 
 
-def test_rewrite_refuses_an_unfinished_source_and_marks_its_output(tmp_path, cli):
+def test_rewrite_refuses_an_unfinished_source_and_marks_its_output(tmp_path, cli, monkeypatch):
     run = killed_run(tmp_path, cli)
 
     def rewriter(body: dict) -> tuple:
@@ -136,12 +136,12 @@ def test_rewrite_refuses_an_unfinished_source_and_marks_its_output(tmp_path, cli
         return 200, {}, reply
 
     with ScriptedServer([rewriter]) as server:
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url}
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         args = ("rewrite", run, "--out", tmp_path / "RW", "--engine", "openai", "--model", "m")
-        refused = cli(*args, env=env)
+        refused = cli(*args)
         assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert "unfinished filter run (status running)" in refused.stderr and not server.received
-        cli(*args, "--allow-partial", env=env, check=True)
+        cli(*args, "--allow-partial", check=True)
     assert RunDir(tmp_path / "RW").partial_marks() == [
         "`K` was an unfinished filter run (status running) when `cotforge rewrite` read it with --allow-partial: "
         "only the 12 rows it had committed by then."]

@@ -103,3 +103,36 @@ def test_oversized_text_and_row(tmp_path):
 def test_missing_input_is_one_clear_error(tmp_path):
     with pytest.raises(CotforgeError, match="no such file"):
         list(read_rows(tmp_path / "nope.jsonl"))
+
+
+@pytest.mark.parametrize("line", [b'{"prompt": "x", "completion": "\\udcff"}', b'{"prompt": "x", "completion": "\\uDCFF"}',
+                                  b'{"prompt": "x", "metadata": {"k": ["\\udc80"]}, "completion": "c"}'])
+def test_an_escaped_undecodable_byte_is_still_found_on_a_valid_utf8_line(tmp_path, line):
+    """read_jsonl skips the walk over every value for a valid UTF-8 line with no \\ud escape; a line
+    with one is walked as before."""
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"prompt": "caf\xc3\xa9 \xe4\xb8\xad", "completion": "<think>a</think> \\\\udc"}\n' + line + b"\n")
+    first, second = read_rows(path)
+    assert first.error is None and first.data["prompt"] == "café 中"
+    assert second.error is not None and second.error.field in ("completion", "metadata.k[0]")
+
+
+def test_column_choices_made_once_per_row_shape_are_each_rows_own(tmp_path):
+    """Normalizer plans which column each field is read from once per row shape (columns and which
+    are null): rows of several shapes in one input read as a fresh Normalizer reads each alone."""
+    rows = [{"question": "q1", "answer": "1"}, {"problem": "q2", "solution": "#### 2", "extra": 5},
+            {"question": "q3", "answer": None, "ground_truth": "3"}, {"question": "q4", "answer": "4"},
+            {"question": "q5", "answer": "5", "ground_truth": "6"},  # two golds: refused, whatever came before
+            {"question": "q6", "answer": None, "ground_truth": "7"}, {"prompt": None, "question": "q7"}]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    shared = Normalizer("prompt")
+
+    def outcome(normalize, raw):
+        try:
+            return normalize(raw)
+        except CotforgeError as err:
+            return type(err), str(err)
+
+    raws = list(read_rows(path))
+    assert [outcome(shared, raw) for raw in raws] == [outcome(Normalizer("prompt"), raw) for raw in raws]
+    assert isinstance(outcome(shared, raws[4]), tuple) and not isinstance(outcome(shared, raws[5]), tuple)

@@ -8,7 +8,6 @@ real chain.
 from __future__ import annotations
 
 import json
-import os
 
 from conftest import write_jsonl
 from servers import ScriptedServer, chat_answer
@@ -29,7 +28,7 @@ def scripted_rewriter(body: dict) -> tuple:
     return 200, {}, answer
 
 
-def test_rewrite_keeps_verified_rewrites_and_drops_the_rest_with_reasons(cli, tmp_path):
+def test_rewrite_keeps_verified_rewrites_and_drops_the_rest_with_reasons(cli, tmp_path, monkeypatch):
     originals = [
         {"id": "eggs", "prompt": "How many eggs are in 2 boxes of 6?", "gold": "12",
          "completion": "<think>6 and 6 make 12 eggs 12</think> <answer>12</answer>"},
@@ -41,11 +40,11 @@ def test_rewrite_keeps_verified_rewrites_and_drops_the_rest_with_reasons(cli, tm
     write_jsonl(samples, originals)
     cli("filter", samples, "--out", tmp_path / "zero", "--checks", "answer", "--jobs", "1", check=True)
     with ScriptedServer([scripted_rewriter]) as server:
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url}
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         args = ("rewrite", tmp_path / "zero", "--out", tmp_path / "readable", "--engine", "openai", "--model", "m")
-        result = cli(*args, env=env, check=True)
+        result = cli(*args, check=True)
         assert len(server.received) == 3  # the accepted originals only; "wrong" was rejected in RUN
-        cli(*args, env=env, check=True)  # a rerun resumes: nothing asked again
+        cli(*args, check=True)  # a rerun resumes: nothing asked again
         assert len(server.received) == 3
     assert "rows read 3: accepted 1, rejected 2" in result.stdout
     rows = json.loads(cli("query", tmp_path / "readable", "SELECT id, origin_id, accepted, summary, rewritten_by, "

@@ -11,6 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 from conftest import digest
+from held_check import DRIVER, held_chain
 
 from cotforge.io import RunConfigMismatch, RunDir
 from cotforge.query import run_query
@@ -71,22 +72,26 @@ def test_writer_killed_before_rename_leaves_nothing_visible(tmp_path):
 
 def test_filter_killed_mid_run_resumes_without_duplicates_or_losses(tmp_path):
     data = tmp_path / "samples.jsonl"
-    n = 30000
+    n = 2000
     with open(data, "w") as handle:
         for i in range(n):
             completion = f"<think>step {i}</think> answer {i}" if i % 4 else f"<think>cut {i}"
+            if i == 1250:  # held (tests/held_check.py) until the kill: the kill lands mid-run, whatever the load
+                completion = f"<think>step {i}</think> HOLD {i}"
             handle.write(json.dumps({"id": f"r{i}", "prompt": f"q{i % 97}", "completion": completion}) + "\n")
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "cotforge.cli", "filter", str(data), "--out", str(out), "--checks", "format",
-               "--jobs", "1", "--chunk-rows", "500"]
+    out, marker = tmp_path / "run", tmp_path / "held.pid"
+    command = [sys.executable, "-c", DRIVER, "filter", str(data), "--out", str(out), "--checks",
+               str(held_chain(tmp_path / "checks.yaml", marker, "format")), "--jobs", "1", "--chunk-rows", "100"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(list((out / "samples").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while (not marker.exists() or len(list((out / "samples").glob("part-*.parquet"))) < 3) \
+            and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the events waited on: three committed shards and the held row's marker
+    assert process.poll() is None, process.communicate()
     process.kill()
     process.wait()
     committed = {p.name: digest(p) for p in (out / "samples").glob("part-*.parquet")}
-    assert 3 <= len(committed) < n // 500, "kill should land mid-run"
+    assert 3 <= len(committed) < n // 100, "kill should land mid-run"
     subprocess.run(command, check=True, capture_output=True)
     for name, before in committed.items():
         assert digest(out / "samples" / name) == before, f"committed shard {name} was rewritten"

@@ -15,7 +15,6 @@ import threading
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from servers import sim_server
 
 from cotforge.checks.format import FormatCheck
@@ -140,6 +139,8 @@ class _Rows:
 
 
 def test_embedded_stopping_criterion_stops_loops_and_cancelled_rows_only():
+    import torch  # here, not at the top: ~3 s of every test worker's collection otherwise
+
     engine, prompt = _Rows(), 3
     requests = [Request(k, []) for k in ("loop", "clean", "cancel", "ended")]
     stops = _Stops(engine, requests, prompt, SamplingParams(repetition_detection=RULE))

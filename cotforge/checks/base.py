@@ -42,6 +42,9 @@ DECIDED_BY_RULE = "decided_by_rule"  # judge n/a: the rule it defers to (`decide
 REJECTED_BY_RULES = "rejected_by_rules"  # judge n/a: an earlier rule already rejected the row
 LEFT_TO_JUDGE = "left_to_judge"  # rule n/a: it could not decide and the judge's verdict counts instead
 JUDGED = "judged"  # `verified` passed: a verifying check judged the sample
+# The engine's early stop ended the sample (checks/early.py): failed by the check whose incremental form
+# stopped it (reason: where and why), n/a for every other check (a partial text is not judged further).
+STOPPED_EARLY = "stopped_early"
 
 
 def missing_code(fields: str | list[str]) -> str:

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Self
 
 from cotforge.checks import load_all
-from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, NOT_MATH, REGISTRY, TIMEOUT, VERIFIED,
-                                  WORKER_DIED, Check, Verdict, create, missing_code, missing_requirements)
+from cotforge.checks.base import (ERROR, JUDGED, MEMORY, NOT_APPLICABLE, NOT_MATH, REGISTRY, STOPPED_EARLY, TIMEOUT,
+                                  VERIFIED, WORKER_DIED, Check, Verdict, create, missing_code, missing_requirements)
 from cotforge.errors import CotforgeError
 from cotforge.io.yamlfile import load_mapping
 from cotforge.resources import shipped_folder
@@ -149,9 +149,24 @@ def build_checks(specs: list[CheckSpec]) -> list[Check]:
     return checks
 
 
+def early_stop_verdicts(checks: list[Check], stop: dict) -> list[Verdict]:
+    """The verdicts of a sample the engine's early stop ended (`sample["early_stop"]`: check, reason,
+    token): the check that stopped it fails it with its reason and the token (the first check of the
+    chain where that check is not in it: `format`, a reasoning budget's); every other check is n/a."""
+    names = [check.name for check in checks]
+    who = stop.get("check")
+    blamed = names.index(who) if who in names else 0
+    failed = Verdict.fail(f"stopped early at token {stop.get('token')}: {stop.get('reason')}", code=STOPPED_EARLY)
+    other = Verdict.skip(f"stopped early by {who}", code=STOPPED_EARLY)
+    return [failed if index == blamed else other for index in range(len(checks))]
+
+
 def run_checks(checks: list[Check], sample: dict, skip: dict | None = None, status=None) -> list[Verdict]:
     """All checks on one sample, in order; a check that raises gets a failing verdict, except for an
-    import error, which is the environment's (MissingDependency)."""
+    import error, which is the environment's (MissingDependency). A sample the engine stopped early
+    is not judged further (`early_stop_verdicts`)."""
+    if sample.get("early_stop"):
+        return early_stop_verdicts(checks, sample["early_stop"])
     verdicts = []
     for index, check in enumerate(checks):
         if skip and index in skip:
@@ -242,6 +257,8 @@ class VerificationGate:
         return {"check": VERIFIED, "allow_unverified": self.allow_unverified}
 
     def verdict(self, verdicts: list[Verdict]) -> Verdict:
+        if any(v.code == STOPPED_EARLY for v in verdicts):  # rejected by its early stop; nothing to verify
+            return Verdict.skip("stopped early", code=STOPPED_EARLY)
         judged = [name for i, name in self.verifying.items() if verdicts[i].status != NOT_APPLICABLE]
         if judged:
             return Verdict(True, 1.0, f"judged by {', '.join(judged)}", code=JUDGED)

@@ -43,7 +43,7 @@ from cotforge.checks.language import _NON_LANGUAGE, _NON_LATIN_RUN, _SENTENCE_EN
 from cotforge.checks.repetition import _ASCII_TOKEN, _NORMALIZE, _PARAGRAPH_BREAK, _UNIT_SPLIT
 from cotforge.checks.text import CJK_CLASS, tokens
 from cotforge.engines.base import Request, Stop
-from cotforge.parsing import SPECIAL_TOKEN
+from cotforge.parsing import SPECIAL_TOKEN, opens_think
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 DEFAULT_INTERVAL_TOKENS = 32  # how often an engine need feed a watcher (a coarser one only delays stops)
@@ -452,6 +452,11 @@ class SampleWatcher:
         return None
 
 
+def opens_think_prompt(request: Request) -> bool:
+    """Whether the request's plain-text prompt ends inside `<think>` (R1-Zero's): its untagged text is reasoning."""
+    return opens_think(request.raw_prompt)
+
+
 def _tag_prefix(text: str) -> int:
     """How many trailing characters of `text` could begin `</think>` or `<think>` (held back)."""
     for size in range(min(len(THINK_CLOSE) - 1, len(text)), 0, -1):
@@ -488,8 +493,15 @@ class EarlyStops:
             self.max_chars = rule.max_chars if rule.field == "reasoning" else None
         self.reasoning_tokens = reasoning_tokens
         self.interval_tokens = interval_tokens
-        self.opened = opened or (lambda request: False)
+        self.opened = opened or opens_think_prompt
         self._prompts: dict[str, tuple[str, frozenset]] = {}
+
+    def __getstate__(self) -> dict:
+        """Pickled (sampling params sent to Ray replicas, per request): without the prompts' language
+        targets, which live with the driver (`prepare`); a copy elsewhere watches all but language."""
+        state = dict(self.__dict__)
+        state["_prompts"] = {}
+        return state
 
     @property
     def active(self) -> bool:
@@ -497,7 +509,7 @@ class EarlyStops:
                     or self.reasoning_tokens is not None)
 
     def prepare(self, prompt_id: str, prompt: str | None, language: str | None) -> None:
-        if self.language is None:
+        if self.language is None or prompt_id in self._prompts:
             return
         prompt = prompt or ""
         target = language_code(language) or detect_language(prompt)
@@ -533,14 +545,17 @@ def early_stops(specs: list, options: dict | str | None, opened: Callable[[Reque
     """The early stop a generate run asks for: `options` "off" / None-or-"default" / a dict with any of
     repetition, language (bools), reasoning_tokens (int), interval_tokens (int). None when nothing is
     watched. `specs`: the chain's `CheckSpec`s (their options are the detectors')."""
+    from cotforge.errors import CotforgeError
+
     if options in ("off", False):
         return None
+    if isinstance(options, str) and options != "default":
+        raise CotforgeError(f"--early-stop {options!r}: choose default or off (or a mapping in the recipe: "
+                            "repetition, language, reasoning_tokens, interval_tokens)")
     settings = {} if options in (None, "default", True) else dict(options)
     known = {"repetition", "language", "reasoning_tokens", "interval_tokens"}
     unknown = set(settings) - known
     if unknown:
-        from cotforge.errors import CotforgeError
-
         raise CotforgeError(f"early_stop: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     checks: dict[str, dict] = {}
     for spec in specs:

@@ -81,6 +81,9 @@ class FormatCheck(Check):
         if sample.get("finish_reason") == "repetition":  # the engine stopped a loop (engines.repetition)
             return Verdict.fail(f"loop: the engine's repetition detection stopped it at token "
                                 f"{sample.get('completion_tokens') or '?'}")
+        if (sample.get("finish_reason") or "").startswith("stopped:"):  # generate's early stop (checks/early.py)
+            return Verdict.fail(f"stopped early by {sample['finish_reason'].removeprefix('stopped:')} "
+                                f"at token {sample.get('completion_tokens') or '?'}: not finished")
         completion = sample.get("completion")
         if completion is None:
             reasoning, summary, closed = sample.get("reasoning") or "", sample.get("summary") or "", True

@@ -82,11 +82,18 @@ class EngineReplica:
         return out
 
     def _pump(self) -> None:
-        # The engine is touched by this thread only: engines need not be thread-safe.
+        # The engine is touched by this thread only: engines need not be thread-safe. Cancels are
+        # matched to requests as either arrives (a set lookup each), not by scanning every cancel not
+        # yet matched at every turn: those of requests that finished first stay in `_wanted` for good.
         while True:
+            stop = []
             try:
                 while True:
-                    self._wanted.update(self._cancels.get_nowait())
+                    for token in self._cancels.get_nowait():
+                        if token in self._requests:
+                            stop.append(self._requests[token])
+                        else:
+                            self._wanted.add(token)
             except queue.Empty:
                 pass
             try:
@@ -95,13 +102,13 @@ class EngineReplica:
                     self._tokens[id(request)] = token
                     self._requests[token] = request
                     self.engine.submit(request, params)
+                    if token in self._wanted:  # its cancel came first
+                        self._wanted.discard(token)
+                        stop.append(request)
             except queue.Empty:
                 pass
-            # After the submits: a cancel may name a request submitted in the same batch.
-            known = [token for token in self._wanted if token in self._requests]
-            if known:
-                self._wanted.difference_update(known)
-                self.engine.cancel([self._requests[t] for t in known])  # back as `cancelled` Finished records
+            if stop:
+                self.engine.cancel(stop)  # back as `cancelled` Finished records
             try:
                 finished = self.engine.poll(ENGINE_POLL_S)
             except BaseException as error:  # noqa: BLE001 - a run-ending engine fault: drain raises it
@@ -141,6 +148,10 @@ class RayEngine(Engine):
         self.load = [0] * len(self.actors)  # sequences in flight per replica
         self.live = [True] * len(self.actors)
         self.sent: dict[int, _Sent] = {}  # token -> where and what
+        # id(request) -> its token while sent: a cancel finds its requests without scanning `sent`
+        # (thousands in flight on a fleet, and the scheduler cancels at every accepted sample).
+        self.token_of: dict[int, int] = {}
+        self.sequences = 0  # sequences in `sent`: `inflight` is read every scheduler cycle
         self.outbox: dict[int, list] = {}  # slot -> items not yet sent to it
         self.cancel_box: dict[int, list[int]] = {}  # slot -> tokens to cancel there, not yet sent
         self.drains: dict = {}  # object ref of a replica's open drain call -> slot
@@ -194,7 +205,7 @@ class RayEngine(Engine):
 
     @property
     def inflight(self) -> int:
-        return sum(s.request.n for s in self.sent.values()) + sum(r.n for r, _ in self.backlog)
+        return self.sequences + (sum(r.n for r, _ in self.backlog) if self.backlog else 0)
 
     def submit(self, request: Request, params: SamplingParams) -> None:
         live = [slot for slot, up in enumerate(self.live) if up]
@@ -206,24 +217,28 @@ class RayEngine(Engine):
         token = next(self._tokens)
         self.load[slot] += request.n
         self.sent[token] = _Sent(slot, request, params)
+        self.token_of[id(request)] = token
+        self.sequences += request.n
         self.outbox.setdefault(slot, []).append((token, request, params))
 
     def cancel(self, requests: list[Request]) -> None:
         """Forward to the replicas holding them; requests still waiting for a live replica come back
         cancelled at the next poll. Requests already handed back are not in `sent`: nothing happens."""
-        wanted = {id(request) for request in requests}
         per_slot: dict[int, list[int]] = {}
-        for token, sent in self.sent.items():
-            if id(sent.request) in wanted and token not in self.cancelling:
+        for request in requests:
+            token = self.token_of.get(id(request))
+            if token is not None and token not in self.cancelling:
                 self.cancelling.add(token)
-                per_slot.setdefault(sent.slot, []).append(token)
+                per_slot.setdefault(self.sent[token].slot, []).append(token)
         for slot, tokens in per_slot.items():
             if self.live[slot]:  # sent after this slot's pending submits, in the next poll's order
                 self.cancel_box.setdefault(slot, []).extend(tokens)
-        waiting = [item for item in self.backlog if id(item[0]) in wanted]
-        for item in waiting:
-            self.backlog.remove(item)
-            self.handed.append(_cancelled(item[0]))
+        if self.backlog:  # only while no replica is live
+            wanted = {id(request) for request in requests}
+            waiting = [item for item in self.backlog if id(item[0]) in wanted]
+            for item in waiting:
+                self.backlog.remove(item)
+                self.handed.append(_cancelled(item[0]))
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         for slot, items in self.outbox.items():
@@ -262,13 +277,21 @@ class RayEngine(Engine):
             raise CotforgeError(f"engine replica {slot}: {_cause(err)}") from None
         out = []
         for token, completions, error in answers:
-            sent = self.sent.pop(token, None)
+            sent = self._forget(token)
             if sent is None:  # answered by a replica that was given up on and came back: already resent
                 continue
             self.load[slot] -= sent.request.n
             self.cancelling.discard(token)
             out.append(Finished(sent.request, completions, error))
         return out
+
+    def _forget(self, token: int) -> _Sent | None:
+        """`token` is no longer out: its record, or None if it was not (already handed back)."""
+        sent = self.sent.pop(token, None)
+        if sent is not None:
+            self.token_of.pop(id(sent.request), None)
+            self.sequences -= sent.request.n
+        return sent
 
     def _replica_died(self, slot: int) -> None:
         if self.live[slot]:
@@ -280,7 +303,7 @@ class RayEngine(Engine):
         self.cancel_box.pop(slot, None)
         lost = [token for token, sent in self.sent.items() if sent.slot == slot]
         for token in lost:  # same request, same seed: the same samples, from another replica
-            sent = self.sent.pop(token)
+            sent = self._forget(token)
             if token in self.cancelling:  # cancelled: nothing to generate again
                 self.cancelling.discard(token)
                 self.handed.append(_cancelled(sent.request))
@@ -309,6 +332,7 @@ class RayEngine(Engine):
             for group in self.groups:
                 remove_placement_group(group)
         self.actors, self.groups, self.sent, self.drains, self.probes = [], [], {}, {}, {}
+        self.token_of, self.sequences = {}, 0
 
 
 def _cancelled(request: Request) -> Finished:

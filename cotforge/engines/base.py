@@ -337,7 +337,7 @@ ENGINES = {
 THROUGHPUT_OPTIONS = frozenset({
     "base_url", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_s", "backoff_max_s", "outage_s",
     "probe_interval_s", "probe_timeout_s", "tensor_parallel_size", "pipeline_parallel_size",
-    "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key", "stream",
+    "gpu_memory_utilization", "max_num_seqs", "threads", "stream_batch", "api_key", "stream", "metrics_interval_s",
 })
 
 

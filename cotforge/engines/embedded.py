@@ -10,8 +10,10 @@ seed + j), so the same batch of requests gives the same text at any temperature;
 holds whatever was queued when the model got free, so text depends on that company as well.
 
 Stopping: a `transformers` stopping criterion (`_Stops`) ends a row whose request was cancelled
-(`Engine.cancel`: finish reason `cancelled`) or whose tokens repeat by `params.repetition_detection`
-(vLLM's rule, `engines.repetition`: finish reason `repetition`), with the text and tokens it had.
+(`Engine.cancel`: finish reason `cancelled`), whose tokens repeat by `params.repetition_detection`
+(vLLM's rule, `engines.repetition`: finish reason `repetition`), or whose watcher of
+`params.early_stop` stopped it (finish reason `early_stop`: fed the row's text every
+`interval_tokens` tokens, decoded incrementally), with the text and tokens it had.
 
 `build_batches` + `generate_ids` are the raw path (tokenize, then `model.generate` on ready tensors)
 that `generate` wraps; benchmarks time them to measure what the adapter adds.
@@ -21,11 +23,15 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+# torch and transformers (~4 s of CPU to import) are imported where a model is loaded or run, not
+# here: checking an embedded run's options (engines.base.check_options) imports this module.
+if TYPE_CHECKING:
+    import torch
 
-from cotforge.engines.base import CANCELLED, REPETITION, Completion, Engine, Request, SamplingParams
+from cotforge.engines.base import (CANCELLED, EARLY_STOP, REPETITION, Completion, Engine, Request, SampleWatch,
+                                   SamplingParams, stopped_completion)
 from cotforge.engines.convert import converted_model
 from cotforge.engines.gguf import SHIPPED_NAME, shipped_gguf, split_model_path
 from cotforge.engines.repetition import repeats_at_tail
@@ -47,6 +53,9 @@ class EmbeddedEngine(Engine):
 
     def __init__(self, model: str | None = None, batch_size: int = 8, device: str = "cpu",
                  dtype: str = "float32", threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         folder, gguf_file = split_model_path(model if model is not None else shipped_gguf())
@@ -79,6 +88,8 @@ class EmbeddedEngine(Engine):
 
     def build_batches(self, requests: list[Request]) -> list[Batch]:
         """Expand each request into `n` rows and cut them into left-padded batches of `batch_size`."""
+        import torch
+
         ids = [self.prompt_ids(request) for request in requests]
         rows = [(i, j) for i, request in enumerate(requests) for j in range(request.n)]
         batches = []
@@ -95,8 +106,11 @@ class EmbeddedEngine(Engine):
             batches.append(Batch(chunk, input_ids, attention_mask, [len(ids[i]) for i, _ in chunk], seed))
         return batches
 
-    def generate_ids(self, batch: Batch, params: SamplingParams, stops: StoppingCriteria | None = None) -> torch.Tensor:
+    def generate_ids(self, batch: Batch, params: SamplingParams, stops: _Stops | None = None) -> torch.Tensor:
         """The raw engine call: `model.generate` on one batch; returns only the new token ids."""
+        import torch
+        from transformers import StoppingCriteriaList
+
         sampling = ({"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
                     if params.temperature > 0 else {"do_sample": False})
         # fork_rng: seed this batch without disturbing the caller's global torch RNG.
@@ -119,7 +133,11 @@ class EmbeddedEngine(Engine):
                 if row in stops.stopped:
                     reason, length = stops.stopped[row]
                     text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-                    results[i].append(Completion(text, reason, batch.prompt_tokens[row], length))
+                    if reason == EARLY_STOP:
+                        results[i].append(stopped_completion(text, batch.prompt_tokens[row], length,
+                                                             stops.watches[row].stop))
+                    else:
+                        results[i].append(Completion(text, reason, batch.prompt_tokens[row], length))
                 else:
                     results[i].append(self._completion(ids, batch.prompt_tokens[row], params))
         return results
@@ -139,8 +157,11 @@ class EmbeddedEngine(Engine):
         self.tokenizer = None
 
 
-class _Stops(StoppingCriteria):
-    """Per row: stop when its request was cancelled or its tokens loop; remembers why and where."""
+class _Stops:
+    """Per row: stop when its request was cancelled or its tokens loop; remembers why and where.
+
+    A transformers stopping criterion by its call (StoppingCriteriaList calls each member with the ids
+    and scores); not a StoppingCriteria subclass, so that this module imports without transformers."""
 
     def __init__(self, engine: EmbeddedEngine, requests: list[Request], prompt_width: int,
                  params: SamplingParams) -> None:
@@ -149,8 +170,14 @@ class _Stops(StoppingCriteria):
         self.window = self.rule.max_pattern_size * self.rule.min_count if self.rule else 0
         self.stopped: dict[int, tuple[str, int]] = {}  # row -> (finish reason, tokens it had)
         self.ended: set[int] = set()  # rows that produced their EOS: padding follows, nothing to stop
+        early = params.early_stop
+        self.watches = [SampleWatch(early, request) for request in requests]
+        self.decoders = [_Decoder(engine.tokenizer) for _ in requests] if early is not None else []
+        self.interval = max(1, getattr(early, "interval_tokens", 1) or 1)
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
+        import torch
+
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
         length = input_ids.shape[1] - self.width
         for row, request in enumerate(self.requests):
@@ -167,7 +194,42 @@ class _Stops(StoppingCriteria):
             elif self.rule is not None and repeats_at_tail(
                     input_ids[row, max(self.width, input_ids.shape[1] - self.window):].tolist(), self.rule):
                 reason = REPETITION
+            elif self.watches[row].active and length % self.interval == 0:
+                delta = self.decoders[row].delta(input_ids[row, self.width:].tolist())
+                if self.watches[row].add(delta, length, final=True) is not None:
+                    reason = EARLY_STOP
             if reason:
                 self.stopped[row] = (reason, length)
                 done[row] = True
         return done
+
+
+class _Decoder:
+    """Text of a growing token sequence, delta by delta, each decode O(delta): the new tokens are decoded
+    with a few tokens before them (so that a word's leading space and merges come out as in a full
+    decode), and only what extends the text already given is handed on. A delta that ends inside a
+    multi-byte character (decoded as U+FFFD) waits for its next token."""
+
+    CONTEXT = 4  # tokens decoded before the new ones
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.done = 0  # tokens whose text was handed on
+        self.given = 0  # characters handed on
+
+    def delta(self, ids: list[int]) -> str:
+        if len(ids) <= self.done:
+            return ""
+        anchor = max(0, self.done - self.CONTEXT)
+        before = self.tokenizer.decode(ids[anchor:self.done], skip_special_tokens=True) if self.done else ""
+        text = self.tokenizer.decode(ids[anchor:], skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""  # the new tokens end inside a character: wait for the next one
+        if not text.startswith(before):  # the window decodes differently (a merge across its edge): full decode
+            full = self.tokenizer.decode(ids, skip_special_tokens=True)
+            delta = full[self.given:]
+        else:
+            delta = text[len(before):]
+        self.done = len(ids)
+        self.given += len(delta)
+        return delta

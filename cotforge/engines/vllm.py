@@ -22,9 +22,14 @@ to templates that already start with one (Llama and DeepSeek-R1 distills do). A 
 
 Stopping: `params.repetition_detection` becomes vLLM's own `SamplingParams.repetition_detection`
 (checked in vLLM's scheduler after every token; the sample ends with finish reason `repetition`).
+`params.early_stop` (cotforge's watchers, engines.base): outputs are then taken as DELTAs (vLLM hands
+each step's new text and tokens) and fed to each sample's watcher every `interval_tokens`; a stopped
+sample's request is aborted (`abort_request`) and comes back with finish reason `early_stop`, its text
+and tokens up to the stop. A request of n > 1 samples is aborted once every sample is stopped or done
+(vLLM aborts a request, not one of its samples); a stopped sample's later tokens are dropped.
 `cancel` hands the requests to the driver thread, which calls `abort_request` and hands them back
-with finish reason `cancelled`; their token counts are 0 (outputs are taken FINAL_ONLY, so the
-tokens an aborted request had are not reported).
+with finish reason `cancelled`: with DELTA outputs (early stop on) with the text and tokens they had,
+with FINAL_ONLY outputs (early stop off: one output per request, less work per step) with 0.
 
 `model` defaults to the embedded SmolLM2, converted once to a safetensors folder
 (`cotforge.engines.convert`); `embedded-think` is its variant whose tokenizer has `<think>`/`</think>`.
@@ -43,7 +48,8 @@ import queue
 import threading
 from typing import Any
 
-from cotforge.engines.base import CANCELLED, Completion, Engine, Finished, Request, SamplingParams, drain
+from cotforge.engines.base import (CANCELLED, Completion, Engine, Finished, Request, SampleWatch, SamplingParams,
+                                   drain, stopped_completion)
 from cotforge.engines.convert import resolve_model_name
 from cotforge.errors import CotforgeError
 
@@ -69,6 +75,7 @@ class VLLMEngine(Engine):
 
         self._vllm = vllm
         self._final_only = RequestOutputKind.FINAL_ONLY  # step() reports a request once, when done
+        self._delta = RequestOutputKind.DELTA  # ... or at every step, its new text and tokens (early stop)
         self.model = model or "embedded"
         options = {"tensor_parallel_size": tensor_parallel_size, "dtype": dtype, "seed": seed, **engine_options}
         if gpu_memory_utilization is not None:
@@ -111,7 +118,8 @@ class VLLMEngine(Engine):
             extra["repetition_detection"] = RepetitionDetectionParams(**params.repetition_detection.as_dict())
         return self._vllm.SamplingParams(n=request.n, temperature=params.temperature, top_p=params.top_p,
                                          max_tokens=params.max_tokens, seed=request.seed,
-                                         output_kind=self._final_only, **extra)
+                                         output_kind=self._delta if params.early_stop is not None else self._final_only,
+                                         **extra)
 
     def cancel(self, requests: list[Request]) -> None:
         self._cancels.put(list(requests))  # the driver thread owns the LLMEngine: it aborts them
@@ -124,7 +132,10 @@ class VLLMEngine(Engine):
             if self._driver is None:
                 self._driver = threading.Thread(target=self._drive, name="vllm-driver", daemon=True)
                 self._driver.start()
-        self._queue.put((request, self.prompt(request), self.sampling(request, params)))
+        # Watchers are built here too: `early_stop.watch` may read what the caller prepared for the prompt.
+        watches = [SampleWatch(params.early_stop, request) for _ in range(request.n)] \
+            if params.early_stop is not None else None
+        self._queue.put((request, self.prompt(request), self.sampling(request, params), watches))
 
     def poll(self, timeout_s: float = 0.0) -> list[Finished]:
         try:
@@ -144,7 +155,7 @@ class VLLMEngine(Engine):
     def _drive(self) -> None:
         """The driver thread: the only one that touches the LLMEngine."""
         engine = self.llm.llm_engine
-        running: dict[str, Request] = {}
+        running: dict[str, _Running] = {}
         refused = self._refusal_errors()
         try:
             while not self._stopped.is_set():
@@ -152,8 +163,8 @@ class VLLMEngine(Engine):
                 wait = 0.05 if not running else 0
                 while True:
                     try:
-                        request, prompt, sampling = (self._queue.get(timeout=wait) if wait
-                                                     else self._queue.get_nowait())
+                        request, prompt, sampling, watches = (self._queue.get(timeout=wait) if wait
+                                                              else self._queue.get_nowait())
                     except queue.Empty:
                         break
                     wait = 0
@@ -163,19 +174,33 @@ class VLLMEngine(Engine):
                     except refused as error:  # vLLM validates the prompt (length) here
                         self._finish(Finished(request, error=str(error)))
                         continue
-                    running[request_id] = request
+                    running[request_id] = _Running(request, watches)
                 self._abort(engine, running)
                 if not running:
                     continue
+                stopped = []
                 for output in engine.step():
+                    state = running.get(output.request_id)
+                    if state is None:
+                        continue
+                    if state.watches is not None:
+                        state.take(output)
                     if output.finished:
-                        request = running.pop(output.request_id)
-                        self._wanted.pop(id(request), None)  # it ended before its cancel was seen
-                        self._finish(Finished(request, _completions(output)))
+                        del running[output.request_id]
+                        self._wanted.pop(id(state.request), None)  # it ended before its cancel was seen
+                        self._finish(Finished(state.request, state.completions(output)))
+                    elif state.watches is not None and state.all_stopped():
+                        stopped.append(output.request_id)
+                if stopped:  # every sample of these requests is stopped early: vLLM need not go on
+                    engine.abort_request(stopped)
+                    for request_id in stopped:
+                        state = running.pop(request_id)
+                        self._wanted.pop(id(state.request), None)
+                        self._finish(Finished(state.request, state.completions(None)))
         except BaseException as error:  # noqa: BLE001 - handed to the caller's poll, which raises it
             self._done.put(error)
 
-    def _abort(self, engine, running: dict[str, Request]) -> None:
+    def _abort(self, engine, running: dict[str, _Running]) -> None:
         """Abort the running requests cancelled so far (driver thread). A cancel that overtook its
         request's submission waits in `_wanted` until the request shows up in `running`."""
         while True:
@@ -185,13 +210,13 @@ class VLLMEngine(Engine):
                 break
         if not self._wanted:
             return
-        ids = [request_id for request_id, request in running.items() if id(request) in self._wanted]
+        ids = [request_id for request_id, state in running.items() if id(state.request) in self._wanted]
         if ids:
             engine.abort_request(ids)
         for request_id in ids:
-            request = running.pop(request_id)
-            self._wanted.pop(id(request), None)
-            self._finish(Finished(request, [Completion("", CANCELLED, 0, 0) for _ in range(request.n)]))
+            state = running.pop(request_id)
+            self._wanted.pop(id(state.request), None)
+            self._finish(Finished(state.request, state.cancelled()))
 
     def _refusal_errors(self) -> tuple[type[BaseException], ...]:
         client_error = getattr(getattr(self._vllm, "exceptions", None), "VLLMClientError", None)
@@ -209,6 +234,51 @@ class VLLMEngine(Engine):
         self.tokenizer = None
         gc.collect()
         super().close()
+
+
+class _Running:
+    """A request vLLM is generating. With DELTA outputs (early stop on): each sample's text and tokens
+    so far, fed to its watcher; a sample's stop, once found, with the text and tokens it had then."""
+
+    def __init__(self, request: Request, watches: list[SampleWatch] | None) -> None:
+        self.request, self.watches = request, watches
+        n = request.n
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.tokens = [0] * n
+        self.finish: list[str | None] = [None] * n
+        self.stops: list[Completion | None] = [None] * n
+        self.prompt_tokens = 0
+
+    def take(self, output) -> None:
+        self.prompt_tokens = len(output.prompt_token_ids or [])
+        for sample in output.outputs:
+            j = sample.index
+            if self.stops[j] is not None:
+                continue  # stopped early: what it generates after the stop is dropped
+            self.texts[j].append(sample.text)
+            self.tokens[j] += len(sample.token_ids)
+            if sample.finish_reason:
+                self.finish[j] = sample.finish_reason
+                continue
+            stop = self.watches[j].add(sample.text, self.tokens[j])
+            if stop is not None:
+                self.stops[j] = stopped_completion("".join(self.texts[j]), self.prompt_tokens, self.tokens[j], stop)
+
+    def all_stopped(self) -> bool:
+        return all(stop is not None or finish is not None for stop, finish in zip(self.stops, self.finish)) \
+            and any(stop is not None for stop in self.stops)
+
+    def completions(self, output) -> list[Completion]:
+        """The request's completions; `output`: its final output (None: aborted once all stopped)."""
+        if self.watches is None:
+            return _completions(output)
+        return [self.stops[j] or Completion("".join(self.texts[j]), self.finish[j] or "unknown", self.prompt_tokens,
+                                            self.tokens[j]) for j in range(self.request.n)]
+
+    def cancelled(self) -> list[Completion]:
+        """Cut by `cancel`: the text and tokens each sample had (known with DELTA outputs only)."""
+        return [Completion("".join(self.texts[j]), CANCELLED, self.prompt_tokens, self.tokens[j])
+                for j in range(self.request.n)]
 
 
 def _completions(output) -> list[Completion]:

@@ -39,6 +39,10 @@ class GenerateConfig:
     # Stop loops in the engine (vLLM's repetition_detection; engines.repetition): "default" (calibrated),
     # "off", or {max_pattern_size, min_pattern_size, min_count}.
     repetition_detection: str | dict = "default"
+    # cotforge's own early stop (checks/early.py: incremental repetition / language / length of the chain's
+    # checks, run by the engine on each sample as it is generated): "default" (on for the checks the
+    # chain holds), "off", or {repetition, language: bool, reasoning_tokens: N, interval_tokens: N}.
+    early_stop: str | dict = "default"
     template: str = "chat"
     seed: int = 0
     # Throughput only (not in the resume key):

@@ -34,8 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotforge.checks.chain import Chain, parse_specs, preset_options
-from cotforge.engines.base import CANCELLED, Engine, Finished, Request, SamplingParams, check_options, get_engine
-from cotforge.generate.accounting import CANCELLED_SCHEMA, CANCELLED_TABLE, accounting_of, format_accounting
+from cotforge.checks.early import early_stops
+from cotforge.engines.base import CANCELLED, EARLY_STOP, Engine, Finished, Request, SamplingParams, check_options, get_engine
+from cotforge.generate.accounting import (CANCELLED_SCHEMA, CANCELLED_TABLE, STOPPED_PREFIX, accounting_of,
+                                          format_accounting)
 from cotforge.generate.allocation import Allocation, PassRatePrior, PromptState, allocation, pass_rate
 from cotforge.generate.checking import Checker
 from cotforge.generate.config import GenerateConfig, sample_seed
@@ -75,8 +77,12 @@ class Scheduler:
         self.config = config
         self.policy = policy or allocation(config)
         self.prompts_path = str(prompts_path)
+        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
+        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
+        # The engine's early stop (checks/early.py): the chain's checks, watched while samples are generated.
+        self.early = early_stops(specs, config.early_stop)
         self.params = SamplingParams(config.temperature, config.top_p, config.max_tokens,
-                                     config.repetition_rule())
+                                     config.repetition_rule(), early_stop=self.early)
         self.finalize = finalize
         self.command = command
         self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
@@ -87,8 +93,6 @@ class Scheduler:
         self.prompts: dict[str, dict] = {}  # rows of the prompts being worked on
         # Per prompt worked on: the fields every sample row of it shares, built once (_rows).
         self._row_base: dict[str, dict] = {}
-        specs = parse_specs(config.checks)  # a wrong preset name fails here, before any request ...
-        Chain.validate(specs)  # ... and so does a wrong option or a missing dependency
         # rules, then any judge batched; built in the checker's thread (see checking.py)
         # unverified samples are rejected unless the preset says `allow_unverified: true`
         allow_unverified = preset_options(config.checks).get("allow_unverified", False)
@@ -186,6 +190,8 @@ class Scheduler:
         """Nothing left to ask for this prompt: count it, forget its row and state."""
         prompt = self.state.pop(prompt_id)
         self.prompts.pop(prompt_id, None)
+        if self.early is not None:
+            self.early.forget(prompt_id)
         self._row_base.pop(prompt_id, None)
         self._count_finished(prompt)
 
@@ -202,6 +208,9 @@ class Scheduler:
         start = time.monotonic()
         engine = self.engine
         max_inflight = self.config.concurrency or engine.max_inflight
+        # Verdicts may lag by what the engine could hold at first (its nominal concurrency), also once an
+        # openai engine has lowered max_inflight to its servers' batches: the checks keep their pace.
+        held = max_inflight
         # Prompts not started yet, read from the prompts shard as slots free up (generate/prompts.py).
         fresh = FreshPrompts(self.prompt_file, self._start, self.prompts.pop, skip=self._finished_before)
         self._finished_before = None
@@ -212,7 +221,7 @@ class Scheduler:
             """Samples that may wait for verdicts before no more are asked. Until the chain's first
             verdicts its pool is still starting (imports and warm-up: seconds), not slow: the engine
             is kept fed meanwhile, up to WARMING_BACKLOG x max_inflight rows held."""
-            return max_inflight * (1 if checker.judged else WARMING_BACKLOG)
+            return held * (1 if checker.judged else WARMING_BACKLOG)
         with checker, Progress(self.command, total=self.prompt_file.count, unit="prompts") as progress:
             # One basis on the line: prompts, samples and accepted all count every session; the rate is this one's.
             progress.resumed(self.prompts_finished, samples=self.spent, accepted=self.accepted)
@@ -231,6 +240,8 @@ class Scheduler:
 
             try:
                 while fresh or follow_ups or self.outstanding or checker.pending:
+                    # Read each round: an openai engine lowers it once its servers' /metrics tell their batches.
+                    max_inflight = self.config.concurrency or engine.max_inflight
                     # Top up: follow-up rounds first, then new prompts, until the engine holds max_inflight;
                     # and no more while max_inflight samples wait for their verdicts (an engine faster
                     # than the checks would otherwise have the driver hold every prompt's rows).
@@ -295,6 +306,8 @@ class Scheduler:
         prompt = self.state[prompt_id]
         row = self.prompts[prompt_id]
         messages, raw = render_request(self.config.template, row.get("prompt"), row.get("messages"))
+        if self.early is not None and indices:  # the language target its watchers judge against
+            self.early.prepare(prompt_id, row.get("prompt") or user_text(row.get("messages")), row.get("language"))
         for index in indices:
             # Sample i of a prompt is generated with seed(prompt) + i, however its rounds are cut.
             request = Request(prompt_id, messages, n=1, raw_prompt=raw, first_index=index,
@@ -373,13 +386,17 @@ class Scheduler:
         for offset, completion in enumerate(completions):
             index = request.first_index + offset
             parsed = split_completion(completion.text, opened=opened)
+            finish_reason = completion.finish_reason
+            if finish_reason == EARLY_STOP:  # stored as stopped:<check>; the chain reads early_stop (not stored)
+                finish_reason = STOPPED_PREFIX + str(completion.extra.get("check"))
             rows.append({
                 **base, "id": f"{request.key}-{index}", "sample_idx": index, "round": round_index,
                 "seed": completion.seed if completion.seed is not None else request.seed + offset,
                 "completion": completion.text, "reasoning": parsed.reasoning, "summary": parsed.summary,
-                "finish_reason": completion.finish_reason, "prompt_tokens": completion.prompt_tokens,
+                "finish_reason": finish_reason, "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
-            })  # think_opened (from base) is for the checks (parsing.split_sample); not a stored column
+                "early_stop": dict(completion.extra) if completion.finish_reason == EARLY_STOP else None,
+            })  # think_opened (from base) and early_stop are for the checks; not stored columns
         return rows
 
     def _take(self, row: dict) -> None:

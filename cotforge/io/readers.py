@@ -122,7 +122,13 @@ def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRo
                 continue
             if not raw.strip():
                 continue
-            text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
+            # A line that is valid UTF-8 and has no \ud.. escape cannot hold a surrogate anywhere in
+            # its parsed values: the walk over every value below is skipped (~15% of a prompt's cost).
+            try:
+                text, clean = raw.decode("utf-8"), b"\\ud" not in raw and b"\\uD" not in raw
+            except UnicodeDecodeError:
+                text, clean = raw.decode("utf-8", "surrogateescape"), False
+            text = text.rstrip("\r\n")
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as err:
@@ -133,7 +139,7 @@ def read_jsonl(path: Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRo
                 yield RawRow(name, line_no, None, BadRow(
                     name, line_no, "<row>", f"expected a JSON object, got {type(data).__name__}", raw), raw)
                 continue
-            bad_field = _first_surrogate_field(data)
+            bad_field = None if clean else _first_surrogate_field(data)
             if bad_field:
                 yield RawRow(name, line_no, None, BadRow(name, line_no, bad_field, _utf8_problem(raw), raw), raw)
                 continue

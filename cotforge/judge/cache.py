@@ -15,7 +15,9 @@ from pathlib import Path
 
 from cotforge.io.atomic import atomic_write_bytes
 
-DEFAULT_DIR = Path(os.environ.get("COTFORGE_CACHE", Path.home() / ".cache" / "cotforge")) / "judge"
+def default_dir() -> Path:
+    """$COTFORGE_CACHE/judge, else ~/.cache/cotforge/judge: read when a cache is made, not at import."""
+    return Path(os.environ.get("COTFORGE_CACHE", Path.home() / ".cache" / "cotforge")) / "judge"
 
 
 def cache_key(model: str, template: str, prompt: str, prediction: str, reference: str | None) -> str:
@@ -27,7 +29,7 @@ class JudgeCache:
     """key -> the judge's raw answer text (parsed again on read, so a parser fix applies to old entries)."""
 
     def __init__(self, folder: str | Path | None = None):
-        self.folder = Path(folder) if folder else DEFAULT_DIR
+        self.folder = Path(folder) if folder else default_dir()
         self._entries: dict[str, str] | None = None
 
     @property

@@ -39,6 +39,10 @@ at `--stream-interval 16` on the server, ~15 ms per 1K tokens (ratio 2.7), ~70K 
   servers started with `--stream-interval 16` or more (the client cannot set it per request);
 - `stream=True/False` forces it either way (`stream=True` also gives cancelled samples their real
   token counts; a plain call that is cancelled received nothing and counts 0).
+`cotforge generate`'s default early stop watches the chain's `repetition` and `language` checks (the
+r1 preset holds both), so its openai calls stream by default; `--early-stop off` reads them whole. A
+watched sample goes one per call; a watcher's stop closes its stream (vLLM aborts the request) and the
+sample comes back `early_stop` with the text and tokens it had.
 A streamed call asks `stream_options: {include_usage, continuous_usage_stats}` (tokens in every
 chunk; a server that refuses the field is learned once and counted by its chunks), and a stream that
 ends before its finish reason is a transport fault: asked again with its seed, like a dropped call.

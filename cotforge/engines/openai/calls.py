@@ -6,13 +6,15 @@ import asyncio
 import email.utils
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from cotforge.engines.base import CANCELLED, Completion, Request, SamplingParams
+from cotforge.engines.base import (CANCELLED, Completion, Request, SampleWatch, SamplingParams, Stop,
+                                   stopped_completion)
 from cotforge.engines.openai.stream import STREAM_OPTIONS, EventStream
 from cotforge.errors import CotforgeError
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 TOO_LONG = ("maximum context length", "max_model_len", "context length", "too long", "longer than")
 REPETITION_FIELD = "repetition_detection"  # vLLM's extension of the completions body
 STREAM_OPTIONS_FIELD = "stream_options"  # usage in the stream (OpenAI's and vLLM's; some servers refuse it)
-OPTIONAL_FIELDS = (REPETITION_FIELD, STREAM_OPTIONS_FIELD)  # fields a call may drop when a server refuses them
+OPTIONAL_FIELDS = (REPETITION_FIELD, STREAM_OPTIONS_FIELD)  # a call may drop these when a server refuses them
 REFUSAL_STATUSES = (400, 422)
 
 
@@ -108,6 +110,9 @@ class Calls:
         self.faults = dict.fromkeys(FAULTS, 0)  # failed attempts by kind, this session
         self.faults["budget_restarts"] = 0
         self.stream_events = 0  # SSE data events parsed, this session (tests and benchmarks read it)
+        self.early_stopped = 0  # samples a watcher stopped (their streams closed), this session
+        self.streamed_tokens = 0  # completion tokens of the streams read to their end, this session
+        self.chunk_noted = False  # the one-time note about fine-grained streams (chunk_note) was printed
 
     def streams(self, params: SamplingParams) -> bool:
         """Whether calls with `params` stream (see the engine's docstring for why this is the default:
@@ -132,7 +137,7 @@ class Calls:
         if self.streams(params):
             body["stream"] = True
             if not (server and STREAM_OPTIONS_FIELD in server.refused):
-                body[STREAM_OPTIONS_FIELD] = dict(STREAM_OPTIONS)  # tokens per chunk, and the usage at the end
+                body[STREAM_OPTIONS_FIELD] = dict(STREAM_OPTIONS)  # tokens per chunk, the usage at the end
         if request.raw_prompt is not None:
             path, body["prompt"] = "/completions", request.raw_prompt
         else:
@@ -194,6 +199,13 @@ class Calls:
         url = server.url + path
         ledger = self.host.inflight_ledger
         stream = EventStream(job.n, "messages" in body) if body.get("stream") else None
+        # cotforge's own early stop: one watcher per sample, fed as its stream comes (a retried call
+        # starts a new one: its text starts again). Only single-sample calls are watched (the engine
+        # sends singles when params.early_stop is set): closing a stream stops all of its samples.
+        early_stop = job.pending.params.early_stop
+        watched = stream is not None and early_stop is not None and job.n == 1
+        watch = SampleWatch(early_stop, job.pending.request) if watched else None
+        stopped: Stop | None = None
         try:
             try:
                 async with server.client.post(url, json=body) as response:
@@ -202,8 +214,13 @@ class Calls:
                         text = ""
                         async for data in response.content.iter_any():
                             before = stream.events
-                            stream.feed(data)
+                            deltas = stream.feed(data)
                             self.stream_events += stream.events - before
+                            if watch is not None and watch.active and deltas:
+                                stopped = self.watched(watch, stream, deltas)
+                                if stopped is not None:
+                                    response.close()  # the connection goes: vLLM aborts the request
+                                    break
                     else:
                         text = await response.text()
             finally:
@@ -245,6 +262,9 @@ class Calls:
             else:  # a bad request stays bad: no retry, and the next ones would fail the same way
                 self.host.fail(CotforgeError(f"{url}: {last}"))
             return
+        if stopped is not None:
+            self.stopped(job, server, stream, stopped)
+            return
         if stream is not None:
             self.streamed(job, server, url, stream)
             return
@@ -258,14 +278,42 @@ class Calls:
             return
         self.take(job, server, url, answer)
 
+    @staticmethod
+    def watched(watch: SampleWatch, stream: EventStream, deltas: list[tuple[int, str, int]]) -> Stop | None:
+        """Feed a single-sample stream's new deltas to its watcher; the stop it found, if any. A sample
+        whose finish reason came in these same bytes is whole: the checks judge it, nothing to stop."""
+        for _, delta, tokens in deltas:
+            stop = watch.add(delta, tokens)
+            if stop is not None:
+                return None if stream.choices[0].finish_reason is not None else stop
+        return None
+
+    def stopped(self, job: Job, server: Server, stream: EventStream, stop: Stop) -> None:
+        """A sample its watcher stopped: its stream is closed; it comes back `early_stop` with the text
+        and tokens it had."""
+        server.last_ok = time.monotonic()  # the server answered: a real answer, cut by us
+        so_far = stream.choices[0]
+        self.early_stopped += 1
+        job.pending.slots[job.first] = stopped_completion(so_far.text(), stream.prompt_tokens,
+                                                          so_far.completion_tokens, stop)
+        self.host.inflight_ledger.answered(1)
+        if all(slot is not None for slot in job.pending.slots):
+            self.host.finish(job.pending)
+
     def streamed(self, job: Job, server: Server, url: str, stream: EventStream) -> None:
         """A stream that ended: the whole answer (taken as a plain one is), or a stream broken mid-way
         (a retry of those samples with their seeds, as a dropped connection is)."""
         if stream.finished:
+            self.streamed_tokens += sum(c.completion_tokens for c in stream.choices)
+            note = None if self.chunk_noted else chunk_note(len(self.fleet.servers), self.streamed_tokens,
+                                                             self.stream_events)
+            if note:
+                self.chunk_noted = True
+                print(f"cotforge: note: {note}", file=sys.stderr, flush=True)
             self.take(job, server, url, stream.answer(), stream.per_choice_tokens())
         elif stream.bad is not None:
-            self.requeue(job, server, "bad_json", f"HTTP 200 stream with a data line that is not a JSON object: "
-                         f"{stream.bad!r}", url, self.backoff(job.attempts))
+            self.requeue(job, server, "bad_json", f"HTTP 200 stream with a data line that is not a JSON "
+                         f"object: {stream.bad!r}", url, self.backoff(job.attempts))
         else:  # the server (or a proxy) closed the stream before every finish reason: a transport fault
             self.fleet.mark_down(server)
             self.moved += len(self.fleet.servers) > 1
@@ -324,6 +372,20 @@ class Calls:
         self.host.queue_front([Job(job.pending, j, 1) for j in missing])
         if all(slot is not None for slot in slots):
             self.host.finish(job.pending)
+
+
+FLEET_NOTE_SERVERS = 4  # a fleet this large streaming a chunk per token can saturate one client core
+FLEET_NOTE_EVENTS = 5000  # ... judged once this many events were read (the ratio is settled by then)
+
+
+def chunk_note(servers: int, tokens: int, events: int) -> str | None:
+    """One line for a fleet whose servers stream about a chunk per token (vLLM's default): each chunk
+    costs this client ~0.1 ms of CPU (benchmarks/stream_cost.py), so a busy fleet outruns one core."""
+    if servers < FLEET_NOTE_SERVERS or events < FLEET_NOTE_EVENTS or tokens >= 2 * events:
+        return None
+    return (f"the {servers} servers stream about {tokens / events:.1f} tokens a chunk; each chunk costs this client "
+            f"~0.1 ms of CPU: start them with `vllm serve --stream-interval 16` (or run with --early-stop off, "
+            f"or --engine-option stream=false, to read answers whole)")
 
 
 def blank(completion: Completion, usage: dict) -> bool:

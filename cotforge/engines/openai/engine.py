@@ -9,6 +9,7 @@ place, `InFlight`: the sequences the scheduler sees as outstanding, and the sequ
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
 import sys
@@ -62,14 +63,14 @@ class OpenAIEngine(Engine):
                  concurrency: int | None = None, timeout_s: float = 3600, connect_timeout_s: float = 10,
                  max_retries: int = 5, n_per_request: bool | None = False, backoff_s: float = 1.0,
                  backoff_max_s: float = 60.0, probe_interval_s: float = 10.0, probe_timeout_s: float = 10.0,
-                 outage_s: float = 120.0, stream: bool | None = None) -> None:
+                 outage_s: float = 120.0, stream: bool | None = None, metrics_interval_s: float = 1.0) -> None:
         self.base_urls = self.validate_options({"base_url": base_url})
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency or PER_SERVER_CONCURRENCY * len(self.base_urls)
         if self.concurrency < 1:
             raise CotforgeError("openai engine: concurrency must be at least 1")
-        self.max_inflight = self.concurrency
+        self.metrics_interval_s = metrics_interval_s  # 0: never read servers' /metrics (fleet.py)
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -126,9 +127,22 @@ class OpenAIEngine(Engine):
         return self._fleet.servers[0].n_per_request
 
     @property
+    def max_inflight(self) -> int:
+        """Sequences to keep outstanding: `concurrency`, or less once servers' /metrics tell their batch
+        sizes (each server's batch x 1.25: more would only queue at the server, behind which a prompt's
+        next round waits; fleet.py). The scheduler reads it on every top-up."""
+        fleet = getattr(self, "_fleet", None)
+        return self.concurrency if fleet is None else min(self.concurrency, fleet.capacity())
+
+    @property
     def inflight(self) -> int:
         """Sequences submitted and not answered yet (a sample counts off as soon as its own call returns)."""
         return self.inflight_ledger.total
+
+    @property
+    def early_stopped(self) -> int:
+        """Samples cotforge's early stop ended this session (their streams closed)."""
+        return self._calls.early_stopped
 
     @property
     def stream_events(self) -> int:
@@ -183,14 +197,16 @@ class OpenAIEngine(Engine):
         self._pending: dict[int, Pending] = {}  # submitted and not finished, for cancel
         self._closing = False
         self.wake = asyncio.Event()
-        self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake)
+        self._fleet = Fleet(servers, probe_session, self.probe_interval_s, lambda a: self._calls.backoff(a), self.wake,
+                            share=math.ceil(self.concurrency / len(servers)), metrics_interval_s=self.metrics_interval_s)
         self._calls = Calls(self, self._fleet, self.model, self.max_retries, self.backoff_s, self.backoff_max_s,
                             self.outage_s, self.stream)
         now = time.monotonic()
         for server in servers:  # unreachable at the start: down until the probe finds it answering
             if any(down.url == server.url for down in self._unreachable):
                 server.down_until, server.failures = now + self.probe_interval_s, 1
-        self._tasks = {self._loop.create_task(self._dispatch()), self._loop.create_task(self._fleet.probe())}
+        self._tasks = {self._loop.create_task(self._dispatch()), self._loop.create_task(self._fleet.probe()),
+                       self._loop.create_task(self._fleet.watch_metrics())}
 
     def _session(self, connections: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(headers=self._headers, timeout=timeout,
@@ -226,7 +242,8 @@ class OpenAIEngine(Engine):
 
     def _enqueue_request(self, pending: Pending) -> None:
         self._pending[id(pending)] = pending
-        singles = all(s.n_per_request is False for s in self._fleet.servers)
+        # Watched samples go one per call: closing a stream stops every sample in it.
+        singles = all(s.n_per_request is False for s in self._fleet.servers) or pending.params.early_stop is not None
         if pending.request.n == 0:
             self.finish(pending)
         elif singles and pending.request.n > 1:
@@ -273,7 +290,9 @@ class OpenAIEngine(Engine):
                     break
                 if total + job.n > self.concurrency and total > 0:
                     break
-                server = fleet.least_loaded(up)
+                server = fleet.least_loaded(up, job.n)
+                if server is None:
+                    break  # every server holds its batch and headroom: the next answer wakes this loop
                 self._queue.remove(job)
                 ledger.sent(server, job.n)
                 total += job.n

@@ -1,9 +1,19 @@
-"""The servers of an OpenAI-compatible fleet: which one gets the next call, which are down, and the
-probe that finds a server that stopped answering without closing its connections."""
+"""The servers of an OpenAI-compatible fleet: which one gets the next call, which are down, the probe
+that finds a server that stopped answering without closing its connections, and each server's batch
+size read from its `/metrics`.
+
+Why the batch size: calls beyond what a server decodes at once wait in its FIFO queue, and a prompt's
+follow-up round that lands behind them waits for all of them (a 256-deep queue over 64 slots: ~1,200
+decode steps per round of a hard prompt, the tail of a run). vLLM publishes `vllm:num_requests_running`
+and `vllm:num_requests_waiting`; while requests wait, the running count is the batch the server
+holds. A server's calls are capped at that batch x `HEADROOM` (enough queued to refill the slots that
+free between two answers), so the rest wait in cotforge, where follow-up rounds go first. A server
+without `/metrics` (a hosted API, a proxy) keeps the plain per-server concurrency."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -47,17 +57,56 @@ class Server:
     last_ok: float = 0.0  # ... and of the last answer with choices in it (a retry budget restarts after one)
     tasks: dict = field(default_factory=dict)  # asyncio task -> the Job it sends
     refused: set = field(default_factory=set)  # optional body fields this server answered 4xx to
+    batch: int | None = None  # most requests seen running while others waited (its /metrics); None: unknown
+    metrics: bool | None = None  # whether it serves vLLM's /metrics (None: not asked yet)
 
     def up(self, now: float) -> bool:
         return self.down_until <= now
+
+    def cap(self, share: int) -> int:
+        """Sequences this server should hold: its batch with headroom where known, else `share`."""
+        if self.batch is None:
+            return share
+        return min(share, max(math.ceil(self.batch * HEADROOM), self.batch + MIN_QUEUED))
+
+    def learn(self, running: float, waiting: float) -> None:
+        if waiting > 0 and running > 0:  # full: what runs is the batch it holds
+            self.batch = max(self.batch or 0, int(running))
+
+
+HEADROOM = 1.25  # calls per server beyond its batch: refill what frees between two answers (vLLM's max_inflight slack too)
+MIN_QUEUED = 4  # ... and never fewer than this many queued beyond the batch (small servers)
+GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def scheduler_gauges(text: str) -> tuple[float, float] | None:
+    """vLLM's running and waiting request counts from its Prometheus text (summed over label sets: a
+    data-parallel server lists one per engine); None when either is missing."""
+    sums = dict.fromkeys(GAUGES, None)
+    for line in text.splitlines():
+        if not line.startswith("vllm:num_requests_"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            try:
+                value = float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            sums[name] = (sums[name] or 0.0) + value
+    if any(v is None for v in sums.values()):
+        return None
+    return sums[GAUGES[0]], sums[GAUGES[1]]
 
 
 class Fleet:
     """The servers, least-loaded first; `backoff(attempt)` gives a down period (jittered, capped)."""
 
     def __init__(self, servers: list[Server], probe_session: aiohttp.ClientSession, probe_interval_s: float,
-                 backoff: Callable[[int], float], wake: asyncio.Event) -> None:
+                 backoff: Callable[[int], float], wake: asyncio.Event, share: int = 1 << 30,
+                 metrics_interval_s: float = 0.0) -> None:
         self.servers = servers
+        self.share = share  # sequences per server without a known batch (the engine's concurrency / servers)
+        self.metrics_interval_s = metrics_interval_s
         self.probe_session = probe_session
         self.probe_interval_s = probe_interval_s
         self.backoff = backoff
@@ -66,9 +115,40 @@ class Fleet:
     def up(self, now: float) -> list[Server]:
         return [s for s in self.servers if s.up(now)]
 
-    @staticmethod
-    def least_loaded(up: list[Server]) -> Server:
-        return min(up, key=lambda s: s.inflight)  # min keeps list order on ties
+    def least_loaded(self, up: list[Server], n: int = 1) -> Server | None:
+        """The up server holding the fewest sequences that has room for `n` more (None: all full)."""
+        server = min(up, key=lambda s: s.inflight)  # min keeps list order on ties
+        if server.inflight and server.inflight + n > server.cap(self.share):
+            room = [s for s in up if not s.inflight or s.inflight + n <= s.cap(self.share)]
+            return min(room, key=lambda s: s.inflight) if room else None
+        return server
+
+    def capacity(self) -> int:
+        """Sequences the fleet should hold in all (each server's cap)."""
+        return sum(s.cap(self.share) for s in self.servers)
+
+    async def watch_metrics(self) -> None:
+        """Read each server's /metrics every `metrics_interval_s`; a server that has none is asked once."""
+        while self.metrics_interval_s > 0:
+            for server in self.servers:
+                if server.metrics is False or not server.up(time.monotonic()):
+                    continue
+                try:
+                    async with self.probe_session.get(server.url.removesuffix("/v1") + "/metrics") as response:
+                        text = await response.text() if response.status == 200 else ""
+                except (TimeoutError, aiohttp.ClientError):
+                    continue  # the probe judges health; a missed reading changes nothing
+                gauges = scheduler_gauges(text)
+                if gauges is None:
+                    if server.metrics is None:
+                        server.metrics = False  # not a vLLM server, or metrics off: plain concurrency
+                    continue
+                server.metrics = True
+                before = server.batch
+                server.learn(*gauges)
+                if server.batch != before:
+                    self.wake.set()
+            await asyncio.sleep(self.metrics_interval_s)
 
     def next_up_at(self) -> float:
         return min(s.down_until for s in self.servers)

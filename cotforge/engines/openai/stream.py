@@ -68,13 +68,13 @@ class EventStream:
         self.bad: str | None = None  # the first data line that was not a JSON object
         self._rest = b""
 
-    def feed(self, data: bytes) -> list[tuple[int, str]]:
-        """Take the next bytes; returns the (choice index, text delta) pairs they completed, in order (a
-        reasoning delta comes as R1-style text: `<think>\\n` before the first, `\\n</think>\\n\\n` before
-        the first content after reasoning)."""
+    def feed(self, data: bytes) -> list[tuple[int, str, int]]:
+        """Take the next bytes; returns the (choice index, text delta, its completion tokens so far)
+        they completed, in order (a reasoning delta comes as R1-style text: `<think>\\n` before the
+        first, `\\n</think>\\n\\n` before the first content after reasoning): what a watcher is fed."""
         lines = (self._rest + data).split(b"\n")
         self._rest = lines.pop()  # an incomplete last line waits for the next bytes
-        deltas: list[tuple[int, str]] = []
+        deltas: list[tuple[int, str, int]] = []
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, `event:`/`id:`/comment lines
@@ -93,7 +93,7 @@ class EventStream:
             self._event(event, deltas)
         return deltas
 
-    def _event(self, event: dict, deltas: list[tuple[int, str]]) -> None:
+    def _event(self, event: dict, deltas: list[tuple[int, str, int]]) -> None:
         usage = event.get("usage")
         choices = event.get("choices") or ()
         if usage and not choices:  # the request's usage, after the last choice chunk
@@ -114,15 +114,16 @@ class EventStream:
                 content = delta.get("content")
             else:
                 reasoning, content = None, choice.get("text")
+            tokens = so_far.completion_tokens
             if reasoning:
-                deltas.append((index, reasoning if so_far.reasoning else f"<think>\n{reasoning}"))
+                deltas.append((index, reasoning if so_far.reasoning else f"<think>\n{reasoning}", tokens))
                 so_far.reasoning.append(reasoning)
             if content:
                 if so_far.reasoning and not so_far.in_answer:
                     so_far.in_answer = True
-                    deltas.append((index, f"\n</think>\n\n{content}"))
+                    deltas.append((index, f"\n</think>\n\n{content}", tokens))
                 else:
-                    deltas.append((index, content))
+                    deltas.append((index, content, tokens))
                 so_far.content.append(content)
             if choice.get("finish_reason"):
                 so_far.finish_reason = choice["finish_reason"]
