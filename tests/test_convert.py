@@ -74,6 +74,9 @@ def test_embedded_engine_runs_from_a_cached_copy_with_the_gguf_tensors(tmp_path,
     """The embedded engine de-quantizes a GGUF once into the cache at its dtype, then loads that folder:
     every tensor equals a direct GGUF load at that dtype, the tokenizer gives the same ids, and a second
     engine reuses the folder instead of converting again."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from cotforge.engines.embedded import EmbeddedEngine
 
     monkeypatch.setenv("COTFORGE_CACHE", str(tmp_path))
