@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -156,7 +157,11 @@ def test_a_cancelled_stream_reports_the_tokens_it_received(tmp_path):
         engine.cancel([long])
         (finished,) = engine.poll(30)
         engine.close()
-        stats = sim.stats()
+        # The server learns of the closed connection at its next write to it: wait for that event (a
+        # read of the stats right after poll raced it), bounded.
+        deadline = time.monotonic() + 30
+        while (stats := sim.stats())["aborted"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
     (cut,) = finished.completions
     assert cut.finish_reason == CANCELLED and engine.inflight == 0
     assert 4 * 16 <= cut.completion_tokens <= stats["tokens"] < 6000  # what came, never more than was decoded
