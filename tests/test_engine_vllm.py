@@ -91,7 +91,7 @@ def test_tensor_parallel_options_reach_vllm_llm(monkeypatch):
     module = types.ModuleType("vllm")
     module.LLM = RecordingLLM
     sampling_params = types.ModuleType("vllm.sampling_params")
-    sampling_params.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY=2)
+    sampling_params.RequestOutputKind = types.SimpleNamespace(CUMULATIVE=0, DELTA=1, FINAL_ONLY=2)  # vLLM's values
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling_params)
     monkeypatch.setitem(sys.modules, "vllm.platforms", None)  # not a CPU build: GPU defaults
