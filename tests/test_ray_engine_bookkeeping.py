@@ -109,12 +109,18 @@ def requests(count: int, start: int = 0) -> list[Request]:
     return [Request(key=f"p{i}", messages=[], n=1 + i % 2, seed=i, first_index=0) for i in range(start, start + count)]
 
 
-def test_a_cancel_goes_to_the_replica_holding_each_request_and_inflight_follows():
+def submitted(count: int) -> tuple[FakeRay, RayEngine, list[Request]]:
+    """Two fake replicas holding `count` requests between them (not polled yet)."""
     ray = FakeRay()
     engine = RayEngine(ray, "fake", [{}, {}])
-    sent = requests(3000)
+    sent = requests(count)
     for request in sent:
         engine.submit(request, PARAMS)
+    return ray, engine, sent
+
+
+def test_a_cancel_goes_to_the_replica_holding_each_request_and_inflight_follows():
+    ray, engine, sent = submitted(3000)
     assert engine.poll() == [] and engine.inflight == sum(r.n for r in sent)
     held = {id(r): (actor.slot, token) for actor in ray.actors for token, r in actor.held.items()}
     assert len(held) == 3000 and {slot for slot, _ in held.values()} == {0, 1}  # both replicas got some
@@ -131,11 +137,7 @@ def test_a_cancel_goes_to_the_replica_holding_each_request_and_inflight_follows(
 
 
 def test_a_dead_replicas_requests_are_resent_and_its_cancelled_ones_handed_back():
-    ray = FakeRay()
-    engine = RayEngine(ray, "fake", [{}, {}])
-    sent = requests(40)
-    for request in sent:
-        engine.submit(request, PARAMS)
+    ray, engine, sent = submitted(40)
     engine.poll()
     first, second = ray.actors
     on_first = list(first.held.values())
@@ -157,10 +159,7 @@ def test_a_dead_replicas_requests_are_resent_and_its_cancelled_ones_handed_back(
 
 def test_a_cancel_costs_the_same_with_500_or_20000_in_flight():
     def cancel_cpu(in_flight: int) -> float:
-        engine = RayEngine(FakeRay(), "fake", [{}, {}])
-        sent = requests(in_flight)
-        for request in sent:
-            engine.submit(request, PARAMS)
+        _, engine, sent = submitted(in_flight)
         engine.poll()
         start = time.process_time()
         for request in sent[:500]:  # one at a time, as the scheduler does at each accepted sample

@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 from cotforge.checks.language import _NON_LANGUAGE, _NON_LATIN_RUN, _SENTENCE_END, detect_language, language_code, \
     sentence_runs
-from cotforge.checks.repetition import _ASCII_TOKEN, _NORMALIZE, _PARAGRAPH_BREAK, _UNIT_SPLIT
+from cotforge.checks.repetition import _ASCII_TOKEN, _NORMALIZE, _PARAGRAPH_BREAK, _UNIT_SPLIT, IncrementalTandem
 from cotforge.checks.text import CJK_CLASS, tokens
 from cotforge.engines.base import Request, Stop
 from cotforge.parsing import SPECIAL_TOKEN, opens_think
@@ -54,53 +54,6 @@ MAX_UNSETTLED_CHARS = 20_000  # the language detector gives up on a text that ca
 _WORD_BOUNDARY = re.compile(f"[\\W{CJK_CLASS}]")  # a character that ends every kind of word
 _SPACES_TO_END = re.compile(r"[ \t]*\Z")
 _MAY_END_SENTENCE = re.compile(r"[.!?;。！？；\n]")
-
-
-class IncrementalTandem:
-    """`repetition.tandem_repeat` advanced word by word over a growing word list: after `advance(words)`
-    its state is the function's after those words, so its answer on a prefix is the prefix's."""
-
-    def __init__(self, n: int, min_copies: int, min_tokens: int) -> None:
-        self.n, self.min_copies, self.min_tokens = n, min_copies, min_tokens
-        self.next_end = n  # the end (exclusive) of the next n-gram to take
-        self.last: dict[tuple, int] = {}
-        self.run_gap = self.run_start = self.run_length = 0
-        self.best: tuple[int, int, int, int] | None = None  # (covered, period, copies, start)
-        self.words: list[str] = []
-
-    def advance(self, words: list[str]) -> None:
-        """Take the words of `words` (the whole list so far) not taken yet."""
-        n, last = self.n, self.last
-        gap_run, start, length, best = self.run_gap, self.run_start, self.run_length, self.best
-        for end in range(self.next_end, len(words) + 1):
-            index = end - n
-            gram = tuple(words[index:end])
-            previous = last.get(gram)
-            last[gram] = index
-            gap = index - previous if previous is not None else 0
-            if gap and gap == gap_run:
-                length += 1
-            else:
-                gap_run, start, length = gap, index, 1 if gap else 0
-            if gap_run:
-                covered = length + n - 1 + gap_run
-                if covered >= self.min_tokens and covered // gap_run >= self.min_copies and (
-                        best is None or covered > best[0]):
-                    best = (covered, gap_run, covered // gap_run, start - gap_run)
-        self.next_end = max(self.next_end, len(words) + 1)
-        self.run_gap, self.run_start, self.run_length, self.best = gap_run, start, length, best
-        self.words = words
-
-    def copy(self) -> IncrementalTandem:
-        twin = IncrementalTandem(self.n, self.min_copies, self.min_tokens)
-        twin.next_end, twin.last, twin.words = self.next_end, dict(self.last), self.words
-        twin.run_gap, twin.run_start, twin.run_length, twin.best = self.run_gap, self.run_start, self.run_length, self.best
-        return twin
-
-    def what(self) -> str:
-        _, period, copies, start = self.best
-        excerpt = " ".join(self.words[start:start + min(period, 12)])
-        return f"loops: a {period}-word stretch repeated {copies} times back to back ('{excerpt}...')"
 
 
 class RepetitionDetector:

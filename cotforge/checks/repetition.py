@@ -45,6 +45,54 @@ class Loop(NamedTuple):
     share: float  # share of the field's words the loop covers
 
 
+class IncrementalTandem:
+    """`tandem_repeat` advanced word by word over a growing word list (the early stop feeds it a
+    sample's words as they come; `tandem_repeat` feeds it a whole text at once): after `advance(words)`
+    its answer is the one for those words, so its answer on a prefix is the prefix's."""
+
+    def __init__(self, n: int, min_copies: int, min_tokens: int) -> None:
+        self.n, self.min_copies, self.min_tokens = n, min_copies, min_tokens
+        self.next_end = n  # the end (exclusive) of the next n-gram to take
+        self.last: dict[tuple, int] = {}
+        self.run_gap = self.run_start = self.run_length = 0
+        self.best: tuple[int, int, int, int] | None = None  # (covered, period, copies, start)
+        self.words: list[str] = []
+
+    def advance(self, words: list[str]) -> None:
+        """Take the words of `words` (the whole list so far) not taken yet."""
+        n, last = self.n, self.last
+        gap_run, start, length, best = self.run_gap, self.run_start, self.run_length, self.best
+        for end in range(self.next_end, len(words) + 1):
+            index = end - n
+            gram = tuple(words[index:end])
+            previous = last.get(gram)
+            last[gram] = index
+            gap = index - previous if previous is not None else 0
+            if gap and gap == gap_run:
+                length += 1
+            else:
+                gap_run, start, length = gap, index, 1 if gap else 0
+            if gap_run:
+                covered = length + n - 1 + gap_run
+                if covered >= self.min_tokens and covered // gap_run >= self.min_copies and (
+                        best is None or covered > best[0]):
+                    best = (covered, gap_run, covered // gap_run, start - gap_run)
+        self.next_end = max(self.next_end, len(words) + 1)
+        self.run_gap, self.run_start, self.run_length, self.best = gap_run, start, length, best
+        self.words = words
+
+    def copy(self) -> IncrementalTandem:
+        twin = IncrementalTandem(self.n, self.min_copies, self.min_tokens)
+        twin.next_end, twin.last, twin.words = self.next_end, dict(self.last), self.words
+        twin.run_gap, twin.run_start, twin.run_length, twin.best = self.run_gap, self.run_start, self.run_length, self.best
+        return twin
+
+    def what(self) -> str:
+        _, period, copies, start = self.best
+        excerpt = " ".join(self.words[start:start + min(period, 12)])
+        return f"loops: a {period}-word stretch repeated {copies} times back to back ('{excerpt}...')"
+
+
 def tandem_repeat(words: list[str], n: int, min_copies: int, min_tokens: int) -> tuple[int, int, int] | None:
     """The largest back-to-back repeat: (period in words, copies, start word index), or None.
 
@@ -52,24 +100,9 @@ def tandem_repeat(words: list[str], n: int, min_copies: int, min_tokens: int) ->
     same distance d, the text is periodic with period d, and a stretch of L such n-grams covers
     L + n - 1 + d words: (L + n - 1) / d + 1 copies.
     """
-    last: dict[tuple, int] = {}
-    best = None
-    run_gap, run_start, run_length = 0, 0, 0
-    for index in range(len(words) - n + 1):
-        gram = tuple(words[index:index + n])
-        previous = last.get(gram)
-        last[gram] = index
-        gap = index - previous if previous is not None else 0
-        if gap and gap == run_gap:
-            run_length += 1
-        else:
-            run_gap, run_start, run_length = gap, index, 1 if gap else 0
-        if run_gap:
-            covered = run_length + n - 1 + run_gap
-            copies = covered // run_gap
-            if copies >= min_copies and covered >= min_tokens and (best is None or covered > best[0]):
-                best = (covered, run_gap, copies, run_start - run_gap)
-    return None if best is None else best[1:]
+    run = IncrementalTandem(n, min_copies, min_tokens)
+    run.advance(words)
+    return None if run.best is None else run.best[1:]
 
 
 def _units(text: str) -> list[str]:
