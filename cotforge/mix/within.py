@@ -17,6 +17,8 @@ DuckDB sorts only the sketches (on disk), never the texts.
 
 from __future__ import annotations
 
+import math
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -76,9 +78,7 @@ def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str
     duplicates: list[dict] = []
     group: list[tuple[str, np.ndarray, int]] = []
     current = None
-    for batch in con.sql(f"SELECT _fkey, _frn, id, prompt_id, _key, _sig FROM _sigs "
-                         f"ORDER BY prompt_id, {order}, _fkey, _frn"
-                         ).to_arrow_reader(BATCH_ROWS):
+    for batch in _sketches_by_prompt(con, order):
         for row in batch.to_pylist():
             if row["prompt_id"] != current:
                 current, group = row["prompt_id"], []
@@ -96,6 +96,33 @@ def find_within_prompt(con: duckdb.DuckDBPyConnection, relation: str, order: str
     _insert(cursor, "_within", pa.Table.from_pylist(duplicates, schema=WITHIN_SCHEMA))
     cursor.execute("DROP TABLE _sigs; DROP TABLE _paired")
     cursor.close()
+
+
+def _sketches_by_prompt(con, order: str):
+    """The sketches in `_sigs` as Arrow batches, each prompt's rows together and in `order`.
+
+    One ORDER BY over every sketch (~1 KB each) fails under the memory limit at ~1M samples: DuckDB
+    2.0's sort pins its payload while the result streams out ("failed to pin block", seen at 1M rows
+    under the default 256MB). So the prompts are cut by hash into passes whose sketches take at most
+    a quarter of the limit; a prompt's rows all fall in one pass, so groups stay whole."""
+    rows, payload = con.execute("SELECT count(*), coalesce(sum(octet_length(_sig) + strlen(id) + "
+                                "strlen(prompt_id) + 40), 0) FROM _sigs").fetchall()[0]
+    passes = max(1, math.ceil(4 * payload / memory_limit_bytes(con))) if rows else 1
+    for part in range(passes):
+        where = f"WHERE hash(prompt_id) % {passes} = {part} " if passes > 1 else ""
+        yield from con.sql(f"SELECT _fkey, _frn, id, prompt_id, _key, _sig FROM _sigs {where}"
+                           f"ORDER BY prompt_id, {order}, _fkey, _frn").to_arrow_reader(BATCH_ROWS)
+
+
+_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def memory_limit_bytes(con) -> int:
+    """The connection's `memory_limit` in bytes (DuckDB shows it as text: '244.1 MiB')."""
+    (shown,), = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    number, _, unit = shown.strip().partition(" ")
+    return int(float(number) * _UNITS[(unit or "B").upper()])
 
 
 def _signatures(con, cursor, relation: str, seed: int, deduper: Deduper) -> None:
