@@ -105,9 +105,9 @@ def _sketches_by_prompt(con, order: str):
     2.0's sort pins its payload while the result streams out ("failed to pin block", seen at 1M rows
     under the default 256MB). So the prompts are cut by hash into passes whose sketches take at most
     a quarter of the limit; a prompt's rows all fall in one pass, so groups stay whole."""
-    rows, payload = con.execute("SELECT count(*), coalesce(sum(octet_length(_sig) + strlen(id) + "
-                                "strlen(prompt_id) + 40), 0) FROM _sigs").fetchall()[0]
-    passes = max(1, math.ceil(4 * payload / memory_limit_bytes(con))) if rows else 1
+    (payload,), = con.execute("SELECT coalesce(sum(octet_length(_sig) + strlen(id) + strlen(prompt_id) + 40), 0) "
+                              "FROM _sigs").fetchall()
+    passes = max(1, math.ceil(4 * payload / memory_limit_bytes(con)))  # 1 for an empty table
     for part in range(passes):
         where = f"WHERE hash(prompt_id) % {passes} = {part} " if passes > 1 else ""
         yield from con.sql(f"SELECT _fkey, _frn, id, prompt_id, _key, _sig FROM _sigs {where}"
