@@ -23,7 +23,8 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from cotforge.export import export, parse_size
+from cotforge.export import export
+from cotforge.io.sizes import parse_size
 start = time.perf_counter()
 summary = export(sys.argv[1], sys.argv[2], max_shard_bytes=parse_size(sys.argv[3]))
 seconds = time.perf_counter() - start
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25_000)
     parser.add_argument("--max-shard-size", default="20MB")
     args = parser.parse_args()
-    from cotforge.export import parse_size
+    from cotforge.io.sizes import parse_size
 
     bound = parse_size(args.max_shard_size)
     results = {}

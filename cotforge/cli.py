@@ -285,7 +285,8 @@ def export(run: Annotated[Path, typer.Argument(help="a run or mix folder (its ac
            overwrite: Overwrite = False, allow_partial: AllowPartial = False) -> None:
     """Export accepted samples as a Hugging Face dataset folder with a data card."""
     from cotforge.export import export as run_export
-    from cotforge.export import parse_size, push
+    from cotforge.export import push
+    from cotforge.io.sizes import parse_size
 
     options = {"reasoning_field": True} if reasoning_field else {}
     summary = run_export(run, out, style=style, shard_rows=shard_rows, overwrite=overwrite,

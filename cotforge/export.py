@@ -12,7 +12,6 @@ shards). Rows stream from DuckDB in Arrow batches; each shard is published with 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -42,18 +41,6 @@ KEEP = ("id", "prompt_id", "source", "domain", "language", "gold", "answer_type"
 MAX_SHARD_BYTES = 500 * 1000 ** 2  # the Hub's usual Parquet shard size; datasets streams them well
 BATCH_ROWS = 2048  # rows read per batch, and the most per row group
 FIRST_GROUP_ROWS = 64
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3, "t": 1000 ** 4,
-          "ki": 1024, "mi": 1024 ** 2, "gi": 1024 ** 3, "ti": 1024 ** 4}
-
-
-def parse_size(text: str) -> int:
-    """'500MB' -> 500_000_000, '1.5GiB' -> 1_610_612_736, '2048' -> 2048 (bytes)."""
-    match = _SIZE.fullmatch(str(text))
-    if match is None:
-        raise CotforgeError(f"--max-shard-size {text!r}: expected a size such as 500MB, 1GB or 200MiB")
-    unit = match.group(2).lower().removesuffix("b")
-    return max(1, int(float(match.group(1)) * _UNITS[unit]))
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 _MESSAGE_REASONING = pa.struct([("role", pa.string()), ("content", pa.string()),
                                 ("reasoning_content", pa.string())])

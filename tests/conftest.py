@@ -2,7 +2,8 @@
 digests, the session's vLLM server and Ray cluster.
 
 Markers (declared in pyproject.toml): a test that loads a model, starts a vLLM server, a Ray cluster or
-a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`) and, through
+a browser carries the finer marker (`model`, `vllm`, `ray`, `browser`), one that kills or signals real
+cotforge processes to test a crash and its resume carries `process`, and, through
 `pytest_itemcollected` below, `slow` too; one that builds a venv or runs for long is marked
 `slow` by itself. A test using a fixture that starts one of those things is marked by the fixture
 (FIXTURE_MARKS), so a new test is caught without remembering. `pytest -m "not slow"` is the quick loop.
@@ -26,6 +27,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# This machine (and CI's) sets PYTHONDONTWRITEBYTECODE=1, so every process compiled every module it
+# imported from source: ~4 of the ~7 s of CPU that a cotforge process's imports (pandas, sympy, pyarrow,
+# datasets) took, and ~5 s of each vLLM process's. The test session writes the bytecode caches (in the
+# venvs and in __pycache__ folders, which git ignores): each module is compiled once, by the first
+# process that imports it. Set here, before xdist starts its workers, so they and every process the
+# tests start inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -38,7 +47,7 @@ SHARED = Path(os.environ.get("COTFORGE_SHARED", REPO.parent / "shared"))
 sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K solutions' reader
 
 # Markers that imply `slow`: each names the heavy thing the test starts.
-HEAVY_MARKS = ("vllm", "ray", "browser", "model")
+HEAVY_MARKS = ("vllm", "ray", "browser", "model", "process")
 # Fixtures that start a heavy thing, and the marker a test using them gets.
 FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_local_run": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
                  "ray_cluster": "ray", "embedded_engine": "model"}

@@ -82,6 +82,7 @@ def test_sql_type_refuses_a_type_it_does_not_know():
         sql_type(pa.dictionary(pa.int8(), pa.string()))
 
 
+@pytest.mark.process
 def test_in_process_runner_shows_what_the_process_shows(tmp_path):
     """Status, stdout and stderr of the in-process runner equal the subprocess's, for a success, a
     usage error (click's exit 2), a bad row and an SQL error (one line each)."""

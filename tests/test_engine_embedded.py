@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from cotforge.engines import Request, SamplingParams
 from cotforge.engines.gguf import SHIPPED_NAME, shipped_gguf
@@ -64,6 +63,8 @@ def test_stop_reports_tokens_up_to_the_end_of_turn(engine):
 
 
 def test_same_seed_same_text_and_caller_rng_untouched(engine):
+    import torch  # here: at the top it costs every test worker ~3 s of collection
+
     params = SamplingParams(temperature=1.0, max_tokens=12)
     requests = [ask("story", "Tell me a story.", n=3, seed=42)]
     torch.manual_seed(123)

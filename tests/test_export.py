@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cotforge.export import export, parse_size
+from cotforge.export import export
+from cotforge.io.sizes import parse_size
 from cotforge.errors import CotforgeError
 from cotforge.io.lock import is_lock_file
 from cotforge.io.rundir import RunDir
@@ -20,7 +21,6 @@ from cotforge.schema import SAMPLE_SCHEMA, to_table
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import FakeHub  # noqa: E402
 
-datasets = pytest.importorskip("datasets")
 
 
 def _sample(i: int, domain: str, accepted: bool, reasoning: str = "") -> dict:
@@ -46,6 +46,14 @@ def run_folder(tmp_path: Path) -> Path:
     return run.path
 
 
+def load_dataset(folder: Path):
+    """The exported folder as `datasets` loads it (imported here: at the top, datasets and pandas cost
+    every test worker ~5 s of collection)."""
+    import datasets
+
+    return datasets.load_dataset(str(folder), split="train")
+
+
 def _front_matter(readme: Path) -> dict:
     text = readme.read_text()
     assert text.startswith("---\n")
@@ -57,7 +65,7 @@ def test_messages_export_loads_with_datasets(run_folder: Path, tmp_path: Path) -
     summary = export(run_folder, out, style="messages", shard_rows=10)
     assert summary["rows"] == 25 and summary["shards"] == 3
     assert sorted(p.name for p in (out / "data").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
-    ds = datasets.load_dataset(str(out), split="train")
+    ds = load_dataset(out)
     assert len(ds) == 25
     assert {"id", "prompt_id", "source", "domain", "messages"} <= set(ds.column_names)
     by_id = {row["id"]: row for row in ds}
@@ -73,7 +81,7 @@ def test_messages_export_loads_with_datasets(run_folder: Path, tmp_path: Path) -
 def test_cli_reasoning_field_keeps_reasoning_out_of_the_content(run_folder: Path, tmp_path: Path, cli) -> None:
     out = tmp_path / "ds"
     cli("export", run_folder, "--out", out, "--style", "messages", "--reasoning-field", check=True)
-    rows = {row["id"]: row for row in datasets.load_dataset(str(out), split="train")}
+    rows = {row["id"]: row for row in load_dataset(out)}
     assistant = rows["s1"]["messages"][1]
     assert assistant["reasoning_content"] == "step x"
     assert assistant["content"] == "The answer is 1." and "<think>" not in assistant["content"]
@@ -82,7 +90,7 @@ def test_cli_reasoning_field_keeps_reasoning_out_of_the_content(run_folder: Path
 def test_special_token_export_and_data_card(run_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     export(run_folder, out, style="special-token")
-    ds = datasets.load_dataset(str(out), split="train")
+    ds = load_dataset(out)
     row = next(r for r in ds if r["id"] == "s2")
     assert row["text"] == "|special_token|step x x|special_token|The answer is 2."
     assert row["prompt"] == "Question 2?"
@@ -112,12 +120,13 @@ def test_cli_export_refuses_to_overwrite(run_folder: Path, tmp_path: Path, cli) 
 
 # --- shards of a bounded size ---------------------------------------------------------------------
 @pytest.mark.parametrize("text, size", [("2048", 2048), ("500MB", 500_000_000), ("1.5GiB", 1_610_612_736),
-                                        ("200 kb", 200_000), ("3mi", 3 * 1024 ** 2)])
+                                        ("200 kb", 200_000), ("3mi", 3 * 1024 ** 2),
+                                        ("244.1 MiB", int(244.1 * 1024 ** 2)), ("1000 bytes", 1000), ("1 byte", 1)])
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "MB", "-5MB", "5 parsecs"])
+@pytest.mark.parametrize("text", ["", "MB", "-5MB", "5 parsecs", "5 bytesb"])
 def test_parse_size_refuses_nonsense(text: str) -> None:
     with pytest.raises(CotforgeError, match="--max-shard-size"):
         parse_size(text)
@@ -178,6 +187,7 @@ def test_card_statistics_are_what_numpy_says(big_run: Path, tmp_path: Path) -> N
 
 
 # --- hub upload through the loopback Hub (tests/hubserver.py) ---------------------------------------
+@pytest.mark.slow  # ~25 s: a process that imports huggingface_hub and uploads to the loopback Hub
 def test_push_to_hub_through_loopback_server(run_folder: Path, tmp_path: Path, cli) -> None:
     hub = FakeHub()
     out = tmp_path / "ds"

@@ -97,6 +97,7 @@ def interrupted_filter(tmp_path, signum: int, whole_group: bool):
     return data, run, command, process.returncode, out, err
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGINT, True), (signal.SIGTERM, False),
                                                      (signal.SIGTERM, True)])
 def test_signal_stops_quietly_and_the_rerun_resumes(tmp_path, cli, signum, whole_group):
@@ -110,6 +111,7 @@ def test_signal_stops_quietly_and_the_rerun_resumes(tmp_path, cli, signum, whole
     assert "stale lock" not in resumed.stderr, "an interrupted writer releases its lock"
 
 
+@pytest.mark.process
 def test_unfinished_run_is_refused_by_export_and_mix_unless_allow_partial(tmp_path, cli):
     _, run, _, returncode, _, _ = interrupted_filter(tmp_path, signal.SIGINT, True)
     assert returncode == 130
@@ -234,6 +236,7 @@ def descendants(pid: int) -> list[int]:
 
 
 
+@pytest.mark.process
 def test_cli_filter_survives_a_worker_killed_mid_item_and_counts_it_apart(tmp_path):
     _, run, marker, command = held_filter_command(tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -254,6 +257,7 @@ def test_cli_filter_survives_a_worker_killed_mid_item_and_counts_it_apart(tmp_pa
     assert manifest["infrastructure"] == {"worker_deaths": 1, "retried": 1, "died_twice": 0}
 
 
+@pytest.mark.process
 def test_sigkill_of_the_whole_group_resumes_exactly(tmp_path):
     _, run, command, returncode, _, _ = interrupted_filter(tmp_path, signal.SIGKILL, True)
     assert returncode == -signal.SIGKILL

@@ -13,7 +13,6 @@ from conftest import digest
 
 from cotforge.query import run_query
 
-pytest.importorskip("transformers")
 pytestmark = pytest.mark.model  # generates with the real embedded model
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import cotforge_in_process, digest
 from runcheck import assert_same_up_to_cancellation
 from servers import ScriptedServer, chat_answer, sim_server
@@ -46,6 +47,7 @@ def openai(*urls: str, **options):
     return get_engine("openai", base_url=list(urls), **options)
 
 
+@pytest.mark.slow  # ~15 s of a real-time simulated server: the policy shows only at wall-clock speed
 def test_top_up_keeps_the_engine_full_without_exceeding_it(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 60)
     # 8 ms a step: a sample then decodes for ~0.8 s of wall time. What is asserted is the policy (top up
@@ -74,9 +76,13 @@ def test_a_prompts_rounds_do_not_wait_for_other_prompts(tmp_path):
     prompts.write_text(json.dumps({"id": "slow", "prompt": "slow one", "gold": "1"}) + "\n"
                        + json.dumps({"id": "fast", "prompt": "fast one", "gold": "1"}) + "\n")
 
+    slow_calls = []
+
     def answer(body):
         if "slow" in body["messages"][0]["content"]:
-            time.sleep(2.0)
+            slow_calls.append(body)
+            if len(slow_calls) == 1:  # its first call holds the slow prompt for 2 s; its next rounds are quick
+                time.sleep(2.0)
         return 200, {}, chat_answer(text="<think>no idea")  # no final answer: every sample fails
 
     with ScriptedServer([answer]) as server:
@@ -196,6 +202,7 @@ def _cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
 
 
+@pytest.mark.process
 def test_kill_9_then_resume_gives_the_same_samples_and_seeds(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 40)
     with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40) as sim:
@@ -256,6 +263,7 @@ def test_cli_errors_are_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.process
 def test_a_second_writer_is_refused_while_a_run_goes_on(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 30)
     with sim_server(slots=4, step_ms=5, prompts=prompts, median_tokens=60) as sim:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, write_jsonl
 from held_check import DRIVER, held_chain
 
@@ -63,6 +64,7 @@ def test_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(cli, tmp
     assert not (run / LOCK_NAME).exists(), "a finished writer removes its lock file"
 
 
+@pytest.mark.process
 def test_two_real_filter_writers_one_is_refused(cli, tmp_path):
     rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": f"<think>step {i}</think> {'HOLD' if i == 250 else i}"}
             for i in range(600)]

@@ -15,8 +15,6 @@ from cotforge.mix import mix
 from cotforge.query import run_query
 from cotforge.schema import SAMPLE_SCHEMA, to_table
 
-pytest.importorskip("datasketch")
-
 WORDS = ["apple", "river", "stone", "cloud", "mirror", "garden", "violin", "copper", "lantern", "meadow", "harbor",
          "pencil", "falcon", "canyon", "velvet", "orbit", "thunder", "maple", "silver", "island", "compass", "ember",
          "willow", "quartz"]

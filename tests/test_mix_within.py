@@ -46,7 +46,7 @@ def test_sketches_beyond_the_memory_limit_come_back_whole_grouped_and_in_order(s
 
 
 def test_memory_limit_is_read_in_bytes():
-    con = duckdb.connect()
+    con = duckdb.connect()  # DuckDB shows these as '244.1 MiB', '3.7 GiB', '97.6 KiB'
     for setting, expected in (("256MB", 256e6), ("4GB", 4e9), ("100KB", 1e5)):
         con.execute(f"SET memory_limit='{setting}'")
         assert abs(memory_limit_bytes(con) - expected) / expected < 0.01, setting

@@ -128,6 +128,7 @@ def test_unknown_check_fails_clearly() -> None:
         rewards.from_check("format", no_such_option=1)
 
 
+@pytest.mark.slow  # imports TRL, so transformers and torch: ~6 s of CPU
 def test_trl_logs_the_reward_name() -> None:
     trl_utils = pytest.importorskip("trl.trainer.utils")
     assert trl_utils.get_callable_name(rewards.get("accuracy")) == "accuracy"

@@ -70,6 +70,7 @@ def test_writer_killed_before_rename_leaves_nothing_visible(tmp_path):
     assert not list((run.path / "samples").glob(".*.tmp"))
 
 
+@pytest.mark.process
 def test_filter_killed_mid_run_resumes_without_duplicates_or_losses(tmp_path):
     data = tmp_path / "samples.jsonl"
     n = 2000

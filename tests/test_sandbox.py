@@ -227,6 +227,7 @@ def _start_filter(tmp_path: Path, mark: str) -> tuple[subprocess.Popen, Path]:
     return process, scratch
 
 
+@pytest.mark.process
 @isolated
 @pytest.mark.parametrize("victim", ["whole process group", "check workers only"])
 def test_killing_cotforge_leaves_no_sandboxed_program_running(tmp_path, victim):

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from conftest import cotforge_in_process
 from runcheck import assert_same_up_to_cancellation
 from servers import Refuser, ScriptedServer, chat_answer, free_port, sim_server
 
@@ -49,12 +50,13 @@ def args(prompts: Path, out: Path, *urls: str) -> list[str]:
             "--concurrency", "8", "--shard-size", "4"]
 
 
-def generate(*arguments: str, background: bool = False, timeout: float = 300):
-    command = [sys.executable, "-m", "cotforge.cli", "generate", *map(str, arguments)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def generate(*arguments: str, background: bool = False):
+    """`cotforge generate`: in this process (conftest's runner), or as a process to kill (`background`)."""
     if background:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout, check=False)
+        command = [sys.executable, "-m", "cotforge.cli", "generate", *map(str, arguments)]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return cotforge_in_process("generate", *arguments)
 
 
 def wait_for_shards(out: Path, count: int, process: subprocess.Popen) -> None:

@@ -18,7 +18,6 @@ from conftest import REPO
 from test_view import make_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)", allow_module_level=True)
 pytestmark = pytest.mark.browser
@@ -56,6 +55,7 @@ def server(tmp_path: Path, cli):
 
 @pytest.fixture
 def page(tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")  # here: ~0.5 s of every worker's collection otherwise
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,

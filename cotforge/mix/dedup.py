@@ -26,7 +26,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-from datasketch import MinHash, MinHashLSH
 
 from cotforge.mix.decontam import tokens
 from cotforge.query import sql_literal
@@ -70,6 +69,12 @@ class Duplicate:
         return f"near duplicate of {self.of} (jaccard {self.jaccard:.2f})"
 
 
+def _datasketch():
+    import datasketch
+
+    return datasketch
+
+
 class Deduper:
     """`check_batch(...)`, then `duplicate(pos)` / `keep(pos, id)` per row, then `commit_batch()`."""
 
@@ -85,7 +90,8 @@ class Deduper:
         self.con.execute("CREATE TABLE kept (row_no BIGINT, prompt_id VARCHAR, id VARCHAR)")
         self.sig_file = open(workdir / "signatures.u32", "w+b")  # noqa: SIM115 (closed by close())
         self.kept_rows = 0
-        self.ranges = MinHashLSH(threshold or 0.5, num_perm=num_perm).hashranges
+        # datasketch only for near dedup: its LSH module imports scipy.integrate (~2 s a process)
+        self.ranges = [] if threshold is None else _datasketch().MinHashLSH(threshold, num_perm=num_perm).hashranges
         self._batch: dict = {}
 
     def close(self) -> None:
@@ -106,12 +112,13 @@ class Deduper:
         if self.exact and self.kept_rows:
             self._batch["exact"] = self._earlier_exact(self._batch["keys"])
         if self.threshold is not None and texts:
-            minhashes = MinHash.bulk([shingles(t, self.ngram) for t in normalized], num_perm=self.num_perm,
+            datasketch = _datasketch()
+            minhashes = datasketch.MinHash.bulk([shingles(t, self.ngram) for t in normalized], num_perm=self.num_perm,
                                      seed=self.seed)
             sigs = np.stack([m.hashvalues for m in minhashes]).astype(np.uint32)
             band_keys = self._band_keys(sigs)
             self._batch.update(minhashes=minhashes, sigs=sigs, band_keys=band_keys,
-                               lsh=MinHashLSH(self.threshold, num_perm=self.num_perm))
+                               lsh=datasketch.MinHashLSH(self.threshold, num_perm=self.num_perm))
             if self.kept_rows:
                 self._batch["candidates"] = self._earlier_candidates(band_keys)
 

@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from cotforge.io.sizes import parse_size
 from cotforge.mix.decontam import tokens
 from cotforge.mix.dedup import Deduper, hash64, normalize_text
 
@@ -114,15 +115,10 @@ def _sketches_by_prompt(con, order: str):
                            f"ORDER BY prompt_id, {order}, _fkey, _frn").to_arrow_reader(BATCH_ROWS)
 
 
-_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
-
-
 def memory_limit_bytes(con) -> int:
     """The connection's `memory_limit` in bytes (DuckDB shows it as text: '244.1 MiB')."""
     (shown,), = con.execute("SELECT current_setting('memory_limit')").fetchall()
-    number, _, unit = shown.strip().partition(" ")
-    return int(float(number) * _UNITS[(unit or "B").upper()])
+    return parse_size(shown, "DuckDB memory_limit")
 
 
 def _signatures(con, cursor, relation: str, seed: int, deduper: Deduper) -> None:
