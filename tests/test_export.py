@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import FakeHub  # noqa: E402
 
 
-
 def _sample(i: int, domain: str, accepted: bool, reasoning: str = "") -> dict:
     summary = f"The answer is {i}."
     return {"id": f"s{i}", "prompt_id": f"p{i}", "sample_idx": 0, "prompt": f"Question {i}?", "domain": domain,
