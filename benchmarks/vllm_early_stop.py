@@ -14,6 +14,7 @@ tokens in each run (the watchers and DELTA outputs are paid there).
 
 Run with the vLLM venv (nice it on a shared machine):
     PYTHONPATH=$PWD nice -n 10 $COTFORGE_VLLM_PYTHON benchmarks/vllm_early_stop.py --prompts 200
+On 2 CPU cores this takes hours; `--out DIR` keeps the runs, so the same command resumes after a kill.
 GSM8K comes from ../shared/data/gsm8k/test.jsonl. Last line: `... ratio X ...` = tokens on / tokens off.
 """
 
@@ -30,7 +31,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "te
 CHECKS = "repetition,language,answer"
 
 
-def write_prompts(path: Path, count: int) -> Path:
+def read_prompts(count: int) -> list[dict]:
     rows = []
     with open(SHARED, encoding="utf-8") as handle:
         for index, line in enumerate(handle):
@@ -39,6 +40,10 @@ def write_prompts(path: Path, count: int) -> Path:
             row = json.loads(line)
             rows.append({"id": f"gsm{index}", "prompt": row["question"],
                          "gold": row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")})
+    return rows
+
+
+def write_prompts(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
@@ -67,23 +72,49 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-num-seqs", type=int, default=64)
+    # SmolLM2-135M's KV cache is ~23 KB a token (30 layers x 3 KV heads x 64 x 2 x bf16): 1 GiB holds ~46K
+    # tokens, fewer than 64 sequences of ~150 + 1024 tokens, so vLLM would preempt and recompute. 3 GiB
+    # holds them all.
+    parser.add_argument("--kv-cache-gib", type=float, default=3.0)
+    # Both runs are `cotforge generate` runs, so they resume: with --out, a killed benchmark rerun with the same
+    # command keeps what each run committed (its tokens counted from the rows) and asks only the rest again.
+    # The wall and CPU figures are then those of the last leg only.
+    parser.add_argument("--chunk", type=int, default=50, help="prompts per off/on pair of runs")
+    parser.add_argument("--out", type=Path, default=None, help="keep the two runs here (resumable)")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
     from cotforge.engines import get_engine
-    from cotforge.generate.accounting import stop_reason
 
-    folder = Path(tempfile.mkdtemp(prefix="vllm-early-stop-"))
-    prompts = write_prompts(folder / "prompts.jsonl", args.prompts)
+    folder = args.out or Path(tempfile.mkdtemp(prefix="vllm-early-stop-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = read_prompts(args.prompts)
     start = time.monotonic()
     engine = get_engine("vllm", model="embedded", max_model_len=2048, enforce_eager=True,
-                        max_num_seqs=args.max_num_seqs, kv_cache_memory_bytes=1 << 30)
+                        max_num_seqs=args.max_num_seqs,
+                        kv_cache_memory_bytes=int(args.kv_cache_gib * (1 << 30)))
     print(f"engine start {time.monotonic() - start:.0f} s; {args.prompts} GSM8K prompts, T=0.6, "
-          f"max_tokens {args.max_tokens}, one sample each, checks {CHECKS}")
-    off = run(engine, prompts, folder / "off", False, args.max_tokens, args.seed)
-    on = run(engine, prompts, folder / "on", True, args.max_tokens, args.seed)
+          f"max_tokens {args.max_tokens}, one sample each, checks {CHECKS}, in chunks of {args.chunk}", flush=True)
+    totals = {"off": {"cpu_s": 0.0, "wall_s": 0.0}, "on": {"cpu_s": 0.0, "wall_s": 0.0}}
+    twins: dict[tuple, dict] = {}
+    stopped: dict[tuple, dict] = {}
+    # Off then on per chunk, not per whole set: a run cut short still holds pairs to compare.
+    for first in range(0, len(rows), args.chunk):
+        chunk = folder / f"prompts-{first:05d}"
+        chunk.mkdir(exist_ok=True)
+        prompts = write_prompts(chunk / "prompts.jsonl", rows[first:first + args.chunk])
+        for name, on, table in (("off", False, twins), ("on", True, stopped)):
+            result = run(engine, prompts, chunk / name, on, args.max_tokens, args.seed)
+            totals[name]["cpu_s"] += result["cpu_s"]
+            totals[name]["wall_s"] += result["wall_s"]
+            table.update(samples(chunk / name))
+        report(twins, stopped, totals, final=first + args.chunk >= len(rows))
     engine.close()
-    twins, stopped = samples(folder / "off"), samples(folder / "on")
+
+
+def report(twins: dict, stopped: dict, totals: dict, final: bool) -> None:
+    from cotforge.generate.accounting import stop_reason
+
     tokens_off = sum(row["completion_tokens"] for row in twins.values())
     tokens_on = sum(row["completion_tokens"] for row in stopped.values())
     by_kind: dict[str, int] = {}
@@ -100,12 +131,14 @@ def main() -> None:
             loops_run_on += 1
         if twin["accepted"]:
             false_stops.append((key, why, row, twin))
-    for name, result, table in (("off", off, twins), ("on", on, stopped)):
+    print(f"=== after {len(stopped)} prompts" + (" (all)" if final else ""))
+    for name, table in (("off", twins), ("on", stopped)):
         count = sum(row["completion_tokens"] for row in table.values())
         accepted = sum(bool(row["accepted"]) for row in table.values())
         length = sum(row["finish_reason"] == "length" for row in table.values())
         print(f"{name:>3}: {len(table)} samples, {accepted} accepted, {length} ran to max_tokens, {count} tokens, "
-              f"{result['wall_s']:.0f} s, driver CPU {1000 * result['cpu_s'] / max(count, 1):.2f} s per 1K tokens")
+              f"{totals[name]['wall_s']:.0f} s, driver CPU {1000 * totals[name]['cpu_s'] / max(count, 1):.2f} s "
+              f"per 1K tokens")
     print(f"stopped early (on): {sum(by_kind.values())} samples {by_kind}; their twins ran to max_tokens: "
           f"{loops_run_on}; twins whose text does not begin with the stopped text (batch numerics drift): {drifted}")
     print(f"false stops (stopped, twin passes the chain): {len(false_stops)}")
@@ -115,7 +148,8 @@ def main() -> None:
               f"stopped text: {row['completion']!r}\ntwin ({twin['finish_reason']}, {twin['completion_tokens']} tokens, "
               f"accepted): {twin['completion']!r}")
     print(f"tokens on {tokens_on} / off {tokens_off}: saved {tokens_off - tokens_on}, "
-          f"false stops {len(false_stops)}, ratio {tokens_on / max(tokens_off, 1):.3f} (early stops on / off)")
+          f"false stops {len(false_stops)}, ratio {tokens_on / max(tokens_off, 1):.3f} (early stops on / off)",
+          flush=True)
 
 
 if __name__ == "__main__":
