@@ -121,6 +121,16 @@ def cotforge(*args: str, check: bool = False, timeout: float = 600, **kwargs) ->
     return result
 
 
+def cotforge_process(*args: str, python: str | Path = sys.executable, env: dict | None = None,
+                     **popen) -> subprocess.Popen:
+    """The real `cotforge ARGS` started as a process to kill, signal or read while it runs (the one way
+    the tests start one): stdout and stderr piped as text unless `popen` says otherwise, run from the
+    checkout, with the hubs off unless `env` is given whole."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO, **popen}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if env is None else env
+    return subprocess.Popen([str(python), "-m", "cotforge.cli", *map(str, args)], env=env, **popen)
+
+
 # The interpreter's own warning filters, as a `cotforge` process starts with them (pytest adds its own
 # per test, and records the warnings instead of printing them).
 _PROCESS_WARNING_FILTERS = list(warnings.filters)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import digest
+from conftest import cotforge, cotforge_process, digest
 
 from cotforge.query import run_query
 
@@ -21,15 +19,13 @@ def test_sigkill_then_resume_keeps_committed_samples(tmp_path):
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} + {i}?", "gold": str(2 * i)}) + "\n"
                                for i in range(4)))
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(out), "--k", "2",
-               "--max-rounds", "1", "--max-tokens", "12", "--shard-size", "2", "--engine-option", "batch_size=2",
-               "--checks", "format", "--jobs", "0"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    command = ["generate", prompts, "--out", out, "--k", "2", "--max-rounds", "1", "--max-tokens", "12",
+               "--shard-size", "2", "--engine-option", "batch_size=2", "--checks", "format", "--jobs", "0"]
+    process = cotforge_process(*command)
     deadline = time.monotonic() + 300
     while not list((out / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"generate ended early: {process.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"generate ended early: {process.stderr.read()[-2000:]}")
         time.sleep(0.05)
     process.kill()
     process.wait()
@@ -37,7 +33,7 @@ def test_sigkill_then_resume_keeps_committed_samples(tmp_path):
     assert 1 <= len(shards) < 4, "the kill should land mid-run"
     _, before = run_query(out, "SELECT id, completion FROM samples")
 
-    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    finished = cotforge(*command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     for name, value in shards.items():
         assert digest(out / "samples" / name) == value, f"committed shard {name} changed"

@@ -9,15 +9,13 @@ GPU server, which this machine does not have; `ScriptedServer` answers what a te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import cotforge_in_process, digest
+from conftest import cotforge_in_process, cotforge_process, digest
 from runcheck import assert_same_up_to_cancellation
 from servers import ScriptedServer, chat_answer, sim_server
 
@@ -197,9 +195,7 @@ def _cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
     """`cotforge generate ARGS`: in-process, or a real process to kill with background=True."""
     if not kw.get("background"):
         return cotforge_in_process("generate", *args)
-    command = [sys.executable, "-m", "cotforge.cli", "generate", *map(str, args)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+    return cotforge_process("generate", *args)
 
 
 @pytest.mark.process
@@ -214,7 +210,7 @@ def test_kill_9_then_resume_gives_the_same_samples_and_seeds(tmp_path):
         process = _cli(*args, "--out", out, "--shard-size", "4", background=True)
         deadline = time.monotonic() + 120
         while len(list((out / "samples").glob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert process.poll() is None, process.stderr.read()[-2000:]
             time.sleep(0.02)
         process.kill()
         process.wait()

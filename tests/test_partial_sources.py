@@ -10,7 +10,6 @@ written while it is filtered.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, cotforge_process
 from servers import ScriptedServer, chat_answer
 
 from cotforge.io.rundir import RunDir
@@ -64,11 +63,9 @@ def test_a_live_generate_run_is_refused_as_a_source_and_partial_output_is_marked
     gate = threading.Event()
     live = tmp_path / "K"
     with ScriptedServer([solver(gate, answered_freely=3)]) as server:
-        command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(live),
-                   "--engine", "openai", "--base-url", server.base_url, "--model", "m", "--k", "1",
-                   "--max-rounds", "1", "--checks", "answer", "--jobs", "0", "--shard-size", "1", "--concurrency", "2"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = cotforge_process("generate", prompts, "--out", live, "--engine", "openai", "--base-url",
+                                   server.base_url, "--model", "m", "--k", "1", "--max-rounds", "1", "--checks",
+                                   "answer", "--jobs", "0", "--shard-size", "1", "--concurrency", "2")
         try:
             wait_for(lambda: len(list((live / "samples").glob("part-*.parquet"))) >= 3, "3 committed shards")
             committed = RunDir(live).count_rows("samples")

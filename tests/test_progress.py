@@ -8,12 +8,10 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
-from conftest import REPO
+from conftest import cotforge, cotforge_process
 from servers import ScriptedServer
 from test_partial_sources import solver, sum_prompts, wait_for
 
@@ -63,20 +61,18 @@ def test_a_resumed_filter_counts_rows_and_accepted_on_one_basis(tmp_path, capsys
 @pytest.mark.slow
 def test_the_progress_line_after_a_killed_generate_resumes(tmp_path):
     prompts = sum_prompts(tmp_path / "p.jsonl", 40)
-    command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(tmp_path / "run"),
-               "--engine", "openai", "--model", "m", "--k", "1", "--max-rounds", "1", "--checks", "answer",
-               "--jobs", "0", "--shard-size", "1", "--concurrency", "2"]
+    command = ["generate", prompts, "--out", tmp_path / "run", "--engine", "openai", "--model", "m", "--k", "1",
+               "--max-rounds", "1", "--checks", "answer", "--jobs", "0", "--shard-size", "1", "--concurrency", "2"]
     gate = threading.Event()
     with ScriptedServer([solver(gate, answered_freely=6)]) as server:
-        first = subprocess.Popen([*command, "--base-url", server.base_url], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        first = cotforge_process(*command, "--base-url", server.base_url)
         wait_for(lambda: len(list((tmp_path / "run" / "samples").glob("part-*.parquet"))) >= 4, "4 shards")
         first.send_signal(signal.SIGKILL)
         first.wait()
         gate.set()
         committed = RunDir(tmp_path / "run").count_rows("samples")
-        resumed = subprocess.run([*command, "--base-url", server.base_url], capture_output=True, text=True,
-                                 cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300, check=True)
+        resumed = cotforge(*command, "--base-url", server.base_url, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                           timeout=300, check=True)
     lines = [line for line in resumed.stderr.splitlines() if line.startswith("generate: ")]
     assert lines, resumed.stderr
     values = parsed(lines[0])  # the first line: printed when this session finished its first prompt

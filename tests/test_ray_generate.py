@@ -118,18 +118,17 @@ def test_replica_killed_mid_run_is_replaced_nothing_lost(ray_cluster, prompts, s
 
 def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, local_run, tmp_path):
     import signal
-    import subprocess
-    import sys
     import time
 
-    from ray_helpers import REPO, ray_env
+    from conftest import cotforge, cotforge_process
+    from ray_helpers import ray_env
 
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "cotforge.cli", "generate", str(prompts), "--out", str(run), "--engine", "openai",
-               "--base-url", servers[0], "--base-url", servers[1], "--k", "2", "--accept", "1", "--max-rounds", "3",
-               "--max-tokens", "120", "--checks", "format,answer", "--jobs", "1", "--shard-size", "8",
-               "--shard-age", "1", "--executor", "ray", "--address", ray_cluster.address]
-    driver = subprocess.Popen(command, cwd=REPO, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = ["generate", prompts, "--out", run, "--engine", "openai", "--base-url", servers[0], "--base-url",
+               servers[1], "--k", "2", "--accept", "1", "--max-rounds", "3", "--max-tokens", "120", "--checks",
+               "format,answer", "--jobs", "1", "--shard-size", "8", "--shard-age", "1", "--executor", "ray",
+               "--address", ray_cluster.address]
+    driver = cotforge_process(*command, env=ray_env())
     deadline = time.monotonic() + 120
     while not any((run / "samples").glob("part-*.parquet")) and time.monotonic() < deadline:
         assert driver.poll() is None, driver.communicate()
@@ -139,8 +138,7 @@ def test_driver_killed_then_same_command_resumes(ray_cluster, prompts, servers, 
     committed = {p.name: p.read_bytes() for p in (run / "samples").glob("part-*.parquet")}
     assert committed and len(samples(run)) < len(samples(local_run)), "the driver must die mid-run"
 
-    rerun = subprocess.run(command, cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
-                           check=False)
+    rerun = cotforge(*command, env=ray_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "ray: 2 engine replicas" in rerun.stdout
     for name, content in committed.items():  # committed samples never change

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import cotforge_process
 
 from cotforge.checks import create
 from cotforge.checks.sandbox import clean_stale, isolation, run_python
@@ -221,9 +222,8 @@ def _start_filter(tmp_path: Path, mark: str) -> tuple[subprocess.Popen, Path]:
     # bytes fails (xdist's tmp_path for this test's name is longer than that)
     scratch = Path(tempfile.mkdtemp(prefix="cf-sbx-"))
     env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "cotforge.cli", "filter", str(samples), "--out",
-                                str(tmp_path / "run"), "--checks", str(preset), "--overwrite"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = cotforge_process("filter", samples, "--out", tmp_path / "run", "--checks", preset, "--overwrite",
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return process, scratch
 
 

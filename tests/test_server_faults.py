@@ -10,15 +10,13 @@ retried that often instead of for a guessed time. `ScriptedServer` answers what 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import cotforge_in_process
+from conftest import cotforge_in_process, cotforge_process
 from runcheck import assert_same_up_to_cancellation
 from servers import Refuser, ScriptedServer, chat_answer, free_port, sim_server
 
@@ -53,9 +51,7 @@ def args(prompts: Path, out: Path, *urls: str) -> list[str]:
 def generate(*arguments: str, background: bool = False):
     """`cotforge generate`: in this process (conftest's runner), or as a process to kill (`background`)."""
     if background:
-        command = [sys.executable, "-m", "cotforge.cli", "generate", *map(str, arguments)]
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return cotforge_process("generate", *arguments)
     return cotforge_in_process("generate", *arguments)
 
 
@@ -90,7 +86,7 @@ def reference(prompts: Path, tmp_path: Path, sim) -> list:
 def test_a_server_killed_and_restarted_mid_run_is_ridden_out(tmp_path):
     prompts = sum_prompts(tmp_path / "p.jsonl", 60)
     with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40) as sim:
-        expected = reference(prompts, tmp_path, sim)
+        reference(prompts, tmp_path, sim)
         process = generate(*args(prompts, tmp_path / "run", sim.base_url), *FAST, background=True)
         wait_for_shards(tmp_path / "run", 2, process)
         # 8 calls in flight: 40 refusals are 5 refused rounds, each call failed 5 times, past max_retries 2
@@ -107,7 +103,7 @@ def test_a_whole_fleet_restarted_is_ridden_out(tmp_path):
     with sim_server(slots=4, step_ms=3, prompts=prompts, median_tokens=40) as a,\
             sim_server(slots=4, step_ms=3, prompts=prompts, median_tokens=40) as b,\
             sim_server(slots=4, step_ms=3, prompts=prompts, median_tokens=40) as c:
-        expected = reference(prompts, tmp_path, a)
+        reference(prompts, tmp_path, a)
         process = generate(*args(prompts, tmp_path / "run", a.base_url, b.base_url, c.base_url), *FAST,
                            background=True)
         wait_for_shards(tmp_path / "run", 2, process)
@@ -121,7 +117,7 @@ def test_a_whole_fleet_restarted_is_ridden_out(tmp_path):
 def test_an_outage_past_outage_s_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
     prompts = sum_prompts(tmp_path / "p.jsonl", 40)
     with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40) as sim:
-        expected = reference(prompts, tmp_path, sim)
+        reference(prompts, tmp_path, sim)
         command = [*args(prompts, tmp_path / "run", sim.base_url), *FAST]
         process = generate(*command, "--engine-option", "outage_s=1", background=True)
         wait_for_shards(tmp_path / "run", 2, process)
@@ -225,7 +221,7 @@ def test_a_server_that_answers_only_blanks_stops_the_run_with_one_line(tmp_path)
 def test_cut_bodies_and_answers_without_choices_are_retried_like_5xx(tmp_path):
     prompts = sum_prompts(tmp_path / "p.jsonl", 40)
     with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40) as sim:
-        expected = reference(prompts, tmp_path, sim)
+        reference(prompts, tmp_path, sim)
         sim.set_faults(bad_json_every=4, no_choices_every=5)
         done = generate(*args(prompts, tmp_path / "run", sim.base_url), *FAST)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,13 +8,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import cotforge_process
 from test_view import make_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,9 +34,7 @@ def _free_port() -> int:
 def server(tmp_path: Path, cli):
     run = make_run(tmp_path / "data", cli)
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cotforge.cli", "view", str(run), "--port", str(port),
-                                "--reviewer", "browser-test"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = cotforge_process("view", run, "--port", port, "--reviewer", "browser-test", stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -142,9 +139,7 @@ def test_off_loopback_the_server_wants_its_token(tmp_path: Path, cli):
 
     run = make_run(tmp_path / "data", cli)
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cotforge.cli", "view", str(run), "--host", "0.0.0.0",
-                                "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = cotforge_process("view", run, "--host", "0.0.0.0", "--port", port, stderr=subprocess.STDOUT)
     try:
         line = process.stdout.readline()
         token = re.search(r"\?token=([\w-]+)", line).group(1)
