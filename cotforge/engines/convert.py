@@ -21,9 +21,11 @@ text, where the parser looks for them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from cotforge.engines.gguf import shipped_gguf
@@ -106,9 +108,10 @@ def write_safetensors(gguf: Path, out: Path, think_tokens: bool = False, dtype: 
         options["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:
         pass  # older transformers always de-quantize GGUF on load
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
-                                                 dtype=getattr(torch, dtype), **options)
+    with shared_gguf_reads():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True,
+                                                     dtype=getattr(torch, dtype), **options)
     # A GGUF load records how it was quantized; the saved folder is plain safetensors, and a stale
     # quantization_config would make vLLM look for GGUF blocks in it.
     if getattr(model.config, "quantization_config", None) is not None:
@@ -119,6 +122,28 @@ def write_safetensors(gguf: Path, out: Path, think_tokens: bool = False, dtype: 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+@contextmanager
+def shared_gguf_reads():
+    """While a GGUF loads, gguf's `GGUFReader(path)` and `get_tensor_name_map(arch, blocks)` answer from
+    a cache. transformers' loader (5.19 in the vLLM venv, 5.24 in the main one) parses the file once
+    for the tokenizer, once for the config and once for the weights (6 s each here), and builds the
+    tensor-name map once per module of the model (397 builds for SmolLM2-135M). Both depend only on
+    their arguments, and the loader only reads them (the reader is a read-only memory map)."""
+    try:
+        import gguf
+    except ImportError:  # an old transformers without the gguf package: nothing to share
+        yield
+        return
+    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+    for name, build in originals.items():
+        setattr(gguf, name, functools.lru_cache(maxsize=None)(build))
+    try:
+        yield
+    finally:
+        for name, build in originals.items():
+            setattr(gguf, name, build)
 
 
 def add_think_tokens(model, tokenizer) -> None:
