@@ -141,13 +141,15 @@ def test_missing_requirement_is_named_with_its_package(monkeypatch):
 
 
 @pytest.mark.slow
-def test_pip_install_into_a_fresh_venv_gives_a_working_filter(tmp_path):
-    """`pip install` of the source tree with its dependencies (no extras) into a new venv, then the
-    default preset over samples: every row judged, the right ones accepted. Slow: builds a venv."""
+def test_install_into_a_fresh_venv_gives_a_working_filter(tmp_path):
+    """An install of the source tree with its dependencies (no extras) into a new venv, then the default
+    preset over samples: every row judged, the right ones accepted. Slow: builds a venv. The installer
+    is uv (the README's; the test venv has it): it reads the same dependency metadata pip does, and
+    takes ~5 s here where `pip install` took ~70 s of CI's two cores."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-    python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, venv], check=True, env=env, timeout=300)
     source = tmp_path / "source"  # a copy: building leaves nothing in the checkout
     for name in ("pyproject.toml", "setup.py", "README.md", "cotforge", "filters", "data_cards"):
         if (REPO / name).is_dir():
@@ -155,8 +157,9 @@ def test_pip_install_into_a_fresh_venv_gives_a_working_filter(tmp_path):
         else:
             source.mkdir(exist_ok=True)
             shutil.copy(REPO / name, source / name)
-    install = subprocess.run([python, "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True,
-                             env=env, timeout=1200, check=False)
+    # --python: `python -m uv` would otherwise install into the interpreter that runs it (the test venv)
+    install = subprocess.run([*uv, "pip", "install", "-q", "--python", venv / "bin" / "python", str(source)],
+                             capture_output=True, text=True, env=env, timeout=1200, check=False)
     assert install.returncode == 0, install.stderr[-3000:]
     samples = tmp_path / "samples.jsonl"
     reasoning = "Counting on from the first number by the second one gives the sum; check it on fingers."
