@@ -106,7 +106,15 @@ def test_non_reasoning_recipe_rules_first_then_the_judge_then_mix(cli, tmp_path,
 def test_smoke_the_recipe_as_written_runs_on_the_embedded_model(cli, tmp_path):
     """Smoke test: the shipped recipe runs end to end on CPU with the real model (generation, the rules,
     the prefilled judge, mix). It checks the run's shape, not what the 135M model says."""
+    from cotforge.engines.convert import cache_root
+
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:3])
+    # A judge verdict cache of its own (nothing judged before), beside the models the whole session
+    # shares: the GGUF is de-quantized once per session (~25 s), not again here.
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(models, target_is_directory=True)
     env = {**os.environ, "COTFORGE_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "non-reasoning"
     cli("generate", prompts, "--recipe", REPO / "recipes" / "r1-non-reasoning.yaml", "--out", run,
