@@ -2,7 +2,8 @@
 
 vLLM lives in a venv of its own (`.venv-vllm`, made by .ci/run; see `vllm_python` in conftest), so
 these tests run the real command line with that venv's python and read the run folder from here.
-The model is the embedded SmolLM2, converted to safetensors by cotforge itself (`--model embedded`).
+The model is the embedded SmolLM2, converted to safetensors by cotforge itself (`--model embedded-think`,
+the variant with `<think>` tokens that the server tests use too).
 
 One stand-in remains, for what the CPU build cannot do: tensor parallelism across GPUs. It checks
 only that the engine options reach `vllm.LLM` (last test).
@@ -43,7 +44,7 @@ def test_generate_engine_vllm_n_samples_token_counts_and_truncation(run):
     assert sorted((s["prompt_id"], s["sample_idx"]) for s in samples) == [
         (f"q{i}", j) for i in range(PROMPTS) for j in range(K)]  # k each; "long" has none
     for sample in samples:
-        assert sample["engine"] == "vllm" and sample["model"] == "embedded"
+        assert sample["engine"] == "vllm" and sample["model"] == "embedded-think"
         assert sample["prompt_tokens"] > 20  # SmolLM2's chat template around the question
         assert 1 <= sample["completion_tokens"] <= MAX_TOKENS
         assert sample["finish_reason"] in {"stop", "length", "repetition"}
