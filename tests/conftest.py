@@ -217,10 +217,13 @@ def vllm_python() -> Path:
     return python
 
 
-def in_vllm_venv(python: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real `cotforge` command line with the vLLM venv's python (this checkout first on the path)."""
+def in_vllm_venv(python: Path, *args: str, script: Path | None = None,
+                 timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real `cotforge` command line, or `script` with `args`, with the vLLM venv's python (this
+    checkout first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(python), "-m", "cotforge.cli", *map(str, args)], capture_output=True, text=True,
+    program = [str(script)] if script else ["-m", "cotforge.cli"]
+    return subprocess.run([str(python), *program, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env, check=False)
 
 
@@ -254,9 +257,8 @@ def vllm_engine_checks(vllm_python, vllm_think_model, tmp_path_factory) -> tuple
 
     folder = tmp_path_factory.mktemp("vllm_engine")
     prompts = write_jsonl(folder / "prompts.jsonl", EVAL_PROMPTS)
-    result = subprocess.run([str(vllm_python), str(REPO / "tests" / "vllm_engine_checks.py"), vllm_think_model,
-                             str(prompts), str(folder / "eval")], capture_output=True, text=True, timeout=900,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, check=False)
+    result = in_vllm_venv(vllm_python, vllm_think_model, prompts, folder / "eval",
+                          script=REPO / "tests" / "vllm_engine_checks.py")
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, result.stderr[-4000:]
     return json.loads(lines[-1].removeprefix("RESULT ")), folder / "eval"
