@@ -39,9 +39,14 @@ def on_ray(python, prompts, out, address) -> list[str]:
             "--executor", "ray", "--address", address]
 
 
+def launch(command: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command of the vLLM venv with Ray's environment (workers import cotforge and tests/)."""
+    return subprocess.run(command, cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
 def run(command: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                            text=True, timeout=timeout, check=False)
+    result = launch(command, timeout)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
     return result
 
@@ -70,9 +75,8 @@ def test_vllm_replica_killed_holding_a_request_then_driver_killed_rerun_equals_l
     address, cluster_pid = vllm_ray_cluster
     out = tmp_path / "run"
     command = on_ray(vllm_python, prompts, out, address)
-    killed = subprocess.run([str(vllm_python), str(REPO / "tests" / "ray_vllm_replica_kill.py"), str(cluster_pid),
-                             *command[3:]], cwd=REPO, env={**ray_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                            text=True, timeout=900, check=False)
+    killed = launch([str(vllm_python), str(REPO / "tests" / "ray_vllm_replica_kill.py"), str(cluster_pid),
+                     *command[3:]])
     lines = killed.stdout.strip().splitlines()
     report = json.loads(lines[-1]) if lines else {}
     assert killed.returncode == -signal.SIGKILL and "shard" in report, f"{killed.stdout}\n{killed.stderr[-4000:]}"
