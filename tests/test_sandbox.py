@@ -192,6 +192,18 @@ def _processes_with(mark: str) -> list[int]:
     return found
 
 
+def _holding(folder: Path) -> list[int]:
+    """Processes with a file open under `folder` (a sandbox run's lock is held through one)."""
+    prefix, found = str(folder.resolve()) + os.sep, []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and any(os.readlink(fd).startswith(prefix) for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            pass
+    return found
+
+
 def _stat(pid: int) -> list[int]:
     """[0, ppid, pgrp, session] of a process; zeros when it is gone."""
     try:
@@ -255,6 +267,10 @@ def test_killing_cotforge_leaves_no_sandboxed_program_running(tmp_path, victim):
             pass
         process.wait()
     assert _wait_for(lambda: not _processes_with(mark), 10), _processes_with(mark)
+    # A SIGKILLed worker still holds its run's lock until its exit is done, and a worker the filter
+    # started to retry the sample may have taken a folder and died before its program started (no mark
+    # to wait for): wait until nobody holds a file there, or clean_stale rightly keeps that folder.
+    assert _wait_for(lambda: not _holding(scratch), 10), _holding(scratch)
     stale = list(scratch.glob("cotforge-sandbox-*"))
     assert stale, "a killed run leaves its folder behind (which the next start must remove)"
     assert clean_stale(str(scratch)) == len(stale) and not list(scratch.glob("cotforge-sandbox-*"))
