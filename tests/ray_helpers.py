@@ -66,9 +66,12 @@ def judged(run: Path) -> dict[str, tuple]:
 
 
 def ray_env() -> dict[str, str]:
-    """Environment for processes that start Ray nodes: workers must import cotforge and this module."""
+    """Environment for processes that start Ray nodes: workers must import cotforge and this module.
+
+    PYTHONFAULTHANDLER: a Ray driver of these tests once died of SIGSEGV after its work was done (at
+    `ray.shutdown()` or the interpreter's exit, in one CI run of many); a crash then prints its stack."""
     paths = [str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "PYTHONFAULTHANDLER": "1"}
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from servers import ScriptedServer, chat_answer, sim_server
 
 from cotforge.engines import get_engine
 from cotforge.engines.replay import ReplayEngine
+from cotforge.errors import CotforgeError
 from cotforge.generate import GenerateConfig, generate
 from cotforge.query import run_query
 
@@ -93,6 +94,25 @@ def test_a_prompts_rounds_do_not_wait_for_other_prompts(tmp_path):
     assert max(fast) < slow_first + 1.5  # ... all planned and sent while the slow prompt's first was out
     _, rows = run_query(tmp_path / "run", "SELECT prompt_id, max(round), count(*) FROM samples GROUP BY 1 ORDER BY 1")
     assert rows == [("fast", 3, 4), ("slow", 3, 4)]
+
+
+def test_an_engine_object_is_what_the_manifest_records(tmp_path):
+    """A run given an Engine object names that engine and its model, not the config's defaults (the
+    embedded model), and a rerun with another model is refused, not resumed into the same folder."""
+    prompts, recorded, other = tmp_path / "p.jsonl", tmp_path / "r.jsonl", tmp_path / "other.jsonl"
+    prompts.write_text(json.dumps({"id": "p0", "prompt": "q0"}) + "\n")
+    for path in (recorded, other):
+        path.write_text("".join(json.dumps({"prompt_id": "p0", "prompt": "q0", "sample_idx": j,
+                                            "completion": "<think>x</think> y"}) + "\n" for j in range(2)))
+    config = GenerateConfig(k=2, max_rounds=1, checks="format", jobs=0)
+    assert config.engine == "embedded" and config.model is None
+    generate(prompts, tmp_path / "run", config, engine=ReplayEngine(recorded))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (manifest["config"]["engine"], manifest["config"]["model"]) == ("replay", str(recorded))
+    again = generate(prompts, tmp_path / "run", config, engine=ReplayEngine(recorded))  # resumes: nothing to do
+    assert again["samples"] == 2 and len(run_query(tmp_path / "run", "SELECT id FROM samples")[1]) == 2
+    with pytest.raises(CotforgeError, match="another configuration"):
+        generate(prompts, tmp_path / "run", config, engine=ReplayEngine(other))
 
 
 def test_shards_are_committed_by_size(tmp_path):

@@ -59,6 +59,14 @@ TAIL_FILL = 1.0  # share of max_inflight the tail fill keeps busy (see Scheduler
 WARMING_BACKLOG = 4  # rows waiting for verdicts while the check pool starts, in max_inflights (run_all)
 
 
+def _engine_record(engine: Engine | None) -> dict:
+    """What the manifest says sampled the run when an engine object is given: that object's name and
+    model, not the config's defaults (which name the engine a run would have built)."""
+    if engine is None:
+        return {}
+    return {key: value for key, value in (("engine", engine.name), ("model", engine.model)) if value}
+
+
 class Scheduler:
     """One generate run over one run folder."""
 
@@ -85,9 +93,9 @@ class Scheduler:
                                      config.repetition_rule(), early_stop=self.early)
         self.finalize = finalize
         self.command = command
-        self.run = RunDir.open(out, command, {**config.output_config(), "fields": fields or {},
-                                                 "bad_rows": bad_rows}, [prompts_path], argv=argv,
-                               overwrite=overwrite)
+        self.run = RunDir.open(out, command, {**config.output_config(), **_engine_record(engine),
+                                              "fields": fields or {}, "bad_rows": bad_rows},
+                               [prompts_path], argv=argv, overwrite=overwrite)
         # Prompts are read from the run's prompts shard when started, not all held (generate/prompts.py).
         self.prompt_file = PromptFile(self.run, prompts_path, fields, bad_rows)
         self.prompts: dict[str, dict] = {}  # rows of the prompts being worked on
