@@ -220,7 +220,7 @@ class Probe:
                  f"{last_line(done)}", done.returncode == 1 and not (self.work / "U").exists())
         dead = f"http://127.0.0.1:{free_port()}/v1"
         args = self.gen_args(self.work / "NM", dead)
-        done = cli(*[a for a in args if a not in ("--model", "sim")])
+        done = cli(*[a for a in args if a not in ("--model", "sim")], "--engine-option", "outage_s=0")  # no wait
         self.row("7. no `--model`, server unreachable", f"exit {done.returncode}: {last_line(done)}",
                  done.returncode == 1 and "--model" in last_line(done) and "cannot be reached" in last_line(done))
         with sim_server(slots=16, step_ms=3, prompts=self.prompts, median_tokens=40) as sim:

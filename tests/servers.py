@@ -164,8 +164,9 @@ class ScriptedServer:
 @contextmanager
 def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = None, median_tokens: float = 300,
                sigma: float = 0.8, startup_s: float = 60, faults: dict | None = None,
-               extra: tuple[str, ...] = ()) -> Iterator[SimHandle]:
-    """Run tests/simserver.py (a simulated continuous-batching server) in its own process.
+               extra: tuple[str, ...] = (), port: int = 0) -> Iterator[SimHandle]:
+    """Run tests/simserver.py (a simulated continuous-batching server) in its own process (on `port`,
+    else a free one).
 
     `faults`: {"blank_every": N, "bad_json_every": N, "no_choices_every": N} from the start (and after
     each restart); `extra`: more of its options (--loop-share 0.25, --refuse-unknown, ...)."""
@@ -176,6 +177,7 @@ def sim_server(slots: int = 64, step_ms: float = 2.0, prompts: Path | None = Non
     for name, every in (faults or {}).items():
         command += [f"--{name.replace('_', '-')}", str(every)]
     handle = SimHandle(command, startup_s)
+    handle.port = port
     try:
         handle.start()
         yield handle

@@ -139,7 +139,7 @@ def test_connection_refused_is_reported():
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(CotforgeError, match=rf"^the server cannot be reached \({url}: ConnectError: .*\); start it, "
                                             rf"or fix --base-url$"):
-        get_engine("openai", base_url=url, model="m")
+        get_engine("openai", base_url=url, model="m", outage_s=0)  # 0: no wait for it to come up
 
 
 def test_server_honouring_n_gets_one_request_and_usage_split():

@@ -335,9 +335,46 @@ def test_an_unreachable_server_says_so(tmp_path, model):
     prompts = sum_prompts(tmp_path / "p.jsonl", 2)
     dead = f"http://127.0.0.1:{free_port()}/v1"
     done = generate(prompts, "--out", tmp_path / "run", "--engine", "openai", "--base-url", dead,
-                    *(["--model", model] if model else []), "--checks", "format")
+                    *(["--model", model] if model else []), "--checks", "format", "--engine-option", "outage_s=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"the server cannot be reached ({dead}: ConnectError"), lines
     assert "start it, or fix --base-url" in lines[0]
     assert ("--model" in lines[0]) == (model is None) and "model=NAME" not in lines[0]
+
+
+def test_no_server_at_the_start_is_waited_for_outage_s_then_one_line(tmp_path):
+    prompts = sum_prompts(tmp_path / "p.jsonl", 2)
+    dead, also_dead = (f"http://127.0.0.1:{free_port()}/v1" for _ in range(2))
+    start = time.monotonic()
+    done = generate(prompts, "--out", tmp_path / "run", "--engine", "openai", "--base-url", dead, "--base-url", also_dead,
+                    "--model", "m", "--checks", "format", "--engine-option", "outage_s=2")
+    assert 2 <= time.monotonic() - start < 30
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    note, last = done.stderr.strip().splitlines()
+    assert note.startswith(f"cotforge: note: none of the 2 servers can be reached yet ({dead}: ConnectError"), note
+    assert "waiting up to 2 s for one to answer" in note
+    assert last.startswith(f"none of the 2 servers can be reached ({dead}: ConnectError"), last
+    assert last.endswith("start it, or fix --base-url; waited 2 s (outage_s)"), last
+
+
+def test_a_server_still_loading_at_the_start_is_waited_for(tmp_path):
+    """`vllm serve` binds its port at once and refuses connections until its model is loaded: a run
+    started beside it waits (a Refuser stands for the loading server: it resets each connection and
+    counts them), then runs as if the server had been up, and asks it which model it serves."""
+    prompts = sum_prompts(tmp_path / "p.jsonl", 12)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    with Refuser(port, 3) as loading:
+        process = generate(*args(prompts, tmp_path / "run", url), background=True)
+        assert loading.enough.wait(60), process.communicate(timeout=60)
+    with sim_server(slots=8, step_ms=3, prompts=prompts, median_tokens=40, port=port) as sim:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        reference(prompts, tmp_path, sim)
+    notes = [line for line in err.splitlines() if line.startswith("cotforge: note:")]
+    assert len(notes) == 2, err
+    assert notes[0].startswith(f"cotforge: note: the server cannot be reached yet ({url}: "), notes[0]
+    assert "waiting up to 120 s" in notes[0]
+    assert notes[1].startswith(f"cotforge: note: {url} answers after ")
+    assert_same_up_to_cancellation(tmp_path / "run", tmp_path / "ref")  # only cancelled siblings may differ

@@ -48,9 +48,12 @@ chunk; a server that refuses the field is learned once and counted by its chunks
 ends before its finish reason is a transport fault: asked again with its seed, like a dropped call.
 
 Failures (what each kind of fault does is in `calls`; the counts are `OpenAIEngine.faults`):
-- at the start every server is asked for its models: none answering is one line (and without a model
-  name, the one it serves is taken from there); a fleet member that does not answer is named on stderr
-  and gets calls once the probe finds it answering. A base URL that is no http(s) URL is refused before
+- at the start every server is asked for its models (without a model name, the one it serves is taken
+  from there). None answering is an outage too: a note says so, they are asked again (pauses doubling
+  from 0.5 s up to `probe_interval_s`) for up to `outage_s`, then one line ends the run; `outage_s=0`
+  stops at once. A server still loading its model (`vllm serve` refuses connections until it serves) is
+  thus waited for. A fleet member that does not answer while others do is named on stderr and gets
+  calls once the probe finds it answering. A base URL that is no http(s) URL is refused before
   anything starts (`validate_options`, called by `engines.check_options`).
 - outages: 429 and 5xx (honouring `Retry-After`), 200 bodies that are not a JSON object or hold no
   choices, connection errors and timeouts. Retried with exponential backoff and full jitter; a connection

@@ -20,11 +20,12 @@ import aiohttp
 
 from cotforge.engines.base import Engine, Finished, Request, SamplingParams, drain
 from cotforge.engines.openai.calls import Calls, Job, Pending
-from cotforge.engines.openai.fleet import Fleet, Server, reach, served_model, unreachable_line, v1
+from cotforge.engines.openai.fleet import Fleet, Reach, Server, reach, served_model, unreachable_line, v1
 from cotforge.errors import CotforgeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the OpenAI SDK's default too
 PER_SERVER_CONCURRENCY = 256  # vLLM's default max_num_seqs: enough to keep one server's batch full
+STARTUP_POLL_S = 0.5  # first pause between asks while no server answers at the start (then doubling)
 
 
 class InFlight:
@@ -83,9 +84,9 @@ class OpenAIEngine(Engine):
         # Every server is asked for its models at the start: none answering is one line now, not retries;
         # a fleet member that does not answer is named, and gets calls once its probe answers.
         reached = reach(self.base_urls, self._headers, connect_s or 10)
+        if all(r.error is not None for r in reached):
+            reached = self._wait_for_a_server(reached, model, connect_s or 10)
         self._unreachable = [r for r in reached if r.error is not None]
-        if len(self._unreachable) == len(reached):
-            raise CotforgeError(unreachable_line(reached, model))
         for down in self._unreachable:
             print(f"cotforge: note: {down.url} cannot be reached ({down.error}); going on with the "
                   f"{len(reached) - len(self._unreachable)} of {len(reached)} servers that answer (it gets calls once "
@@ -102,6 +103,29 @@ class OpenAIEngine(Engine):
         self._ready.wait()
         if self._setup_error is not None:
             raise self._setup_error
+
+    def _wait_for_a_server(self, reached: list[Reach], model: str | None, timeout_s: float) -> list[Reach]:
+        """No server answers at the start: ride that out as an outage, for `outage_s`. A server started
+        beside the run is often still loading its model: `vllm serve` binds its port at once but listens
+        only once the model is loaded, so until then it refuses connections, like no server at all."""
+        if self.outage_s <= 0:
+            raise CotforgeError(unreachable_line(reached, model))
+        started = time.monotonic()
+        who = "the server cannot" if len(reached) == 1 else f"none of the {len(reached)} servers can"
+        print(f"cotforge: note: {who} be reached yet ({reached[0].url}: {reached[0].error}); waiting up "
+              f"to {self.outage_s:g} s for one to answer (a server still loading its model), then stopping "
+              f"(--engine-option outage_s=N sets the wait)", file=sys.stderr, flush=True)
+        pause = STARTUP_POLL_S
+        while all(r.error is not None for r in reached):
+            left = self.outage_s - (time.monotonic() - started)
+            if left <= 0:
+                raise CotforgeError(f"{unreachable_line(reached, model)}; waited {self.outage_s:g} s (outage_s)")
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, max(self.probe_interval_s, STARTUP_POLL_S))
+            reached = reach(self.base_urls, self._headers, timeout_s)
+        print(f"cotforge: note: {next(r.url for r in reached if r.error is None)} answers after "
+              f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        return reached
 
     @staticmethod
     def validate_options(options: dict) -> list[str]:
